@@ -1,0 +1,5 @@
+//! One module per verb.
+
+pub mod keys;
+pub mod login;
+pub mod settings;

@@ -1,0 +1,34 @@
+//! The `airlock` user CLI: log in, manage settings and keys, create sessions
+//! and reach them with OpenSSH through the gateway.
+//!
+//! Output discipline: data goes to stdout, status lines and logs to stderr
+//! (the `proxy` command's stdout carries SSH bytes only).
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod state;
+
+use crate::args::{Cli, Command};
+use crate::client::ApiClient;
+use crate::config::{Config, Vars};
+use crate::error::CliResult;
+use crate::state::StateDir;
+
+/// Resolves configuration and state, then runs the command.
+pub async fn run(cli: Cli) -> CliResult<()> {
+    let cwd = std::env::current_dir()?;
+    let vars = Vars::load(&cwd)?;
+    let config = Config::from_vars(&vars)?;
+    let state = StateDir::locate()?;
+    let client = ApiClient::new(config, state)?;
+    match cli.command {
+        Command::Login => commands::login::login(&client).await,
+        Command::Logout => commands::login::logout(&client).await,
+        Command::Settings(args) => commands::settings::run(&client, args).await,
+        Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
+    }
+}

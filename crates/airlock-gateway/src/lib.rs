@@ -1,0 +1,116 @@
+//! The airlock gateway: the only server users reach.
+//!
+//! It speaks the Backend.AI web-server and manager protocols (login cookie,
+//! HMAC-signed keypair requests, every path both bare and under `/func/`),
+//! keeps accounts and sessions in the [`store`], and relays SSH tunnels to the
+//! agents that run the session containers.
+//!
+//! Entry point: [`serve`] takes a bound listener and a shutdown token from the
+//! caller (the `airlockd` binary or a test), so tests run it on `127.0.0.1:0`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+mod json;
+pub mod ratelimit;
+mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::GatewayConfig;
+pub use store::Store;
+
+use crate::ratelimit::LoginLimiter;
+
+/// Shared state of a running gateway (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: GatewayConfig,
+    logins: LoginLimiter,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State over an opened store.
+    pub fn new(store: Store, config: GatewayConfig, shutdown: CancellationToken) -> Self {
+        let logins = LoginLimiter::new(config.login_window);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                logins,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn logins(&self) -> &LoginLimiter {
+        &self.inner.logins
+    }
+
+    /// Cancelled when the gateway shuts down (long-lived streams watch it).
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}
+
+/// Errors that stop the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Accepting or serving connections failed.
+    #[error("gateway server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The complete HTTP application.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves the gateway on `listener` until `state`'s shutdown token is
+/// cancelled, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeError> {
+    let shutdown = state.shutdown_token().clone();
+    let purge_state = state.clone();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = purge_state.shutdown_token().cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = purge_state.store().purge_web_sessions().await {
+                        tracing::warn!(error = %e, "purging expired web sessions failed");
+                    }
+                }
+            }
+        }
+    });
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    purge.abort();
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The route table. Every path is served both bare and under `/func/` (the
+//! Backend.AI web server's prefix), by stripping the prefix before routing.
+
+mod login;
+mod user;
+
+use airlock_proto::api::VersionInfo;
+use axum::extract::Request;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use http::{StatusCode, Uri};
+use tower::ServiceExt;
+
+use crate::AppState;
+use crate::auth::RawTarget;
+use crate::error::ApiError;
+
+/// Marks a request that arrived under `/func/`.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaFunc;
+
+fn strip_func(mut req: Request) -> Request {
+    let raw = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    req.extensions_mut().insert(RawTarget(raw));
+    let path = req.uri().path();
+    if path == "/func" || path.starts_with("/func/") {
+        let rest = path.get(5..).unwrap_or_default();
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let new = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        if let Ok(uri) = new.parse::<Uri>() {
+            *req.uri_mut() = uri;
+            req.extensions_mut().insert(ViaFunc);
+        }
+    }
+    req
+}
+
+/// The full application, `/func` handling included.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/", get(version))
+        .route("/server/login", post(login::login))
+        .route("/server/logout", post(login::logout))
+        .route("/server/login-check", get(login::login_check))
+        .route("/manager/announcement", get(announcement))
+        .route(
+            "/user/settings",
+            get(user::get_settings)
+                .patch(user::patch_settings)
+                .post(user::patch_settings),
+        )
+        .route("/user/ssh-keys", get(user::list_keys).post(user::add_key))
+        .route("/user/ssh-keys/{key}", delete(user::remove_key))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    // Rewrite before routing: wrap the finished router.
+    Router::new().fallback_service(api.map_request(strip_func))
+}
+
+async fn version() -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: airlock_proto::API_VERSION.to_owned(),
+        manager: airlock_proto::manager_version(),
+    })
+}
+
+async fn announcement() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"enabled": false, "message": ""}))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+        .msg(format!("no API endpoint at {}", uri.path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .msg(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}

@@ -1,0 +1,127 @@
+//! Starts a gateway for one test and stops it on drop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airlock_gateway::store::{NewUser, Role};
+use airlock_gateway::{AppState, GatewayConfig, Store};
+use tokio_util::sync::CancellationToken;
+
+/// Every test runs under this deadline.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct TestUser {
+    pub email: String,
+    pub password: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: TestUser,
+    pub user: TestUser,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(GatewayConfig::default()).await
+    }
+
+    pub async fn start_with(config: GatewayConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        let mut users = Vec::new();
+        for (email, role) in [
+            ("admin@test.local", Role::Admin),
+            ("user@test.local", Role::User),
+        ] {
+            let password = format!("pw-{email}");
+            let (_, kp) = store
+                .create_user(NewUser {
+                    email,
+                    password: &password,
+                    role,
+                })
+                .await
+                .unwrap();
+            users.push(TestUser {
+                email: email.into(),
+                password,
+                access_key: kp.access_key.clone(),
+                secret_key: kp.secret_key.clone(),
+            });
+        }
+        let user = users.pop().unwrap();
+        let admin = users.pop().unwrap();
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(store.clone(), config, shutdown.clone());
+        tokio::spawn(airlock_gateway::serve(listener, state));
+        Gateway {
+            addr,
+            admin,
+            user,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Logs in with a plain JSON body and returns the cookie value.
+pub async fn login(gw: &Gateway, email: &str, password: &str) -> String {
+    let resp = client()
+        .post(gw.url("/server/login"))
+        .json(&serde_json::json!({"username": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .expect("a login cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["authenticated"], true, "{body}");
+    cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("AIOHTTP_SESSION=")
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs a test body under [`DEADLINE`].
+pub async fn within<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("test exceeded its deadline");
+}

@@ -1,0 +1,7 @@
+//! In-process gateway tests: a real gateway on 127.0.0.1:0 over a temporary
+//! SQLite database, driven with a real HTTP client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth;
+mod harness;
+mod user;

@@ -1,0 +1,40 @@
+//! Wire facts shared by every airlock component, with no I/O.
+//!
+//! This crate is the single place that knows how airlock talks: the API
+//! version string, the HMAC request signature and the encrypted login body of
+//! the Backend.AI protocol (so that the official `backend.ai` client works
+//! against our gateway), the JSON shapes of our own API, validation rules for
+//! user input, and SSH public-key handling.
+//!
+//! Invariant: nothing here opens files or sockets, spawns tasks or reads the
+//! environment. Everything is a pure function or a plain data type, so that the
+//! gateway, the agent, the runner and the CLI agree by construction.
+
+pub mod api;
+pub mod login;
+pub mod ppk;
+pub mod problem;
+pub mod sign;
+pub mod sshkey;
+pub mod validate;
+
+/// The Backend.AI API version airlock speaks (`X-BackendAI-Version`).
+pub const API_VERSION: &str = "v9.20250722";
+
+/// The version of this airlock build, as shown in the `manager` field of the
+/// version handshake (`airlock 0.1.0`).
+pub fn manager_version() -> String {
+    format!("airlock {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Name of the cookie that carries a web session (as Backend.AI's web server).
+pub const SESSION_COOKIE: &str = "AIOHTTP_SESSION";
+
+/// The container user every session runs as.
+pub const CONTAINER_USER: &str = "work";
+
+/// Home directory of [`CONTAINER_USER`] inside a session.
+pub const CONTAINER_HOME: &str = "/home/work";
+
+/// Container port of the in-session SSH server.
+pub const SSHD_PORT: u16 = 2200;

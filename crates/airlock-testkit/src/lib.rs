@@ -1,0 +1,10 @@
+//! Test harness for system tests: real binaries, real processes.
+//!
+//! Everything here is for tests only (it is a dev-dependency of nothing
+//! shipped). Processes started here are killed when their handle drops, and
+//! every wait has a deadline, so a failing test never hangs the suite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod process;
+
+pub use process::{Airlockd, Cli, Output, bin, run};

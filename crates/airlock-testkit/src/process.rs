@@ -1,0 +1,264 @@
+//! Built binaries as child processes, with deadlines.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`airlock`, `airlockd`, `airlock-runner`) next
+/// to the running test executable (`target/<profile>/deps/..`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A finished process.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with both streams unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `cmd` with `stdin` fed in, killing it after `deadline`.
+pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, deadline: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(data) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let out = reader(child.stdout.take().unwrap());
+    let err = reader(child.stderr.take().unwrap());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {deadline:?}\n--- stdout\n{}\n--- stderr\n{}",
+                out.recv_timeout(Duration::from_secs(1)).unwrap_or_default(),
+                err.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        code: status.code(),
+        stdout: out
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default(),
+        stderr: err
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default(),
+    }
+}
+
+fn reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+    });
+    rx
+}
+
+/// A running `airlockd up` on 127.0.0.1:0 with its own data directory.
+pub struct Airlockd {
+    child: Child,
+    pub url: String,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub data: tempfile::TempDir,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Airlockd {
+    /// Starts `airlockd up` and waits until it prints its address.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Airlockd::start`] with extra arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let admin_password = "admin-password-for-tests".to_owned();
+        let mut child = Command::new(bin("airlockd"))
+            .args(["up", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path().join("state"))
+            .args(extra)
+            .env("AIRLOCK_ADMIN_PASSWORD", &admin_password)
+            .env("AIRLOCK_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start airlockd");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(url) = line.strip_prefix("airlock is running at ") {
+                    let _ = tx.send(url.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("airlockd did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Airlockd {
+            child,
+            url,
+            admin_email: "admin@airlock.local".into(),
+            admin_password,
+            data,
+            log,
+        }
+    }
+
+    /// Everything airlockd logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Runs `airlockd` with these arguments against the same data directory.
+    pub fn admin_command(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run(
+            Command::new(bin("airlockd"))
+                .args(args)
+                .arg("--data")
+                .arg(self.data.path().join("state")),
+            stdin,
+            Duration::from_secs(60),
+        )
+    }
+}
+
+impl Drop for Airlockd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user's machine for the CLI: a working directory with a `.env`, a
+/// private HOME and state directory.
+pub struct Cli {
+    pub dir: tempfile::TempDir,
+}
+
+impl Cli {
+    /// A working directory whose `.env` points at `url` in `session` mode.
+    pub fn new(url: &str) -> Self {
+        let cli = Self::empty();
+        cli.write_env(&format!(
+            "BACKEND_ENDPOINT={url}\nBACKEND_ENDPOINT_TYPE=session\n"
+        ));
+        cli
+    }
+
+    /// A working directory without `.env`.
+    pub fn empty() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        Cli { dir }
+    }
+
+    /// Replaces the `.env` file.
+    pub fn write_env(&self, content: &str) {
+        std::fs::write(self.cwd().join(".env"), content).unwrap();
+    }
+
+    /// The working directory.
+    pub fn cwd(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The fake HOME.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A `Command` for `airlock` in this environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("airlock"));
+        c.args(args)
+            .current_dir(self.cwd())
+            .env("HOME", self.home())
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("NO_COLOR", "1")
+            .env_remove("AIRLOCK_STATE_DIR");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BACKEND_") || k.starts_with("AIRLOCK_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    /// Runs `airlock ARGS` with optional stdin (deadline 60 s).
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run(
+            &mut self.command(args),
+            stdin.map(str::as_bytes),
+            Duration::from_secs(60),
+        )
+    }
+}

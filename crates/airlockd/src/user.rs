@@ -1,0 +1,107 @@
+//! `airlockd user …`: account administration against the data directory.
+
+use std::io::{BufRead, IsTerminal};
+
+use airlock_gateway::store::{NewUser, Role, StoreError};
+use airlock_proto::validate::check_email;
+
+use crate::cli::{UserArgs, UserCommand, hinted};
+use crate::data::open_store;
+
+/// Minimum password length for new passwords.
+const MIN_PASSWORD: usize = 8;
+
+/// Reads a new password: twice from the terminal, or one line from stdin.
+pub fn read_new_password() -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ")?;
+        let second = rpassword::prompt_password("Repeat password: ")?;
+        if first != second {
+            return Err(hinted("the passwords do not match", "try again"));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(hinted(
+            format!("the password is too short (at least {MIN_PASSWORD} characters)"),
+            "choose a longer password",
+        ));
+    }
+    Ok(password)
+}
+
+pub async fn run(args: UserArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data).await?;
+    let result = match args.command {
+        UserCommand::Add { email, admin } => {
+            check_email(&email).map_err(|e| hinted(e.message, e.hint))?;
+            let password = read_new_password()?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let (user, keypair) = store
+                .create_user(NewUser {
+                    email: &email,
+                    password: &password,
+                    role,
+                })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => hinted(
+                        format!("an account for {email} already exists"),
+                        format!("change its password with `airlockd user passwd {email}`"),
+                    ),
+                    other => other.into(),
+                })?;
+            println!("created {} account {}", user.role.as_str(), user.email);
+            println!("  access key: {}", keypair.access_key);
+            println!("  secret key: {}", keypair.secret_key);
+            println!("(the keys are for BACKEND_ENDPOINT_TYPE=api; keep the secret key private)");
+            Ok(())
+        }
+        UserCommand::List { json } => {
+            let users = store.list_users().await?;
+            if json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "id": u.id, "email": u.email, "role": u.role.as_str(),
+                            "is_active": u.is_active,
+                            "created_at": airlock_gateway::store::rfc3339(u.created_at),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<36}  {:<6}  {:<8}  CREATED", "EMAIL", "ROLE", "STATUS");
+                for u in users {
+                    println!(
+                        "{:<36}  {:<6}  {:<8}  {}",
+                        u.email,
+                        u.role.as_str(),
+                        if u.is_active { "active" } else { "inactive" },
+                        airlock_gateway::store::rfc3339(u.created_at)
+                    );
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Passwd { email } => {
+            let user = store.user_by_email(&email).await?.ok_or_else(|| {
+                hinted(
+                    format!("no account for {email}"),
+                    "list accounts with `airlockd user list`",
+                )
+            })?;
+            let password = read_new_password()?;
+            store.set_password(&user.id, &password).await?;
+            println!("password changed for {}", user.email);
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
