@@ -1,1 +1,49 @@
-//! placeholder
+//! The airlock agent: runs session containers on one node.
+//!
+//! It drives the local Docker engine through bollard ([`docker`]), starts
+//! each session with the static `airlock-runner` bind-mounted as PID 1,
+//! reports container states to the gateway ([`link`]), and serves the
+//! gateway's requests ([`api`]): create/destroy, file transfer (through the
+//! runner, as the session user, confined to its home) and raw TCP streams to
+//! the runner's SSH port for tunnels.
+//!
+//! Invariant: the agent makes no authorization decisions about users; it
+//! trusts the gateway, which proves itself with the shared token.
+
+pub mod api;
+pub mod config;
+pub mod docker;
+pub mod error;
+pub mod image;
+pub mod link;
+mod sessions;
+
+use std::sync::Arc;
+
+pub use config::AgentConfig;
+pub use error::AgentError;
+pub use sessions::Agent;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs an agent: serves the gateway API on `listener` and reports to the
+/// gateway until `shutdown` is cancelled. Containers keep running after the
+/// agent stops; the next start re-adopts them.
+pub async fn run(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let engine = docker::Engine::connect().await?;
+    let agent = Arc::new(Agent::start(config, engine, shutdown.clone()).await?);
+    let link = tokio::spawn(link::run(agent.clone(), shutdown.clone()));
+    let events = tokio::spawn(sessions::watch_events(agent.clone(), shutdown.clone()));
+    let app = api::router(agent.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    link.abort();
+    events.abort();
+    agent.wait_tasks().await;
+    served.map_err(AgentError::Io)
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod output;
 pub mod state;
+pub mod transfer;
 
 use crate::args::{Cli, Command};
 use crate::client::ApiClient;
@@ -30,5 +31,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Logout => commands::login::logout(&client).await,
         Command::Settings(args) => commands::settings::run(&client, args).await,
         Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
+        Command::Session(cmd) => commands::session::run(&client, cmd).await,
+        Command::Vfolder(cmd) => commands::vfolder::run(&client, cmd).await,
     }
 }

@@ -17,6 +17,19 @@ pub struct GatewayConfig {
     pub login_window: Duration,
     /// Trust `X-Forwarded-For` / `X-Forwarded-Proto` (behind a reverse proxy).
     pub trust_forwarded: bool,
+    /// Shared secret agents and the gateway prove themselves with (empty:
+    /// no agent may register).
+    pub agent_token: String,
+    /// An agent silent for this long is offline.
+    pub agent_offline_after: Duration,
+    /// Image used when a create request names none.
+    pub default_image: String,
+    /// CPU millicores of a session by default.
+    pub default_cpu_milli: i64,
+    /// Memory of a session by default.
+    pub default_mem_bytes: i64,
+    /// How long `POST /session` waits for a session to be ready.
+    pub create_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -28,6 +41,12 @@ impl Default for GatewayConfig {
             login_failures_per_address: 20,
             login_window: Duration::from_secs(15 * 60),
             trust_forwarded: false,
+            agent_token: String::new(),
+            agent_offline_after: Duration::from_secs(20),
+            default_image: "airlock/base:bookworm".to_owned(),
+            default_cpu_milli: 1000,
+            default_mem_bytes: 1 << 30,
+            create_timeout: Duration::from_secs(300),
         }
     }
 }

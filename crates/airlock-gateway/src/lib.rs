@@ -8,13 +8,17 @@
 //! Entry point: [`serve`] takes a bound listener and a shutdown token from the
 //! caller (the `airlockd` binary or a test), so tests run it on `127.0.0.1:0`.
 
+pub mod agents;
 pub mod auth;
 pub mod config;
 pub mod error;
 mod json;
 pub mod ratelimit;
 mod routes;
+pub mod sessions;
+pub mod storage;
 pub mod store;
+pub mod tunnels;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +28,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::GatewayConfig;
+pub use storage::{FolderStorage, HostStorage};
 pub use store::Store;
+
+use crate::agents::AgentClient;
 
 use crate::ratelimit::LoginLimiter;
 
@@ -40,20 +47,60 @@ struct Inner {
     config: GatewayConfig,
     logins: LoginLimiter,
     shutdown: CancellationToken,
+    agents: AgentClient,
+    storage: Arc<dyn FolderStorage>,
+    session_events: tokio::sync::broadcast::Sender<String>,
+    tunnels: tunnels::Tunnels,
 }
 
 impl AppState {
-    /// State over an opened store.
-    pub fn new(store: Store, config: GatewayConfig, shutdown: CancellationToken) -> Self {
+    /// State over an opened store and folder storage.
+    pub fn new(
+        store: Store,
+        config: GatewayConfig,
+        storage: Arc<dyn FolderStorage>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let logins = LoginLimiter::new(config.login_window);
+        let agents = AgentClient::new(config.agent_token.clone());
+        let (session_events, _) = tokio::sync::broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 logins,
                 shutdown,
+                agents,
+                storage,
+                session_events,
+                tunnels: tunnels::Tunnels::default(),
             }),
         }
+    }
+
+    /// Live tunnels.
+    pub fn tunnels(&self) -> &tunnels::Tunnels {
+        &self.inner.tunnels
+    }
+
+    /// Client for agent APIs.
+    pub fn agents(&self) -> &AgentClient {
+        &self.inner.agents
+    }
+
+    /// Folder storage.
+    pub fn storage(&self) -> &dyn FolderStorage {
+        self.inner.storage.as_ref()
+    }
+
+    /// Tells waiters that a session changed state.
+    pub fn notify_session(&self, id: &str) {
+        let _ = self.inner.session_events.send(id.to_owned());
+    }
+
+    /// Subscribes to session state changes (session ids).
+    pub fn session_events(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.session_events.subscribe()
     }
 
     /// The database.

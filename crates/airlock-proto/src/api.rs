@@ -110,3 +110,120 @@ pub struct AddSshKey {
     /// The public key line.
     pub public_key: String,
 }
+
+/// A session service (Backend.AI's `servicePorts` item).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// `sshd`.
+    pub name: String,
+    /// `tcp`.
+    pub protocol: String,
+    /// Container ports.
+    pub ports: Vec<u16>,
+}
+
+impl ServicePort {
+    /// The SSH/SFTP service every session has.
+    pub fn sshd() -> Self {
+        ServicePort {
+            name: "sshd".into(),
+            protocol: "tcp".into(),
+            ports: vec![crate::SSHD_PORT],
+        }
+    }
+}
+
+/// `POST /session` answer (Backend.AI's shape).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCreated {
+    /// UUID.
+    pub session_id: String,
+    /// Name.
+    pub session_name: String,
+    /// Status after waiting.
+    pub status: String,
+    /// Why, for ERROR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_info: Option<String>,
+    /// Services.
+    pub service_ports: Vec<ServicePort>,
+    /// False when an existing session was reused.
+    pub created: bool,
+}
+
+/// A session as airlock's CLI and web UI see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Owner's email.
+    pub owner: String,
+    /// Image.
+    pub image: String,
+    /// PENDING, PREPARING, RUNNING, TERMINATING, TERMINATED, ERROR.
+    pub status: String,
+    /// Reason for the status, if any.
+    pub status_info: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, once terminated.
+    pub terminated_at: Option<String>,
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory in bytes.
+    pub mem_bytes: u64,
+    /// Mounted folder names.
+    pub mounts: Vec<String>,
+    /// The session's SSH host public key (OpenSSH line).
+    pub host_key: Option<String>,
+    /// Its SHA256 fingerprint.
+    pub host_key_fingerprint: Option<String>,
+    /// Node.
+    pub agent: Option<String>,
+    /// Services.
+    pub service_ports: Vec<ServicePort>,
+}
+
+/// A storage folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderInfo {
+    /// UUID as 32 hex digits (Backend.AI's form).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Storage host.
+    pub host: String,
+    /// Owner's email.
+    pub owner: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `general`.
+    pub usage_mode: String,
+    /// `rw`.
+    pub permission: String,
+    /// `user`.
+    pub ownership_type: String,
+    /// Whether it is mounted in every new session (name starts with a dot).
+    pub automount: bool,
+    /// Live sessions that mount it.
+    #[serde(default)]
+    pub mounted_in: Vec<String>,
+}
+
+/// An entry of a folder listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderEntry {
+    /// Name.
+    pub name: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `-rw-r--r--`.
+    pub mode: String,
+    /// RFC 3339.
+    pub modified: String,
+}

@@ -10,7 +10,9 @@
 //! environment. Everything is a pure function or a plain data type, so that the
 //! gateway, the agent, the runner and the CLI agree by construction.
 
+pub mod agent;
 pub mod api;
+pub mod files;
 pub mod login;
 pub mod ppk;
 pub mod problem;

@@ -141,6 +141,55 @@ pub fn check_email(email: &str) -> Result<(), Invalid> {
     }
 }
 
+/// Parses a memory size: a plain number of bytes or a number with a binary
+/// suffix (`512m`, `1g`, `1.5G`, `2GiB`, `1024k`).
+pub fn parse_size(raw: &str) -> Result<u64, Invalid> {
+    let hint = "use a size like 512m, 1g or 2GiB";
+    let s = raw.trim().to_ascii_lowercase();
+    let s = s.trim_end_matches("ib").trim_end_matches('b');
+    let (num, mult): (&str, f64) = match s.char_indices().last() {
+        Some((i, 'k')) => (&s[..i], 1024.0),
+        Some((i, 'm')) => (&s[..i], 1024.0 * 1024.0),
+        Some((i, 'g')) => (&s[..i], 1024.0 * 1024.0 * 1024.0),
+        Some((i, 't')) => (&s[..i], 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        _ => (s, 1.0),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| Invalid::new(format!("{raw:?} is not a size"), hint))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(Invalid::new(
+            format!("{raw:?} must be a positive size"),
+            hint,
+        ));
+    }
+    let bytes = n * mult;
+    if bytes < 64.0 * 1024.0 * 1024.0 {
+        return Err(Invalid::new(
+            format!("{raw:?} is too little memory for a session (minimum 64 MiB)"),
+            hint,
+        ));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a CPU count (`1`, `0.5`, `"2"`) into millicores.
+pub fn parse_cpu(raw: &str) -> Result<i64, Invalid> {
+    let hint = "use a number of cores like 1, 2 or 0.5";
+    let n: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| Invalid::new(format!("CPU {raw:?} is not a number"), hint))?;
+    if !n.is_finite() || !(0.1..=1024.0).contains(&n) {
+        return Err(Invalid::new(
+            format!("CPU {raw:?} must be between 0.1 and 1024 cores"),
+            hint,
+        ));
+    }
+    Ok((n * 1000.0).round() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,9 +237,94 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_cpus() {
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1073741824").unwrap(), 1 << 30);
+        assert!(parse_size("1k").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1g").is_err());
+        assert_eq!(parse_cpu("1").unwrap(), 1000);
+        assert_eq!(parse_cpu("0.5").unwrap(), 500);
+        assert!(parse_cpu("0").is_err());
+        assert!(parse_cpu("x").is_err());
+    }
+
+    #[test]
     fn emails() {
         assert!(check_email("admin@airlock.local").is_ok());
         assert!(check_email("nope").is_err());
         assert!(check_email("a b@c").is_err());
+    }
+}
+
+/// `ls -l` style permission string for an `st_mode`.
+pub fn mode_string(mode: u32) -> String {
+    let kind = match mode & 0o170_000 {
+        0o040_000 => 'd',
+        0o120_000 => 'l',
+        0o020_000 => 'c',
+        0o060_000 => 'b',
+        0o010_000 => 'p',
+        0o140_000 => 's',
+        _ => '-',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, ch)) in bits.iter().enumerate() {
+        let set = mode & bit != 0;
+        let c = match i {
+            2 if mode & 0o4000 != 0 => {
+                if set {
+                    's'
+                } else {
+                    'S'
+                }
+            }
+            5 if mode & 0o2000 != 0 => {
+                if set {
+                    's'
+                } else {
+                    'S'
+                }
+            }
+            8 if mode & 0o1000 != 0 => {
+                if set {
+                    't'
+                } else {
+                    'T'
+                }
+            }
+            _ if set => *ch,
+            _ => '-',
+        };
+        s.push(c);
+    }
+    s
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::mode_string;
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode_string(0o100_600), "-rw-------");
+        assert_eq!(mode_string(0o040_755), "drwxr-xr-x");
+        assert_eq!(mode_string(0o120_777), "lrwxrwxrwx");
+        assert_eq!(mode_string(0o041_777), "drwxrwxrwt");
     }
 }

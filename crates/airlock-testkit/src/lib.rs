@@ -5,6 +5,8 @@
 //! every wait has a deadline, so a failing test never hangs the suite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod docker;
 pub mod process;
+pub mod ssh;
 
 pub use process::{Airlockd, Cli, Output, bin, run};

@@ -105,8 +105,12 @@ fn reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<String> {
 }
 
 /// A running `airlockd up` on 127.0.0.1:0 with its own data directory.
+/// Every session container it starts is labelled `airlock.test=1` and
+/// `airlock.test.run=<unique>`, and removed when this handle drops.
 pub struct Airlockd {
     child: Child,
+    /// The per-instance container label (`airlock.test.run=…`).
+    pub run_label: String,
     pub url: String,
     pub admin_email: String,
     pub admin_password: String,
@@ -123,10 +127,42 @@ impl Airlockd {
     /// Like [`Airlockd::start`] with extra arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let data = tempfile::tempdir().unwrap();
+        let run_label = format!(
+            "airlock.test.run={}",
+            data.path().file_name().unwrap().to_string_lossy()
+        );
+        Self::spawn(data, run_label, extra)
+    }
+
+    /// Stops this instance (SIGKILL, like a crash) and starts a new one on
+    /// the same data directory; containers are left running.
+    pub fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        let label = std::mem::take(&mut self.run_label);
+        // `self` drops here without touching the containers (empty label).
+        drop(self);
+        Self::spawn(data, label, &[])
+    }
+
+    fn spawn(data: tempfile::TempDir, run_label: String, extra: &[&str]) -> Self {
         let admin_password = "admin-password-for-tests".to_owned();
         let mut child = Command::new(bin("airlockd"))
-            .args(["up", "--listen", "127.0.0.1:0", "--data"])
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-build-image",
+                "--data",
+            ])
             .arg(data.path().join("state"))
+            .args([
+                "--container-label",
+                "airlock.test=1",
+                "--container-label",
+                &run_label,
+            ])
             .args(extra)
             .env("AIRLOCK_ADMIN_PASSWORD", &admin_password)
             .env("AIRLOCK_LOG", "info,sqlx=warn")
@@ -164,6 +200,7 @@ impl Airlockd {
         };
         Airlockd {
             child,
+            run_label,
             url,
             admin_email: "admin@airlock.local".into(),
             admin_password,
@@ -194,6 +231,9 @@ impl Drop for Airlockd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.run_label.is_empty() {
+            crate::docker::remove_labelled(&self.run_label);
+        }
     }
 }
 

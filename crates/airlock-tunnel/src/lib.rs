@@ -1,1 +1,236 @@
-//! placeholder
+//! Byte pumping between a WebSocket and a stream, for SSH tunnels.
+//!
+//! The wire format is Backend.AI's: raw TCP bytes in BINARY messages, both
+//! ways, no envelope. Reads are forwarded as they arrive (up to
+//! [`CHUNK`] bytes per message), so interactive keystrokes are not delayed
+//! and bulk transfers use large frames. Each direction awaits the other
+//! side's writes, so a slow reader slows the writer instead of growing a
+//! buffer: backpressure holds end to end. Pings are answered (tungstenite
+//! queues the pong and flushes it on the next read).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Largest payload we put in one message (clients accept 4 MiB).
+pub const CHUNK: usize = 256 * 1024;
+
+/// Largest message we accept (clients send reads of up to 16 MiB).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// How long the second direction may run on after the first has ended.
+pub const LINGER: Duration = Duration::from_secs(10);
+
+/// WebSocket settings for tunnels.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_MESSAGE * 2)
+}
+
+/// Why a tunnel ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The WebSocket failed.
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The stream failed.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What crossed a finished tunnel.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Bytes from the WebSocket to the stream.
+    pub from_ws: u64,
+    /// Bytes from the stream to the WebSocket.
+    pub to_ws: u64,
+    /// The close frame the peer sent, if any.
+    pub close: Option<(u16, String)>,
+}
+
+/// Relays until both sides are done (or one side failed and the other had
+/// [`LINGER`] to finish).
+pub async fn relay<S, T>(ws: WebSocketStream<S>, io: T) -> Stats
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (mut rd, mut wr) = tokio::io::split(io);
+
+    let from_ws = AtomicU64::new(0);
+    let to_ws = AtomicU64::new(0);
+    let inbound = async {
+        let mut close = None;
+        let result: Result<(), TunnelError> = async {
+            while let Some(msg) = stream.next().await {
+                let msg = match msg {
+                    Ok(m) => m,
+                    // The normal end after a close handshake.
+                    Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => break,
+                    Err(e) => return Err(e.into()),
+                };
+                match msg {
+                    Message::Binary(data) => {
+                        wr.write_all(&data).await?;
+                        from_ws.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    Message::Close(frame) => {
+                        // Keep polling: tungstenite flushes its close reply on
+                        // the next read, which then reports the end.
+                        close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        let _ = wr.shutdown().await;
+                    }
+                    // Text frames carry nothing for us; pings are answered
+                    // by tungstenite itself.
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = wr.shutdown().await;
+        (result, close)
+    };
+    let outbound = async {
+        let result: Result<(), TunnelError> = async {
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            loop {
+                buf.reserve(CHUNK);
+                let n = (&mut rd).take(CHUNK as u64).read_buf(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                to_ws.fetch_add(n as u64, Ordering::Relaxed);
+                sink.send(Message::Binary(buf.split().freeze())).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let frame = CloseFrame {
+            code: if result.is_ok() {
+                CloseCode::Away
+            } else {
+                CloseCode::Error
+            },
+            reason: "".into(),
+        };
+        // `send` flushes; the peer's reply ends the inbound direction.
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        result
+    };
+    tokio::pin!(inbound);
+    tokio::pin!(outbound);
+    let mut stats = Stats::default();
+    let mut errors = Vec::new();
+    tokio::select! {
+        (r, close) = &mut inbound => {
+            stats.close = close;
+            errors.push(r);
+            if let Ok(r) = tokio::time::timeout(LINGER, &mut outbound).await {
+                errors.push(r);
+            }
+        }
+        r = &mut outbound => {
+            errors.push(r);
+            if let Ok((r, close)) = tokio::time::timeout(LINGER, &mut inbound).await {
+                stats.close = close;
+                errors.push(r);
+            }
+        }
+    }
+    stats.from_ws = from_ws.load(Ordering::Relaxed);
+    stats.to_ws = to_ws.load(Ordering::Relaxed);
+    for e in errors.into_iter().filter_map(Result::err) {
+        tracing::debug!(error = %e, "tunnel ended with an error");
+    }
+    stats
+}
+
+/// Closes a WebSocket with a code and a reason (for refusals after the
+/// upgrade, e.g. 1013 "try again later").
+pub async fn close_with<S>(mut ws: WebSocketStream<S>, code: u16, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    let _ = ws.send(Message::Close(Some(frame))).await;
+    // Wait briefly for the peer's close so the frame is delivered.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    #[tokio::test]
+    async fn relays_both_ways_and_closes() {
+        let (client_side, server_side) = tokio::io::duplex(1 << 20);
+        let ws_server =
+            WebSocketStream::from_raw_socket(server_side, Role::Server, Some(ws_config())).await;
+        let mut ws_client =
+            WebSocketStream::from_raw_socket(client_side, Role::Client, Some(ws_config())).await;
+        let (io_ours, mut io_far) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(relay(ws_server, io_ours));
+        ws_client
+            .send(Message::Binary(vec![1u8; 3_000_000].into()))
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 3_000_000];
+        io_far.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|b| *b == 1));
+        io_far.write_all(b"pong").await.unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < 4 {
+            if let Some(Ok(Message::Binary(b))) = ws_client.next().await {
+                echoed.extend_from_slice(&b);
+            }
+        }
+        assert_eq!(echoed, b"pong");
+        drop(io_far);
+        let mut saw_close = false;
+        while let Some(Ok(m)) = ws_client.next().await {
+            if m.is_close() {
+                saw_close = true;
+                break;
+            }
+        }
+        assert!(saw_close);
+        // Polling again flushes tungstenite's automatic close reply.
+        assert!(ws_client.next().await.is_none_or(|r| r.is_err()));
+        let t = std::time::Instant::now();
+        let stats = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "relay lingered {:?}",
+            t.elapsed()
+        );
+        assert_eq!(stats.from_ws, 3_000_000);
+        assert_eq!(stats.to_ws, 4);
+    }
+}

@@ -21,9 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// Run everything on this machine: gateway, local agent, SQLite, Docker.
     Up(UpArgs),
+    /// Run only the gateway (agents on other nodes register with it).
+    Gateway(GatewayArgs),
+    /// Run only an agent: session containers on this node's Docker engine.
+    Agent(AgentArgs),
     /// Manage accounts in the data directory.
     #[command(subcommand_required = true)]
     User(UserArgs),
+    /// Session images.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 /// Options shared by every command that opens the state.
@@ -43,19 +50,96 @@ pub struct DataArgs {
     pub database_url: Option<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct UpArgs {
+/// Gateway options shared by `up` and `gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayOpts {
     /// Address the gateway listens on.
     #[arg(long, env = "AIRLOCK_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Where folder contents are stored (default: DATA/vfolders). With
+    /// several nodes this must be a shared filesystem at the same path on
+    /// every node.
+    #[arg(long, env = "AIRLOCK_STORAGE")]
+    pub storage: Option<PathBuf>,
     /// Add `Secure` to login cookies (when users reach the gateway over https).
     #[arg(long)]
     pub secure_cookies: bool,
     /// Trust X-Forwarded-For/-Proto from a reverse proxy in front.
     #[arg(long)]
     pub trust_forwarded: bool,
+    /// Image for sessions created without one.
+    #[arg(
+        long,
+        env = "AIRLOCK_DEFAULT_IMAGE",
+        default_value = "airlock/base:bookworm"
+    )]
+    pub default_image: String,
+}
+
+/// Agent options shared by `up` and `agent`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentOpts {
+    /// The static airlock-runner binary mounted into sessions (default: next
+    /// to airlockd, or the static build in the source tree).
+    #[arg(long, env = "AIRLOCK_RUNNER")]
+    pub runner: Option<PathBuf>,
+    /// Schedule this many times the node's CPU cores.
+    #[arg(long, env = "AIRLOCK_CPU_OVERCOMMIT")]
+    pub cpu_overcommit: Option<f64>,
+    /// Extra label for every session container (KEY=VALUE, repeatable).
+    #[arg(long = "container-label", value_name = "KEY=VALUE")]
+    pub container_labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub gateway: GatewayOpts,
+    #[command(flatten)]
+    pub agent: AgentOpts,
+    /// Do not build the default session image when it is missing.
+    #[arg(long)]
+    pub no_build_image: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub gateway: GatewayOpts,
+    /// Shared secret agents authenticate with (and that the gateway
+    /// presents to them).
+    #[arg(long, env = "AIRLOCK_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Gateway URL to register with.
+    #[arg(long, env = "AIRLOCK_GATEWAY")]
+    pub gateway: String,
+    /// Shared secret (same as the gateway's --agent-token).
+    #[arg(long, env = "AIRLOCK_AGENT_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Address the agent API listens on (the gateway must reach it).
+    #[arg(long, env = "AIRLOCK_AGENT_LISTEN", default_value = "127.0.0.1:8091")]
+    pub listen: SocketAddr,
+    /// URL the gateway uses to reach this agent (default: http://LISTEN).
+    #[arg(long, env = "AIRLOCK_AGENT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Node id (default: the host name).
+    #[arg(long, env = "AIRLOCK_AGENT_ID")]
+    pub id: Option<String>,
+    /// Agent state directory.
+    #[arg(
+        long,
+        env = "AIRLOCK_AGENT_DATA",
+        default_value = "./airlock-agent-data"
+    )]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub agent: AgentOpts,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +171,23 @@ pub enum UserCommand {
     Passwd {
         /// Login email.
         email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the default session image (Debian rootfs via debootstrap,
+    /// imported into Docker). Needs root and debootstrap.
+    BuildBase {
+        /// Image tag.
+        #[arg(long, default_value = "airlock/base:bookworm")]
+        tag: String,
+        /// Debian mirror.
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        /// Do nothing when the image already exists.
+        #[arg(long)]
+        if_missing: bool,
     },
 }
 

@@ -1,8 +1,13 @@
 //! `airlockd`: the airlock server. Wiring only: parse arguments, set up
 //! logging, hand off to the command modules.
 
+mod agent;
 mod cli;
 mod data;
+mod gateway;
+mod image;
+mod runner;
+mod serve;
 mod shutdown;
 mod up;
 mod user;
@@ -29,7 +34,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::User(args) => user::run(args).await,
+            Command::Image(cmd) => image::run(cmd).await,
         }
     });
     match result {

@@ -1,89 +1,126 @@
-//! `airlockd up`: everything on one machine.
+//! `airlockd up`: gateway and a local agent on this machine.
 
-use airlock_gateway::store::{NewUser, Role};
-use airlock_gateway::{AppState, GatewayConfig};
-use rand::RngExt;
-use rand::distr::Alphanumeric;
-use tokio::net::TcpListener;
+use airlock_agent::image::{BaseImageOptions, ensure_base_image};
+use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{UpArgs, hinted};
+use crate::cli::UpArgs;
 use crate::data::open_store;
+use crate::serve::{self, ADMIN_EMAIL, AdminBootstrap};
 use crate::shutdown::cancel_on_signals;
-
-/// The account created on first start.
-pub const ADMIN_EMAIL: &str = "admin@airlock.local";
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
-    let store = open_store(&args.data).await?;
+    let gw = &args.gateway;
+    let store = open_store(&gw.data).await?;
+    let admin = serve::bootstrap_admin(&store).await?;
 
-    let created_admin = if store.user_count().await? == 0 {
-        let (password, generated) = match std::env::var("AIRLOCK_ADMIN_PASSWORD") {
-            Ok(p) if !p.is_empty() => (p, false),
-            _ => (
-                rand::rng()
-                    .sample_iter(Alphanumeric)
-                    .take(20)
-                    .map(char::from)
-                    .collect::<String>(),
-                true,
-            ),
-        };
-        store
-            .create_user(NewUser {
-                email: ADMIN_EMAIL,
-                password: &password,
-                role: Role::Admin,
-            })
-            .await?;
-        Some(if generated { Some(password) } else { None })
-    } else {
-        None
-    };
-
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
-        hinted(
-            format!("cannot listen on {}: {e}", args.listen),
-            "stop whatever uses that port or pick another with --listen HOST:PORT",
-        )
-    })?;
+    let listener = serve::bind(gw.listen, "gateway").await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let config = GatewayConfig {
-        secure_cookies: args.secure_cookies,
-        trust_forwarded: args.trust_forwarded,
-        ..GatewayConfig::default()
+    // The embedded agent and the gateway share a secret made for this run.
+    let token = serve::random_secret(40);
+    let state = serve::gateway_state(gw, store.clone(), token.clone(), shutdown.clone())?;
+
+    // The local agent: Docker, the runner, the default image.
+    let agent_task = match start_agent(&args, &url, token, &shutdown).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!("sessions are unavailable: {e:#}");
+            if let Some(h) = e.downcast_ref::<crate::cli::Hinted>() {
+                tracing::error!("hint: {}", h.hint);
+            }
+            None
+        }
     };
-    let state = AppState::new(store.clone(), config, shutdown.clone());
 
     println!("airlock is running at {url}");
-    println!("  data directory: {}", args.data.data.display());
-    match created_admin {
-        Some(Some(password)) => {
+    println!("  data directory: {}", gw.data.data.display());
+    match admin {
+        AdminBootstrap::Generated(password) => {
             println!();
             println!("Created the administrator account (the password is shown only once):");
             println!("  email:    {ADMIN_EMAIL}");
             println!("  password: {password}");
             println!("  change it with: airlockd user passwd {ADMIN_EMAIL}");
         }
-        Some(None) => {
+        AdminBootstrap::FromEnv => {
             println!();
             println!(
                 "Created the administrator account {ADMIN_EMAIL} with the password from AIRLOCK_ADMIN_PASSWORD."
             );
         }
-        None => {}
+        AdminBootstrap::Existing => {}
     }
     println!();
     println!("Log in with the CLI:");
     println!("  printf 'BACKEND_ENDPOINT={url}\\nBACKEND_ENDPOINT_TYPE=session\\n' > .env");
     println!("  airlock login");
-    println!("Press Ctrl-C to stop.");
+    println!(
+        "Press Ctrl-C to stop (running sessions keep running and are re-adopted on the next start)."
+    );
 
-    airlock_gateway::serve(listener, state).await?;
+    let served = airlock_gateway::serve(listener, state).await;
+    if let Some(task) = agent_task {
+        let _ = task.await;
+    }
     store.close().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn start_agent(
+    args: &UpArgs,
+    gateway_url: &str,
+    token: String,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let data_dir = args.gateway.data.data.join("agent");
+    std::fs::create_dir_all(&data_dir)?;
+    let listener = serve::bind("127.0.0.1:0".parse()?, "local agent").await?;
+    let advertise = format!("http://{}", listener.local_addr()?);
+    // Stable for a data directory (re-adoption after a restart) and distinct
+    // between data directories that share one Docker engine.
+    let canonical = std::fs::canonicalize(&args.gateway.data.data)?;
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let agent_id = format!("local-{}", hex::encode(&digest[..4]));
+    let config = serve::agent_config(
+        &args.agent,
+        agent_id,
+        gateway_url.to_owned(),
+        token,
+        advertise,
+        data_dir.clone(),
+        4.0,
+    )?;
+    let engine = airlock_agent::docker::Engine::connect()
+        .await
+        .map_err(|e| {
+            crate::cli::hinted(
+                format!("{e}"),
+                "start Docker (and make its socket reachable), then restart `airlockd up`",
+            )
+        })?;
+    if !args.no_build_image {
+        let opts = BaseImageOptions {
+            tag: args.gateway.default_image.clone(),
+            work_dir: data_dir.join("build"),
+            ..BaseImageOptions::default()
+        };
+        if args.gateway.default_image == airlock_agent::image::BASE_IMAGE {
+            match ensure_base_image(&engine, &opts).await {
+                Ok(true) => tracing::info!(image = %opts.tag, "built the default session image"),
+                Ok(false) => {}
+                Err(e) => tracing::error!("cannot build the default session image: {e}"),
+            }
+        }
+    }
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = airlock_agent::run(listener, config, shutdown).await {
+            tracing::error!("the local agent stopped: {e}");
+        }
+    }))
 }

@@ -2,4 +2,6 @@
 
 pub mod keys;
 pub mod login;
+pub mod session;
 pub mod settings;
+pub mod vfolder;

@@ -1,7 +1,10 @@
 //! The route table. Every path is served both bare and under `/func/` (the
 //! Backend.AI web server's prefix), by stripping the prefix before routing.
 
+mod folders;
 mod login;
+mod session;
+mod tunnel;
 mod user;
 
 use airlock_proto::api::VersionInfo;
@@ -57,6 +60,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/user/ssh-keys", get(user::list_keys).post(user::add_key))
         .route("/user/ssh-keys/{key}", delete(user::remove_key))
+        .route("/session", get(session::list).post(session::create))
+        .route(
+            "/session/{s}",
+            get(session::get_one).delete(session::destroy),
+        )
+        .route("/session/{s}/logs", get(session::logs))
+        .route("/session/{s}/download", post(session::download))
+        .route("/session/{s}/upload", post(session::upload))
+        .route("/session/{s}/files", get(session::files))
+        .route("/stream/session/{s}/apps", get(session::apps))
+        .route("/stream/session/{s}/tcpproxy", get(tunnel::tcpproxy))
+        .route("/admin/tunnels", get(tunnel::list))
+        .route("/images", get(session::images))
+        .route("/agent/v1/heartbeat", post(session::heartbeat))
+        .route("/folders", get(folders::list).post(folders::create))
+        .route("/folders/_/id", get(folders::id_of))
+        .route(
+            "/folders/{f}",
+            get(folders::get_one).delete(folders::delete),
+        )
+        .route("/folders/{f}/rename", post(folders::rename))
+        .route("/folders/{f}/files", get(folders::list_files))
+        .route(
+            "/folders/{f}/file",
+            get(folders::get_file)
+                .put(folders::put_file)
+                .delete(folders::delete_file),
+        )
+        .route("/folders/{f}/mkdir", post(folders::mkdir))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

@@ -6,6 +6,9 @@
 //! default) and PostgreSQL (`postgres://…`).
 
 mod accounts;
+mod agents;
+mod folders;
+mod sessions;
 mod settings;
 
 use std::borrow::Cow;
@@ -17,6 +20,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use accounts::{Keypair, NewUser, Role, User};
+pub use agents::AgentRow;
+pub use folders::Folder;
+pub use sessions::{MountRecord, NewSession, SessionRow, Status};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +45,18 @@ pub enum StoreError {
 }
 
 /// The migrations, embedded in the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/0001_accounts.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/0001_accounts.sql"),
+    ),
+    (
+        2,
+        "sessions",
+        include_str!("../../migrations/0002_sessions.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(

@@ -59,7 +59,14 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(store.clone(), config, shutdown.clone());
+        let storage =
+            airlock_gateway::HostStorage::new(dir.path().join("vfolders"), 1000, 1000).unwrap();
+        let state = AppState::new(
+            store.clone(),
+            config,
+            std::sync::Arc::new(storage),
+            shutdown.clone(),
+        );
         tokio::spawn(airlock_gateway::serve(listener, state));
         Gateway {
             addr,

@@ -1,0 +1,455 @@
+//! The agent's HTTP API for the gateway (bearer-token authenticated).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_proto::CONTAINER_HOME;
+use airlock_proto::agent::{CreateContainer, DownloadRequest, ImageInfo, TCP_UPGRADE};
+use airlock_proto::problem::Problem;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use bollard::container::LogOutput;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+
+use crate::docker::RUNNER_IN_CONTAINER;
+use crate::error::AgentError;
+use crate::sessions::Agent;
+
+type Shared = Arc<Agent>;
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let (status, problem) = match &self {
+            AgentError::NoSession(_) => (
+                StatusCode::NOT_FOUND,
+                Problem::new("session-not-found", "Session not found on this agent"),
+            ),
+            AgentError::Invalid { status, hint, .. } => {
+                let mut p = Problem::new("invalid-api-params", "Invalid request");
+                p.hint = hint.clone();
+                (*status, p)
+            }
+            AgentError::Docker(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Problem::new("docker-error", "Container engine error"),
+            ),
+            AgentError::Io(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Problem::new("agent-error", "Agent error"),
+            ),
+        };
+        (status, Json(problem.msg(self.to_string()))).into_response()
+    }
+}
+
+/// The route table.
+pub fn router(agent: Shared) -> Router {
+    Router::new()
+        .route("/v1/sessions", post(create))
+        .route("/v1/sessions/{id}", delete(destroy))
+        .route("/v1/sessions/{id}/connect", get(connect))
+        .route("/v1/sessions/{id}/download", post(download))
+        .route("/v1/sessions/{id}/upload", post(upload))
+        .route("/v1/sessions/{id}/files", get(list_files))
+        .route("/v1/sessions/{id}/logs", get(logs))
+        .route("/v1/images", get(images))
+        .layer(middleware::from_fn_with_state(agent.clone(), require_token))
+        .with_state(agent)
+}
+
+async fn require_token(State(agent): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = agent.config().token.as_bytes();
+    if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
+        tracing::warn!("refused a request without the agent token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(
+                Problem::new("auth-failed", "Unauthorized access")
+                    .msg("missing or wrong agent token"),
+            ),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+async fn create(
+    State(agent): State<Shared>,
+    Json(spec): Json<CreateContainer>,
+) -> Result<StatusCode, AgentError> {
+    agent.create(spec).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn destroy(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AgentError> {
+    agent.destroy(&id).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn images(State(agent): State<Shared>) -> Result<Json<Vec<ImageInfo>>, AgentError> {
+    let list = agent.engine().images().await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(name, size)| ImageInfo { name, size })
+            .collect(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectQuery {
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+/// Upgrades to a raw TCP stream spliced to the runner's SSH port.
+async fn connect(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<ConnectQuery>,
+    mut req: Request,
+) -> Result<Response, AgentError> {
+    let port = q.port.unwrap_or(airlock_proto::SSHD_PORT);
+    if port != airlock_proto::SSHD_PORT {
+        return Err(AgentError::invalid(
+            StatusCode::FORBIDDEN,
+            format!("port {port} is not a session service port"),
+        ));
+    }
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(TCP_UPGRADE));
+    if !wants {
+        return Err(AgentError::invalid(
+            StatusCode::BAD_REQUEST,
+            format!("expected `Upgrade: {TCP_UPGRADE}`"),
+        ));
+    }
+    let cid = agent.container_of(&id)?;
+    let ip = agent
+        .engine()
+        .ip(&cid)
+        .await?
+        .ok_or_else(|| AgentError::Docker("the session container has no IP address".into()))?;
+    let target = format!("{ip}:{port}");
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(&target),
+    )
+    .await
+    .map_err(|_| AgentError::Docker(format!("connecting to {target} timed out")))?
+    .map_err(|e| {
+        AgentError::Docker(format!(
+            "cannot connect to the session's SSH server at {target}: {e}"
+        ))
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                let mut tcp = tcp;
+                match tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut tcp,
+                    256 * 1024,
+                    256 * 1024,
+                )
+                .await
+                {
+                    Ok((up, down)) => tracing::debug!(session = %id, up, down, "tunnel closed"),
+                    Err(e) => tracing::debug!(session = %id, error = %e, "tunnel ended"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(TCP_UPGRADE));
+    Ok(resp)
+}
+
+fn user(agent: &Agent) -> String {
+    format!("{}:{}", agent.config().uid, agent.config().gid)
+}
+
+fn runner_files(sub: &str, paths: &[String]) -> Vec<String> {
+    let mut cmd = vec![
+        RUNNER_IN_CONTAINER.to_owned(),
+        "files".to_owned(),
+        sub.to_owned(),
+        "--root".to_owned(),
+        CONTAINER_HOME.to_owned(),
+        "--".to_owned(),
+    ];
+    cmd.extend(paths.iter().cloned());
+    cmd
+}
+
+/// Maps a failed runner file command to an error (exit 3: not found, 4:
+/// permission denied, others: invalid path).
+fn file_error(code: i64, stderr: &str) -> AgentError {
+    let msg = stderr
+        .lines()
+        .map(|l| l.trim_start_matches("error: "))
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("the file operation failed")
+        .to_owned();
+    let status = match code {
+        3 => StatusCode::NOT_FOUND,
+        4 => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    AgentError::invalid(status, msg)
+}
+
+/// `multipart/mixed` of one tar archive per requested path, streamed.
+async fn download(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Json(req): Json<DownloadRequest>,
+) -> Result<Response, AgentError> {
+    let cid = agent.container_of(&id)?;
+    if req.paths.is_empty() {
+        return Err(AgentError::invalid(
+            StatusCode::BAD_REQUEST,
+            "no files requested",
+        ));
+    }
+    // Validate every path first, so that errors get a proper status.
+    let stat = agent
+        .engine()
+        .exec_capture(&cid, &user(&agent), runner_files("stat", &req.paths))
+        .await?;
+    if stat.code != 0 {
+        return Err(file_error(stat.code, &stat.stderr));
+    }
+    let boundary = format!("airlock-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let b = boundary.clone();
+    tokio::spawn(async move {
+        for path in &req.paths {
+            let name = path
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(path)
+                .to_owned();
+            let head = format!(
+                "--{b}\r\nContent-Type: application/octet-stream\r\nContent-Encoding: identity\r\nContent-Disposition: attachment; filename=\"{}.tar\"\r\n\r\n",
+                name.replace('"', "_")
+            );
+            if tx.send(Ok(Bytes::from(head))).await.is_err() {
+                return;
+            }
+            let mut exec = match agent
+                .engine()
+                .exec(
+                    &cid,
+                    &user(&agent),
+                    runner_files("pack", std::slice::from_ref(path)),
+                )
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            drop(exec.input);
+            let mut stderr = String::new();
+            while let Some(chunk) = exec.output.next().await {
+                match chunk {
+                    Ok(LogOutput::StdOut { message }) => {
+                        if tx.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        stderr.push_str(&String::from_utf8_lossy(&message));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            match agent.engine().exec_exit_code(&exec.id).await {
+                Ok(0) => {}
+                Ok(code) => {
+                    tracing::warn!(path, code, stderr = %stderr.trim(), "packing a file failed");
+                    // Abort the body: the client sees a truncated response,
+                    // never a silently incomplete archive.
+                    let _ = tx
+                        .send(Err(std::io::Error::other(format!("packing {path} failed"))))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+            if tx.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from(format!("--{b}--\r\n")))).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}"))
+            .map_err(|e| AgentError::Docker(e.to_string()))?,
+    );
+    Ok(resp)
+}
+
+/// Streams the framed upload body into `airlock-runner files unpack`.
+async fn upload(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, AgentError> {
+    let cid = agent.container_of(&id)?;
+    let mut exec = agent
+        .engine()
+        .exec(&cid, &user(&agent), runner_files("unpack", &[]))
+        .await?;
+    let mut body = req.into_body().into_data_stream();
+    let mut output = Vec::new();
+    let mut stderr = String::new();
+    let mut input_ok = true;
+    // Feed stdin while draining stdout so neither side blocks.
+    loop {
+        tokio::select! {
+            chunk = body.next(), if input_ok => match chunk {
+                Some(Ok(data)) => {
+                    if exec.input.write_all(&data).await.is_err() {
+                        input_ok = false;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "upload body ended early");
+                    input_ok = false;
+                    let _ = exec.input.shutdown().await;
+                }
+                None => {
+                    input_ok = false;
+                    let _ = exec.input.shutdown().await;
+                }
+            },
+            out = exec.output.next() => match out {
+                Some(Ok(LogOutput::StdOut { message })) => output.extend_from_slice(&message),
+                Some(Ok(LogOutput::StdErr { message })) => stderr.push_str(&String::from_utf8_lossy(&message)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+        }
+    }
+    let code = agent.engine().exec_exit_code(&exec.id).await?;
+    if code != 0 {
+        return Err(file_error(code, &stderr));
+    }
+    let mut resp = Response::new(Body::from(output));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[derive(serde::Deserialize)]
+struct LsQuery {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+async fn list_files(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<LsQuery>,
+) -> Result<Response, AgentError> {
+    let cid = agent.container_of(&id)?;
+    let path = q.path.unwrap_or_else(|| ".".to_owned());
+    let out = agent
+        .engine()
+        .exec_capture(&cid, &user(&agent), runner_files("ls", &[path]))
+        .await?;
+    if out.code != 0 {
+        return Err(file_error(out.code, &out.stderr));
+    }
+    let mut resp = Response::new(Body::from(out.stdout));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, AgentError> {
+    let cid = match agent.container_of(&id) {
+        Ok(c) => c,
+        Err(_) => agent
+            .engine()
+            .list(&agent.config().agent_id)
+            .await?
+            .into_iter()
+            .find(|f| f.session_id == id)
+            .map(|f| f.id)
+            .ok_or_else(|| AgentError::NoSession(id.clone()))?,
+    };
+    let mut stream = agent
+        .engine()
+        .logs(&cid, false, Some(q.tail.unwrap_or(2000)));
+    let mut text = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        text.extend_from_slice(chunk?.as_ref());
+    }
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,63 @@
+//! Agent errors.
+
+use http::StatusCode;
+
+/// What can go wrong on an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The Docker engine failed or is unreachable.
+    #[error("docker: {0}")]
+    Docker(String),
+    /// The session is not on this agent.
+    #[error("no session {0} on this agent")]
+    NoSession(String),
+    /// A request was invalid (bad path, missing image, …).
+    #[error("{message}")]
+    Invalid {
+        /// What was wrong.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+        /// Status to answer with.
+        status: StatusCode,
+    },
+    /// Local I/O failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<bollard::errors::Error> for AgentError {
+    fn from(e: bollard::errors::Error) -> Self {
+        match e {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                AgentError::Docker(message)
+            }
+            other => AgentError::Docker(other.to_string()),
+        }
+    }
+}
+
+impl AgentError {
+    /// An invalid-request error.
+    pub fn invalid(status: StatusCode, message: impl Into<String>) -> Self {
+        AgentError::Invalid {
+            message: message.into(),
+            hint: None,
+            status,
+        }
+    }
+
+    /// Adds a hint to an invalid-request error.
+    pub fn with_hint(self, h: impl Into<String>) -> Self {
+        match self {
+            AgentError::Invalid {
+                message, status, ..
+            } => AgentError::Invalid {
+                message,
+                hint: Some(h.into()),
+                status,
+            },
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Session containers: create, watch until the runner is ready, destroy,
+//! re-adopt after a restart, and report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_proto::agent::{ContainerPhase, ContainerReport, CreateContainer, Heartbeat};
+use bollard::container::LogOutput;
+use futures_util::StreamExt;
+use http::StatusCode;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::AgentConfig;
+use crate::docker::{
+    ContainerSpec, Engine, LABEL_AGENT, LABEL_NAME, LABEL_OWNER, LABEL_SESSION, RUNNER_IN_CONTAINER,
+};
+use crate::error::AgentError;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    phase: ContainerPhase,
+    reason: Option<String>,
+    host_key: Option<String>,
+    container_id: Option<String>,
+    since: Instant,
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    engine: Engine,
+    runner: PathBuf,
+    capacity: (f64, u64),
+    entries: Mutex<HashMap<String, Entry>>,
+    changed: Notify,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Copies the runner into the agent's data directory under its content hash,
+/// so that rebuilding or replacing the original never changes the binary
+/// under running containers.
+fn install_runner(src: &PathBuf, data_dir: &std::path::Path) -> Result<PathBuf, AgentError> {
+    let bytes = std::fs::read(src).map_err(|e| {
+        AgentError::invalid(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the runner binary {}: {e}", src.display()),
+        )
+    })?;
+    let hash = hex::encode(&Sha256::digest(&bytes)[..8]);
+    let dir = data_dir.join("runner");
+    std::fs::create_dir_all(&dir)?;
+    let dst = dir.join(format!("airlock-runner-{hash}"));
+    if !dst.exists() {
+        let tmp = dir.join(format!(".tmp-{hash}-{}", std::process::id()));
+        std::fs::write(&tmp, &bytes)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &dst)?;
+    }
+    Ok(dst)
+}
+
+/// Valid RFC 1123 hostname from a session name.
+fn hostname(name: &str) -> String {
+    let h: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let h = h.trim_matches('-').to_owned();
+    if h.is_empty() {
+        "session".to_owned()
+    } else {
+        h
+    }
+}
+
+impl Agent {
+    /// Prepares the agent and re-adopts containers left by a previous run.
+    pub async fn start(
+        config: AgentConfig,
+        engine: Engine,
+        shutdown: CancellationToken,
+    ) -> Result<Self, AgentError> {
+        let runner = install_runner(&config.runner, &config.data_dir)?;
+        let (cpus, mem) = engine.capacity().await?;
+        let agent = Self {
+            capacity: (cpus * config.cpu_overcommit, mem),
+            config,
+            engine,
+            runner,
+            entries: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            tasks: TaskTracker::new(),
+            shutdown,
+        };
+        agent.adopt().await?;
+        Ok(agent)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The Docker engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Waits for background work (container creation) to finish.
+    pub async fn wait_tasks(&self) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+
+    /// Resolves when a container changed state (or someone asked for a
+    /// report).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Asks the link to report now.
+    pub fn poke(&self) {
+        self.changed.notify_one();
+    }
+
+    async fn adopt(&self) -> Result<(), AgentError> {
+        let found = self.engine.list(&self.config.agent_id).await?;
+        for c in found {
+            let host_key = if c.running {
+                self.scan_host_key(&c.id).await
+            } else {
+                None
+            };
+            let phase = if c.running {
+                ContainerPhase::Running
+            } else {
+                ContainerPhase::Exited
+            };
+            tracing::info!(session = %c.session_id, container = %c.id, ?phase, "re-adopted a session container");
+            lock(&self.entries).insert(
+                c.session_id.clone(),
+                Entry {
+                    phase,
+                    reason: None,
+                    host_key,
+                    container_id: Some(c.id),
+                    since: Instant::now(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn scan_host_key(&self, container: &str) -> Option<String> {
+        let mut logs = self.engine.logs(container, false, None);
+        let mut buf = Vec::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            if let LogOutput::StdOut { message } = chunk {
+                buf.extend_from_slice(&message);
+            }
+        }
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .find_map(|l| l.strip_prefix("AIRLOCK-HOST-KEY "))
+            .map(|k| k.trim().to_owned())
+    }
+
+    /// Starts creating a session container; returns once the request is
+    /// accepted (the rest is reported through heartbeats).
+    pub async fn create(self: &Arc<Self>, spec: CreateContainer) -> Result<(), AgentError> {
+        {
+            let entries = lock(&self.entries);
+            if let Some(e) = entries.get(&spec.session_id)
+                && matches!(e.phase, ContainerPhase::Preparing | ContainerPhase::Running)
+            {
+                return Ok(());
+            }
+        }
+        if !self.engine.has_image(&spec.image).await? {
+            return Err(AgentError::invalid(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "image {:?} is not available on node {}",
+                    spec.image, self.config.agent_id
+                ),
+            )
+            .with_hint("list the images with `airlock session images`, build the default one with `airlockd image build-base`, or load yours with `docker load`"));
+        }
+        for m in &spec.mounts {
+            if !std::path::Path::new(&m.host_path).is_dir() {
+                return Err(AgentError::invalid(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "folder storage {} is not reachable from node {}",
+                        m.host_path, self.config.agent_id
+                    ),
+                ));
+            }
+        }
+        lock(&self.entries).insert(
+            spec.session_id.clone(),
+            Entry {
+                phase: ContainerPhase::Preparing,
+                reason: None,
+                host_key: None,
+                container_id: None,
+                since: Instant::now(),
+            },
+        );
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            let id = spec.session_id.clone();
+            let result = tokio::select! {
+                r = this.create_container(&spec) => r,
+                _ = this.shutdown.cancelled() => Err(AgentError::Docker("the agent is shutting down".into())),
+            };
+            match result {
+                Ok(()) => tracing::info!(session = %id, "session container ready"),
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "session container failed");
+                    let cid = {
+                        let mut entries = lock(&this.entries);
+                        let entry = entries.get_mut(&id);
+                        entry.map(|en| {
+                            en.phase = ContainerPhase::Failed;
+                            en.reason = Some(e.to_string());
+                            en.since = Instant::now();
+                            en.container_id.clone()
+                        })
+                    };
+                    if let Some(Some(cid)) = cid {
+                        let _ = this.engine.remove(&cid).await;
+                    }
+                }
+            }
+            this.poke();
+        });
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &CreateContainer) -> Result<(), AgentError> {
+        let mut labels: HashMap<String, String> = [
+            (LABEL_SESSION, spec.session_id.as_str()),
+            (LABEL_AGENT, self.config.agent_id.as_str()),
+            (LABEL_OWNER, spec.owner_id.as_str()),
+            (LABEL_NAME, spec.session_name.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in &self.config.extra_labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        let mut binds = vec![format!(
+            "{}:{RUNNER_IN_CONTAINER}:ro",
+            self.runner.display()
+        )];
+        for m in &spec.mounts {
+            binds.push(format!(
+                "{}:{}:{}",
+                m.host_path,
+                m.container_path,
+                if m.read_only { "ro" } else { "rw" }
+            ));
+        }
+        let mounts: Vec<&str> = spec
+            .mounts
+            .iter()
+            .map(|m| m.container_path.as_str())
+            .collect();
+        let env = vec![
+            format!("LOCAL_USER_ID={}", self.config.uid),
+            format!("LOCAL_GROUP_ID={}", self.config.gid),
+            format!("AIRLOCK_SESSION_ID={}", spec.session_id),
+            format!("AIRLOCK_SESSION_NAME={}", spec.session_name),
+            format!(
+                "AIRLOCK_AUTHORIZED_KEYS={}",
+                spec.authorized_keys.join("\n")
+            ),
+            format!("AIRLOCK_MOUNTS={}", mounts.join(",")),
+        ];
+        let short = spec.session_id.get(..8).unwrap_or(&spec.session_id);
+        let name = format!("airlock-{}-{short}", hostname(&spec.session_name));
+        let body = ContainerSpec {
+            image: &spec.image,
+            hostname: hostname(&spec.session_name),
+            labels,
+            env,
+            binds,
+            nano_cpus: (spec.cpu * 1e9) as i64,
+            memory: i64::try_from(spec.mem_bytes).unwrap_or(i64::MAX),
+        }
+        .into_body();
+        let cid = self.engine.create_and_start(&name, body).await?;
+        if let Some(e) = lock(&self.entries).get_mut(&spec.session_id) {
+            e.container_id = Some(cid.clone());
+        }
+        let host_key = tokio::time::timeout(self.config.ready_timeout, self.wait_ready(&cid))
+            .await
+            .map_err(|_| {
+                AgentError::Docker(format!(
+                    "the session did not become ready within {} s",
+                    self.config.ready_timeout.as_secs()
+                ))
+            })??;
+        let mut entries = lock(&self.entries);
+        if let Some(e) = entries.get_mut(&spec.session_id) {
+            e.phase = ContainerPhase::Running;
+            e.host_key = Some(host_key);
+            e.since = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Follows the container log until the runner says it is ready; returns
+    /// the host key it printed.
+    async fn wait_ready(&self, cid: &str) -> Result<String, AgentError> {
+        let mut logs = self.engine.logs(cid, true, None);
+        let mut pending = String::new();
+        let mut tail: Vec<String> = Vec::new();
+        let mut host_key = None;
+        while let Some(chunk) = logs.next().await {
+            let chunk = chunk?;
+            let is_stdout = matches!(chunk, LogOutput::StdOut { .. });
+            pending.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            while let Some(pos) = pending.find('\n') {
+                let line: String = pending.drain(..=pos).collect();
+                let line = line.trim_end();
+                if is_stdout && let Some(k) = line.strip_prefix("AIRLOCK-HOST-KEY ") {
+                    host_key = Some(k.trim().to_owned());
+                } else if is_stdout && line == "AIRLOCK-READY" {
+                    return host_key.ok_or_else(|| {
+                        AgentError::Docker("the runner did not report its host key".into())
+                    });
+                } else {
+                    tail.push(line.to_owned());
+                    if tail.len() > 8 {
+                        tail.remove(0);
+                    }
+                }
+            }
+        }
+        let exit = self
+            .engine
+            .inspect(cid)
+            .await?
+            .map(|(_, code, _, _)| code)
+            .unwrap_or(-1);
+        Err(AgentError::Docker(format!(
+            "the container exited (code {exit}) before the SSH server started: {}",
+            tail.join(" | ")
+        )))
+    }
+
+    /// Removes a session container.
+    pub async fn destroy(&self, session_id: &str) -> Result<(), AgentError> {
+        let cid = lock(&self.entries)
+            .remove(session_id)
+            .and_then(|e| e.container_id);
+        let ids: Vec<String> = match cid {
+            Some(c) => vec![c],
+            None => self
+                .engine
+                .list(&self.config.agent_id)
+                .await?
+                .into_iter()
+                .filter(|f| f.session_id == session_id)
+                .map(|f| f.id)
+                .collect(),
+        };
+        for id in ids {
+            self.engine.remove(&id).await?;
+        }
+        tracing::info!(session = %session_id, "session container removed");
+        self.poke();
+        Ok(())
+    }
+
+    /// The container of a running session.
+    pub fn container_of(&self, session_id: &str) -> Result<String, AgentError> {
+        lock(&self.entries)
+            .get(session_id)
+            .filter(|e| e.phase == ContainerPhase::Running)
+            .and_then(|e| e.container_id.clone())
+            .ok_or_else(|| AgentError::NoSession(session_id.to_owned()))
+    }
+
+    /// The full report for a heartbeat.
+    pub async fn report(&self) -> Result<Heartbeat, AgentError> {
+        let found = self.engine.list(&self.config.agent_id).await?;
+        let mut reports = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in &found {
+            seen.insert(c.session_id.clone());
+            let entry = lock(&self.entries).get(&c.session_id).cloned();
+            let (phase, reason, host_key) = if c.running {
+                match &entry {
+                    Some(e) if e.phase == ContainerPhase::Preparing => {
+                        (ContainerPhase::Preparing, None, None)
+                    }
+                    Some(e) => (ContainerPhase::Running, None, e.host_key.clone()),
+                    None => (
+                        ContainerPhase::Running,
+                        None,
+                        self.scan_host_key(&c.id).await,
+                    ),
+                }
+            } else {
+                let reason = match self.engine.inspect(&c.id).await? {
+                    Some((_, _, true, _)) => {
+                        "the container ran out of memory and was killed".to_owned()
+                    }
+                    Some((_, 137, _, _)) => {
+                        "the container was killed (SIGKILL) outside airlock".to_owned()
+                    }
+                    Some((_, code, _, _)) => {
+                        format!("the container stopped unexpectedly (exit code {code})")
+                    }
+                    None => "the container disappeared".to_owned(),
+                };
+                if let Some(e) = lock(&self.entries).get_mut(&c.session_id)
+                    && e.phase != ContainerPhase::Exited
+                {
+                    e.phase = ContainerPhase::Exited;
+                    e.since = Instant::now();
+                }
+                (ContainerPhase::Exited, Some(reason), None)
+            };
+            reports.push(ContainerReport {
+                session_id: c.session_id.clone(),
+                phase,
+                reason,
+                host_key,
+                container_id: Some(c.id.clone()),
+            });
+        }
+        let mut entries = lock(&self.entries);
+        // Failed creations are reported for a while, then forgotten.
+        entries.retain(|_, e| {
+            !(e.phase == ContainerPhase::Failed && e.since.elapsed() > Duration::from_secs(600))
+        });
+        let mut gone = Vec::new();
+        for (id, e) in entries.iter() {
+            if seen.contains(id) {
+                continue;
+            }
+            match e.phase {
+                ContainerPhase::Preparing | ContainerPhase::Failed => {
+                    reports.push(ContainerReport {
+                        session_id: id.clone(),
+                        phase: e.phase,
+                        reason: e.reason.clone(),
+                        host_key: None,
+                        container_id: e.container_id.clone(),
+                    })
+                }
+                // Known but no longer on the engine: removed behind our back.
+                _ => {
+                    reports.push(ContainerReport {
+                        session_id: id.clone(),
+                        phase: ContainerPhase::Removed,
+                        reason: Some("the container was removed outside airlock".into()),
+                        host_key: None,
+                        container_id: e.container_id.clone(),
+                    });
+                    gone.push(id.clone());
+                }
+            }
+        }
+        for id in gone {
+            entries.remove(&id);
+        }
+        Ok(Heartbeat {
+            agent_id: self.config.agent_id.clone(),
+            url: self.config.advertise_url.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            cpu: self.capacity.0,
+            mem_bytes: self.capacity.1,
+            containers: reports,
+            partial: false,
+        })
+    }
+}
+
+/// Pokes the link whenever Docker reports that one of our containers died
+/// or was removed, so the gateway learns within a second.
+pub async fn watch_events(agent: Arc<Agent>, shutdown: CancellationToken) {
+    use bollard::query_parameters::EventsOptionsBuilder;
+    loop {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert(
+            "label".to_owned(),
+            vec![format!("{LABEL_AGENT}={}", agent.config.agent_id)],
+        );
+        filters.insert(
+            "event".to_owned(),
+            vec!["die".to_owned(), "destroy".to_owned(), "oom".to_owned()],
+        );
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        let mut events = agent.engine.docker().events(Some(opts));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.next() => match ev {
+                    Some(Ok(_)) => agent.poke(),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "docker event stream failed; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostname;
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(hostname("demo"), "demo");
+        assert_eq!(hostname("My_Session.1"), "my-session-1");
+        assert_eq!(hostname("___"), "session");
+    }
+}

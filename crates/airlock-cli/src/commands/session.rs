@@ -1,0 +1,434 @@
+//! `airlock session …`.
+
+use std::path::{Component, Path, PathBuf};
+
+use airlock_proto::api::{SessionCreated, SessionInfo};
+use airlock_proto::validate;
+use futures_util::TryStreamExt;
+use reqwest::Method;
+use reqwest::header::CONTENT_TYPE;
+
+use crate::args::{CreateArgs, SessionCommand};
+use crate::client::{ApiClient, Body, root_cause};
+use crate::error::{CliError, CliResult};
+use crate::output;
+use crate::transfer::{bar, enc, extract_tar};
+
+/// Runs a `session` subcommand.
+pub async fn run(client: &ApiClient, cmd: SessionCommand) -> CliResult<()> {
+    match cmd {
+        SessionCommand::Create(args) => create(client, args).await,
+        SessionCommand::Ls { all, json } => list(client, all, json).await,
+        SessionCommand::Info { session, json } => info(client, &session, json).await,
+        SessionCommand::Rm { sessions, force } => remove(client, &sessions, force).await,
+        SessionCommand::Logs { session } => logs(client, &session).await,
+        SessionCommand::Download {
+            session,
+            files,
+            dest,
+        } => download(client, &session, &files, &dest).await,
+        SessionCommand::Upload { session, files } => upload(client, &session, &files).await,
+        SessionCommand::Images { json } => images(client, json).await,
+    }
+}
+
+/// `GET /session/{s}`.
+pub async fn get(client: &ApiClient, session: &str) -> CliResult<SessionInfo> {
+    client.get(&format!("/session/{}", enc(session))).await
+}
+
+async fn create(client: &ApiClient, a: CreateArgs) -> CliResult<()> {
+    if let Some(n) = &a.name {
+        validate::check_session_name(n)?;
+    }
+    let mut resources = serde_json::Map::new();
+    if let Some(c) = &a.cpu {
+        validate::parse_cpu(c)?;
+        resources.insert("cpu".into(), c.clone().into());
+    }
+    if let Some(m) = &a.mem {
+        validate::parse_size(m)?;
+        resources.insert("mem".into(), m.clone().into());
+    }
+    let body = serde_json::json!({
+        "name": a.name,
+        "image": a.image,
+        "config": {"mounts": a.mounts, "resources": resources},
+        "enqueueOnly": a.no_wait,
+        "maxWaitSeconds": 0,
+        "reuseIfExists": false,
+        "type": "interactive",
+    });
+    if !a.json {
+        output::info("Creating the session (the first start of an image can take a while)...");
+    }
+    let created: SessionCreated = client
+        .call(Method::POST, "/session", Body::json(&body)?)
+        .await?;
+    if a.json {
+        return output::json(&created);
+    }
+    match created.status.as_str() {
+        "RUNNING" => {
+            output::info(&format!(
+                "Session ID {} is created and ready.",
+                created.session_id
+            ));
+            output::info(&format!(
+                "This session provides the following app services: {}",
+                created
+                    .service_ports
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            output::success(&format!(
+                "Session {:?} is running. Connect with: airlock ssh {}",
+                created.session_name, created.session_name
+            ));
+            Ok(())
+        }
+        "ERROR" => Err(CliError::new(format!(
+            "session {:?} failed to start: {}",
+            created.session_name,
+            created
+                .status_info
+                .unwrap_or_else(|| "unknown reason".into())
+        ))
+        .hint(format!(
+            "see `airlock session logs {}`; remove it with `airlock session rm {}`",
+            created.session_name, created.session_name
+        ))),
+        other => {
+            output::info(&format!(
+                "Session ID {} is {}; check it with `airlock session info {}`.",
+                created.session_id, other, created.session_name
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn short_mem(bytes: u64) -> String {
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 {
+        format!("{gib:.1}g")
+    } else {
+        format!("{}m", bytes >> 20)
+    }
+}
+
+async fn list(client: &ApiClient, all: bool, json: bool) -> CliResult<()> {
+    let path = if all { "/session?all=true" } else { "/session" };
+    let sessions: Vec<SessionInfo> = client.get(path).await?;
+    if json {
+        return output::json(&sessions);
+    }
+    if sessions.is_empty() {
+        println!("No sessions. Create one with `airlock session create --name NAME`.");
+        return Ok(());
+    }
+    let w = sessions
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<w$}  {:<11}  {:<24}  {:<20}  {:>4} {:>6}  MOUNTS",
+        "NAME", "STATUS", "IMAGE", "CREATED", "CPU", "MEM"
+    );
+    for s in &sessions {
+        println!(
+            "{:<w$}  {:<11}  {:<24}  {:<20}  {:>4} {:>6}  {}",
+            s.name,
+            s.status,
+            s.image,
+            s.created_at,
+            s.cpu,
+            short_mem(s.mem_bytes),
+            s.mounts.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn info(client: &ApiClient, session: &str, json: bool) -> CliResult<()> {
+    let s = get(client, session).await?;
+    if json {
+        return output::json(&s);
+    }
+    println!("Name:        {}", s.name);
+    println!("ID:          {}", s.id);
+    println!("Owner:       {}", s.owner);
+    println!(
+        "Status:      {}{}",
+        s.status,
+        s.status_info
+            .as_deref()
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default()
+    );
+    println!("Image:       {}", s.image);
+    println!("Resources:   {} CPU, {}", s.cpu, short_mem(s.mem_bytes));
+    println!("Created:     {}", s.created_at);
+    if let Some(t) = &s.terminated_at {
+        println!("Terminated:  {t}");
+    }
+    println!(
+        "Folders:     {}",
+        if s.mounts.is_empty() {
+            "(none)".to_owned()
+        } else {
+            s.mounts
+                .iter()
+                .map(|m| format!("{m} → /home/work/{m}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!(
+        "Services:    {}",
+        s.service_ports
+            .iter()
+            .map(|p| format!(
+                "{} ({}/{})",
+                p.name,
+                p.protocol,
+                p.ports.first().copied().unwrap_or(0)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(fp) = &s.host_key_fingerprint {
+        println!("Host key:    {fp}");
+    }
+    if let Some(a) = &s.agent {
+        println!("Node:        {a}");
+    }
+    Ok(())
+}
+
+async fn remove(client: &ApiClient, sessions: &[String], force: bool) -> CliResult<()> {
+    output::info("Terminating the session(s)...");
+    let mut failed = 0;
+    for s in sessions {
+        let path = if force {
+            format!("/session/{}?forced=true", enc(s))
+        } else {
+            format!("/session/{}", enc(s))
+        };
+        match client
+            .call::<serde_json::Value>(Method::DELETE, &path, Body::Empty)
+            .await
+        {
+            Ok(v) if v.get("status").and_then(|x| x.as_str()) == Some("TERMINATING") => {
+                output::warning(&format!(
+                    "{s}: its node is unreachable; the container is removed when the node is back"
+                ));
+            }
+            Ok(_) => output::success(&format!("Terminated {s}.")),
+            Err(e) => {
+                failed += 1;
+                output::failure(&format!("{s}: {}", e.message));
+                if let Some(h) = e.hint {
+                    eprintln!("  hint: {h}");
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::silent(1));
+    }
+    output::success("Done.");
+    Ok(())
+}
+
+async fn logs(client: &ApiClient, session: &str) -> CliResult<()> {
+    let resp = client
+        .send(client.request(
+            Method::GET,
+            &format!("/session/{}/logs", enc(session)),
+            Body::Empty,
+        )?)
+        .await?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| CliError::new(format!("reading the log failed: {}", root_cause(&e))))?;
+    print!("{text}");
+    Ok(())
+}
+
+async fn download(
+    client: &ApiClient,
+    session: &str,
+    files: &[String],
+    dest: &Path,
+) -> CliResult<()> {
+    std::fs::create_dir_all(dest)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", dest.display())))?;
+    let dest = dest.canonicalize()?;
+    let query: Vec<String> = files.iter().map(|f| format!("files={}", enc(f))).collect();
+    let path = format!("/session/{}/download?{}", enc(session), query.join("&"));
+    output::info(&format!("Downloading file(s) from {session}..."));
+    let resp = client
+        .send(client.request(Method::POST, &path, Body::Empty)?)
+        .await?;
+    let boundary = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart_boundary)
+        .ok_or_else(|| CliError::new("the server did not answer with multipart data"))?;
+    let pb = bar(None, "Downloading files");
+    let pb2 = pb.clone();
+    let stream = resp
+        .bytes_stream()
+        .inspect_ok(move |c| pb2.inc(c.len() as u64));
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut written = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| CliError::new(format!("the download was interrupted: {e}")))?
+    {
+        let reader = tokio_util::io::StreamReader::new(
+            field.map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        let sync = tokio_util::io::SyncIoBridge::new(reader);
+        let d = dest.clone();
+        let got = tokio::task::spawn_blocking(move || extract_tar(sync, &d))
+            .await
+            .map_err(|e| CliError::new(format!("extraction failed: {e}")))??;
+        written.extend(got);
+    }
+    pb.finish_and_clear();
+    for (p, mode) in &written {
+        eprintln!("  {} (mode {:04o})", p.display(), mode);
+    }
+    output::success(&format!("Downloaded to {}.", dest.display()));
+    Ok(())
+}
+
+/// The boundary of any `multipart/*` content type (multer only accepts
+/// form-data).
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let m: mime::Mime = content_type.parse().ok()?;
+    (m.type_() == mime::MULTIPART)
+        .then(|| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
+        .flatten()
+}
+
+/// The destination name of an uploaded file: its path relative to the
+/// current directory when it lies inside it, else its base name.
+fn upload_name(file: &Path) -> CliResult<String> {
+    let clean = file
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let name = if clean {
+        file.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    } else {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| CliError::new(format!("{} is not a file name", file.display())))?
+    };
+    Ok(name)
+}
+
+async fn upload(client: &ApiClient, session: &str, files: &[PathBuf]) -> CliResult<()> {
+    let mut form = reqwest::multipart::Form::new();
+    let mut total = 0u64;
+    let mut names = Vec::new();
+    let pb = bar(None, "Uploading files");
+    for f in files {
+        let meta = std::fs::metadata(f).map_err(|e| {
+            CliError::new(format!("cannot read {}: {e}", f.display()))
+                .hint("name existing files; directories are not supported, archive them first")
+        })?;
+        if !meta.is_file() {
+            return Err(
+                CliError::new(format!("{} is not a regular file", f.display()))
+                    .hint("upload files one by one, or archive a directory first (tar czf)"),
+            );
+        }
+        let name = upload_name(f)?;
+        let file = tokio::fs::File::open(f).await?;
+        let pb2 = pb.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .inspect_ok(move |c| pb2.inc(c.len() as u64));
+        let part = reqwest::multipart::Part::stream_with_length(
+            reqwest::Body::wrap_stream(stream),
+            meta.len(),
+        )
+        .file_name(name.clone())
+        .mime_str("application/octet-stream")
+        .map_err(|e| CliError::new(e.to_string()))?;
+        form = form.part("src", part);
+        total += meta.len();
+        names.push(name);
+    }
+    pb.set_length(total);
+    output::info("Uploading files...");
+    let url = client.url(&format!("/session/{}/upload", enc(session)))?;
+    let ct = format!("multipart/form-data; boundary={}", form.boundary());
+    let headers = client.auth_headers(&Method::POST, &url, &ct)?;
+    let req = client.http().post(url).headers(headers).multipart(form);
+    client.send(req).await?;
+    pb.finish_and_clear();
+    for n in &names {
+        eprintln!("  /home/work/{n}");
+    }
+    output::success("Uploaded.");
+    Ok(())
+}
+
+async fn images(client: &ApiClient, json: bool) -> CliResult<()> {
+    let v: serde_json::Value = client.get("/images").await?;
+    if json {
+        return output::json(&v);
+    }
+    let default = v
+        .get("default")
+        .and_then(|d| d.as_str())
+        .unwrap_or_default();
+    for i in v
+        .get("images")
+        .and_then(|i| i.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = i.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let size = i
+            .get("size")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        println!(
+            "{name}  ({} MiB){}",
+            size >> 20,
+            if name == default { "  [default]" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_name;
+    use std::path::Path;
+
+    #[test]
+    fn upload_names() {
+        assert_eq!(upload_name(Path::new("a/b.txt")).unwrap(), "a/b.txt");
+        assert_eq!(upload_name(Path::new("./b.txt")).unwrap(), "b.txt");
+        assert_eq!(upload_name(Path::new("/tmp/x/b.txt")).unwrap(), "b.txt");
+        assert_eq!(upload_name(Path::new("../b.txt")).unwrap(), "b.txt");
+    }
+}

@@ -1,0 +1,458 @@
+//! `/session…`: create, list, info, destroy, logs, files.
+
+use std::time::Duration;
+
+use airlock_proto::api::{ServicePort, SessionCreated, SessionInfo};
+use airlock_proto::files::{self as frames, FileHeader};
+use airlock_proto::{CONTAINER_HOME, validate};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Json;
+use crate::sessions::{self, CreateParams};
+
+fn str_or_num(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads Backend.AI's create body (and our CLI's, which is the same).
+fn create_params(body: &Value) -> ApiResult<CreateParams> {
+    let get = |k: &str| body.get(k).filter(|v| !v.is_null());
+    let config = get("config").cloned().unwrap_or(Value::Null);
+    let name = get("name")
+        .or_else(|| get("sessName"))
+        .or_else(|| get("clientSessionToken"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let image = get("image")
+        .or_else(|| get("lang"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut mounts = Vec::new();
+    if let Some(list) = config.get("mounts").and_then(Value::as_array) {
+        for m in list {
+            match m.as_str() {
+                Some(s) => mounts.push(s.to_owned()),
+                None => {
+                    return Err(ApiError::invalid(
+                        "config.mounts must be a list of folder names",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(map) = config.get("mount_map").and_then(Value::as_object) {
+        for (k, v) in map {
+            if v.as_str()
+                .is_some_and(|t| t != format!("{CONTAINER_HOME}/{k}") && t != k)
+            {
+                return Err(ApiError::invalid(format!(
+                    "folder {k:?} can only be mounted at {CONTAINER_HOME}/{k}"
+                )));
+            }
+            mounts.push(k.clone());
+        }
+    }
+    let resources = config.get("resources").cloned().unwrap_or(Value::Null);
+    let cpu_milli = match resources.get("cpu").and_then(str_or_num) {
+        Some(c) => Some(validate::parse_cpu(&c)?),
+        None => None,
+    };
+    let mem_bytes = match resources.get("mem").and_then(str_or_num) {
+        Some(m) => Some(i64::try_from(validate::parse_size(&m)?).unwrap_or(i64::MAX)),
+        None => None,
+    };
+    let enqueue_only = get("enqueueOnly").and_then(Value::as_bool).unwrap_or(false);
+    let max_wait = get("maxWaitSeconds")
+        .and_then(Value::as_u64)
+        .map(Duration::from_secs);
+    let reuse_if_exists = get("reuseIfExists")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(CreateParams {
+        name,
+        image,
+        mounts,
+        cpu_milli,
+        mem_bytes,
+        enqueue_only,
+        max_wait,
+        reuse_if_exists,
+    })
+}
+
+/// `POST /session`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let params = create_params(&body)?;
+    let (s, created) = sessions::create(&state, &caller, params).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(SessionCreated {
+            session_id: s.id.clone(),
+            session_name: s.name.clone(),
+            status: s.status.as_str().to_owned(),
+            status_info: s.status_info.clone(),
+            service_ports: vec![ServicePort::sshd()],
+            created,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
+/// `GET /session` (airlock's list; Backend.AI's client uses GraphQL).
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Vec<SessionInfo>>> {
+    let all = q
+        .all
+        .as_deref()
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let rows = state.store().sessions(Some(&caller.user.id), !all).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for s in &rows {
+        out.push(sessions::info(&state, s).await?);
+    }
+    Ok(axum::Json(out))
+}
+
+/// `GET /session/{s}`.
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+) -> ApiResult<axum::Json<SessionInfo>> {
+    let s = sessions::resolve(&state, &caller, &ident, false).await?;
+    Ok(axum::Json(sessions::info(&state, &s).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DestroyQuery {
+    #[serde(default)]
+    forced: Option<String>,
+}
+
+/// `DELETE /session/{s}`.
+pub(crate) async fn destroy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+    Query(q): Query<DestroyQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let forced = q.forced.as_deref().is_some_and(|v| v == "true" || v == "1");
+    let status = sessions::destroy(&state, &s, forced).await?;
+    Ok(axum::Json(
+        serde_json::json!({"stats": {}, "status": status.as_str()}),
+    ))
+}
+
+/// `GET /session/{s}/logs`.
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
+    let s = sessions::resolve(&state, &caller, &ident, false).await?;
+    if s.status == crate::store::Status::Terminated {
+        return Err(
+            ApiError::new(StatusCode::GONE, "session-terminated", "Session terminated").msg(
+                format!("session {:?} is terminated; its logs are gone", s.name),
+            ),
+        );
+    }
+    let agent = sessions::agent_of(&state, &s).await?;
+    let text = state.agents().logs(&agent.url, &s.id).await?;
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// `POST /session/{s}/download?files=a&files=b`: multipart/mixed of tar
+/// archives, streamed from the session.
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let files: Vec<String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "files" || k == "file")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+    if files.is_empty() {
+        return Err(ApiError::invalid(
+            "name the files to download (?files=PATH)",
+        ));
+    }
+    for f in &files {
+        frames::confine(f, CONTAINER_HOME).map_err(ApiError::invalid)?;
+    }
+    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    sessions::require_running(&s)?;
+    let agent = sessions::agent_of(&state, &s).await?;
+    let resp = state.agents().download(&agent.url, &s.id, files).await?;
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("multipart/mixed"));
+    let mut out = Response::new(Body::from_stream(resp.bytes_stream()));
+    out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `POST /session/{s}/upload`: multipart/form-data, one `src` part per file
+/// (filename = destination relative to the home directory). Streamed to the
+/// session; a file only appears once it has arrived completely.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+    req: Request,
+) -> ApiResult<StatusCode> {
+    let boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| ApiError::invalid("the upload must be multipart/form-data"))?;
+    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    sessions::require_running(&s)?;
+    let agent = sessions::agent_of(&state, &s).await?;
+    let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+
+    // The first part is read here so that an empty or malformed upload gets
+    // a clear error before the session is involved.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel::<Result<usize, ApiError>>();
+    tokio::spawn(async move {
+        let mut count = 0usize;
+        let outcome: Result<usize, ApiError> = async {
+            while let Some(mut field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
+            {
+                if field.name() != Some("src") {
+                    continue;
+                }
+                let raw = field
+                    .file_name()
+                    .map(percent_decode)
+                    .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
+                let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
+                if path.is_empty() {
+                    return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
+                }
+                let header = serde_json::to_vec(&FileHeader { path, mode: 0o644 })
+                    .map_err(ApiError::internal)?;
+                send(&tx, frames::frame(frames::START, &header)).await?;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| ApiError::invalid(format!("upload interrupted: {e}")))?
+                {
+                    for piece in chunk.chunks(frames::MAX_FRAME) {
+                        let mut f = Vec::with_capacity(piece.len() + 5);
+                        f.extend_from_slice(&frames::frame_header(frames::DATA, piece.len()));
+                        f.extend_from_slice(piece);
+                        send(&tx, f).await?;
+                    }
+                }
+                send(&tx, frames::frame(frames::END, &[])).await?;
+                count += 1;
+            }
+            if count == 0 {
+                return Err(ApiError::invalid(
+                    "no files in the upload (multipart field `src`)",
+                ));
+            }
+            send(&tx, frames::frame(frames::FINISH, &[])).await?;
+            Ok(count)
+        }
+        .await;
+        if outcome.is_err() {
+            // Abort the stream to the agent: partial files are discarded.
+            let _ = tx.send(Err(std::io::Error::other("upload aborted"))).await;
+        }
+        let _ = result_tx.send(outcome);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let agent_result = state
+        .agents()
+        .upload(&agent.url, &s.id, reqwest::Body::wrap_stream(stream))
+        .await;
+    let parsed = result_rx
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("upload task ended")));
+    let count = parsed?;
+    agent_result?;
+    tracing::info!(session = %s.id, files = count, "uploaded files into a session");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn send(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    data: Vec<u8>,
+) -> ApiResult<()> {
+    tx.send(Ok(Bytes::from(data)))
+        .await
+        .map_err(|_| ApiError::unavailable("the session stopped receiving the upload"))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct FilesQuery {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// `GET /session/{s}/files` (Backend.AI `session ls`): path from the query or
+/// a JSON body.
+pub(crate) async fn files(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+    Query(q): Query<FilesQuery>,
+    Json(body): Json<Value>,
+) -> ApiResult<axum::Json<Value>> {
+    let path = q
+        .path
+        .or_else(|| body.get("path").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| ".".to_owned());
+    frames::confine(&path, CONTAINER_HOME).map_err(ApiError::invalid)?;
+    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    sessions::require_running(&s)?;
+    let agent = sessions::agent_of(&state, &s).await?;
+    let list = state.agents().files(&agent.url, &s.id, &path).await?;
+    Ok(axum::Json(serde_json::json!({
+        "files": list.to_string(),
+        "errors": "",
+        "abspath": path,
+    })))
+}
+
+/// `GET /stream/session/{s}/apps`.
+pub(crate) async fn apps(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+) -> ApiResult<axum::Json<Vec<ServicePort>>> {
+    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let _ = s;
+    Ok(axum::Json(vec![ServicePort::sshd()]))
+}
+
+/// `GET /images`: images on online nodes.
+pub(crate) async fn images(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<axum::Json<Value>> {
+    let mut names = std::collections::BTreeMap::new();
+    for a in crate::agents::online(&state).await? {
+        match state.agents().images(&a.url).await {
+            Ok(list) => {
+                for i in list {
+                    names.entry(i.name).or_insert(i.size);
+                }
+            }
+            Err(e) => tracing::warn!(agent = %a.id, error = %e, "cannot list images"),
+        }
+    }
+    let list: Vec<Value> = names
+        .into_iter()
+        .map(|(name, size)| serde_json::json!({"name": name, "size": size}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "default": state.config().default_image,
+        "images": list,
+    })))
+}
+
+/// Agent heartbeat, authenticated by the shared token.
+pub(crate) async fn heartbeat(
+    State(state): State<AppState>,
+    headers: http::HeaderMap,
+    Json(hb): Json<airlock_proto::agent::Heartbeat>,
+) -> ApiResult<axum::Json<airlock_proto::agent::HeartbeatReply>> {
+    use subtle::ConstantTimeEq;
+    let expected = state.agents().token().as_bytes();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes();
+    if expected.is_empty() || !bool::from(given.ct_eq(expected)) {
+        tracing::warn!(agent = %hb.agent_id, "refused a heartbeat with a wrong agent token");
+        return Err(ApiError::unauthorized("wrong agent token"));
+    }
+    Ok(axum::Json(
+        crate::agents::apply_heartbeat(&state, hb).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_official_clients_body() {
+        let body = serde_json::json!({
+            "tag": null, "name": "demo",
+            "config": {"mounts": ["data"], "mount_ids": [], "environ": {},
+                       "resources": {"cpu": "1", "mem": "1g"}, "resource_opts": {},
+                       "scalingGroup": null, "mount_map": {}},
+            "enqueueOnly": false, "maxWaitSeconds": 0, "reuseIfExists": true,
+            "image": "airlock/base:bookworm"
+        });
+        let p = create_params(&body).unwrap();
+        assert_eq!(p.name.as_deref(), Some("demo"));
+        assert_eq!(p.mounts, ["data"]);
+        assert_eq!(p.cpu_milli, Some(1000));
+        assert_eq!(p.mem_bytes, Some(1 << 30));
+        assert!(p.reuse_if_exists);
+        let bad = serde_json::json!({"config": {"resources": {"mem": "lots"}}});
+        assert!(create_params(&bad).is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! Session lifecycle: resolve, create (schedule, ask the agent, wait),
+//! destroy, and the views the API returns.
+
+use std::time::Duration;
+
+use airlock_proto::agent::{CreateContainer, Mount};
+use airlock_proto::api::{ServicePort, SessionInfo};
+use airlock_proto::{CONTAINER_HOME, validate};
+use http::StatusCode;
+
+use crate::AppState;
+use crate::agents::{self, AgentCallError};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::store::{AgentRow, MountRecord, NewSession, SessionRow, Status, rfc3339};
+
+/// Finds the caller's session by UUID or name. Names prefer a live session;
+/// `live_only` refuses terminated ones. Sessions of other users are
+/// invisible (404) unless the caller is an admin.
+pub async fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    ident: &str,
+    live_only: bool,
+) -> Result<SessionRow, ApiError> {
+    let not_found = || {
+        ApiError::not_found("session-not-found", format!("no session {ident:?}"))
+            .hint("list your sessions with `airlock session ls`")
+    };
+    if let Ok(uuid) = uuid::Uuid::parse_str(ident) {
+        let s = state
+            .store()
+            .session(&uuid.to_string())
+            .await?
+            .filter(|s| caller.may_access(&s.user_id))
+            .ok_or_else(not_found)?;
+        if live_only && s.status == Status::Terminated {
+            return Err(ApiError::not_found(
+                "session-not-found",
+                format!("session {ident:?} is already terminated"),
+            ));
+        }
+        return Ok(s);
+    }
+    let found = state.store().sessions_named(&caller.user.id, ident).await?;
+    let first = found.into_iter().next().ok_or_else(not_found)?;
+    if live_only && first.status == Status::Terminated {
+        return Err(ApiError::not_found(
+            "session-not-found",
+            format!("session {ident:?} is already terminated"),
+        )
+        .hint("list your sessions with `airlock session ls`"));
+    }
+    Ok(first)
+}
+
+/// The agent that hosts a session.
+pub async fn agent_of(state: &AppState, s: &SessionRow) -> Result<AgentRow, ApiError> {
+    let id = s
+        .agent_id
+        .as_deref()
+        .ok_or_else(|| ApiError::unavailable("the session is not on any node"))?;
+    state
+        .store()
+        .agent(id)
+        .await?
+        .ok_or_else(|| ApiError::unavailable(format!("node {id} is unknown")))
+}
+
+/// Requires a RUNNING session.
+pub fn require_running(s: &SessionRow) -> Result<(), ApiError> {
+    if s.status == Status::Running {
+        return Ok(());
+    }
+    let mut e = ApiError::new(
+        StatusCode::CONFLICT,
+        "session-not-running",
+        "The session is not running",
+    )
+    .msg(format!(
+        "session {:?} is {}{}",
+        s.name,
+        s.status.as_str(),
+        s.status_info
+            .as_deref()
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default()
+    ));
+    if matches!(s.status, Status::Pending | Status::Preparing) {
+        e = e.hint("wait until it is RUNNING (`airlock session info`)");
+    } else {
+        e = e.hint("create a new session with `airlock session create`");
+    }
+    Err(e)
+}
+
+/// The parameters of a create request.
+#[derive(Debug, Clone)]
+pub struct CreateParams {
+    /// Name (generated if absent).
+    pub name: Option<String>,
+    /// Image.
+    pub image: Option<String>,
+    /// Folder names to mount.
+    pub mounts: Vec<String>,
+    /// CPU millicores.
+    pub cpu_milli: Option<i64>,
+    /// Memory bytes.
+    pub mem_bytes: Option<i64>,
+    /// Return without waiting.
+    pub enqueue_only: bool,
+    /// Wait limit.
+    pub max_wait: Option<Duration>,
+    /// Return an existing live session with the same name and image.
+    pub reuse_if_exists: bool,
+}
+
+fn generated_name() -> String {
+    use rand::RngExt;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(8)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    format!("session-{suffix}")
+}
+
+/// Creates a session and (unless `enqueue_only`) waits until it runs or
+/// fails. Returns the session and whether it was newly created.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    params: CreateParams,
+) -> Result<(SessionRow, bool), ApiError> {
+    let cfg = state.config();
+    let name = params.name.unwrap_or_else(generated_name);
+    validate::check_session_name(&name)?;
+    let image = params
+        .image
+        .filter(|i| !i.trim().is_empty())
+        .unwrap_or_else(|| cfg.default_image.clone());
+    if let Some(existing) = state
+        .store()
+        .sessions_named(&caller.user.id, &name)
+        .await?
+        .into_iter()
+        .find(|s| s.status.is_live())
+    {
+        if params.reuse_if_exists && existing.image == image {
+            return Ok((existing, false));
+        }
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "session-already-exists",
+            "Session already exists",
+        )
+        .msg(format!("you already have a live session named {name:?}"))
+        .hint("pick another name with --name, or remove it with `airlock session rm`")
+        .data(serde_json::json!({"existingSessionId": existing.id})));
+    }
+    let cpu_milli = params.cpu_milli.unwrap_or(cfg.default_cpu_milli);
+    let mem_bytes = params.mem_bytes.unwrap_or(cfg.default_mem_bytes);
+
+    // Folders: the requested ones plus every dot-folder of the user.
+    let folders = state.store().folders(Some(&caller.user.id)).await?;
+    let mut mounts: Vec<MountRecord> = Vec::new();
+    for wanted in &params.mounts {
+        let f = folders
+            .iter()
+            .find(|f| &f.name == wanted || f.hex_id() == wanted.replace('-', ""))
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "vfolder-not-found",
+                    format!("you have no folder named {wanted:?}"),
+                )
+                .hint("create it first: airlock vfolder create NAME")
+            })?;
+        if !mounts.iter().any(|m| m.folder_id == f.id) {
+            mounts.push(MountRecord {
+                folder_id: f.id.clone(),
+                name: f.name.clone(),
+            });
+        }
+    }
+    for f in folders.iter().filter(|f| f.name.starts_with('.')) {
+        if !mounts.iter().any(|m| m.folder_id == f.id) {
+            mounts.push(MountRecord {
+                folder_id: f.id.clone(),
+                name: f.name.clone(),
+            });
+        }
+    }
+    let keys: Vec<String> = state
+        .store()
+        .ssh_keys(&caller.user.id)
+        .await?
+        .into_iter()
+        .map(|k| k.public_key)
+        .collect();
+
+    let agent = agents::schedule(state, cpu_milli, mem_bytes).await?;
+    let row = state
+        .store()
+        .insert_session(NewSession {
+            name: &name,
+            user_id: &caller.user.id,
+            image: &image,
+            cpu_milli,
+            mem_bytes,
+            mounts: &mounts,
+            agent_id: &agent.id,
+        })
+        .await?;
+    let spec = CreateContainer {
+        session_id: row.id.clone(),
+        session_name: row.name.clone(),
+        owner_id: caller.user.id.clone(),
+        image: image.clone(),
+        cpu: cpu_milli as f64 / 1000.0,
+        mem_bytes: u64::try_from(mem_bytes).unwrap_or(0),
+        mounts: mounts
+            .iter()
+            .map(|m| Mount {
+                host_path: state.storage().path(&m.folder_id).display().to_string(),
+                container_path: format!("{CONTAINER_HOME}/{}", m.name),
+                read_only: false,
+            })
+            .collect(),
+        authorized_keys: keys,
+    };
+    for m in &mounts {
+        // Folders created before a storage move, or by hand, get their
+        // directory back rather than a Docker-created root-owned one.
+        if let Err(e) = state.storage().create(&m.folder_id) {
+            tracing::warn!(folder = %m.name, error = %e, "cannot prepare folder storage");
+        }
+    }
+    if let Err(e) = state.agents().create(&agent.url, &spec).await {
+        // Nothing runs: forget the record so the name stays free.
+        state.store().delete_session(&row.id).await?;
+        return Err(match e {
+            AgentCallError::Rejected { .. } => e.into(),
+            AgentCallError::Unreachable(d) => {
+                tracing::warn!(agent = %agent.id, detail = %d, "agent unreachable while creating a session");
+                ApiError::unavailable(format!("node {} did not answer", agent.id))
+                    .hint("try again; if it persists, check the agent")
+            }
+        });
+    }
+    tracing::info!(session = %row.id, name = %row.name, user = %caller.user.email, agent = %agent.id, "session created");
+    if params.enqueue_only {
+        return Ok((row, true));
+    }
+    let wait = params
+        .max_wait
+        .filter(|d| !d.is_zero())
+        .unwrap_or(cfg.create_timeout);
+    let row = wait_until_settled(state, &row.id, wait).await?;
+    Ok((row, true))
+}
+
+/// Waits until a session leaves PENDING/PREPARING (or `limit` passes).
+pub async fn wait_until_settled(
+    state: &AppState,
+    id: &str,
+    limit: Duration,
+) -> Result<SessionRow, ApiError> {
+    let mut events = state.session_events();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let s =
+            state.store().session(id).await?.ok_or_else(|| {
+                ApiError::not_found("session-not-found", "the session disappeared")
+            })?;
+        if !matches!(s.status, Status::Pending | Status::Preparing) {
+            return Ok(s);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Ok(s),
+            _ = events.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Terminates a session: asks its agent to remove the container. An
+/// unreachable agent leaves it TERMINATING (the agent removes it when it
+/// reports back) unless `forced`.
+pub async fn destroy(state: &AppState, s: &SessionRow, forced: bool) -> Result<Status, ApiError> {
+    if s.status == Status::Terminated {
+        return Ok(Status::Terminated);
+    }
+    state
+        .store()
+        .set_status(&s.id, Status::Terminating, None)
+        .await?;
+    state.notify_session(&s.id);
+    let agent = match &s.agent_id {
+        Some(id) => state.store().agent(id).await?,
+        None => None,
+    };
+    let result = match &agent {
+        Some(a) => state.agents().destroy(&a.url, &s.id).await,
+        None => Ok(()),
+    };
+    let status = match result {
+        Ok(()) | Err(AgentCallError::Rejected { .. }) => Status::Terminated,
+        Err(AgentCallError::Unreachable(d)) if !forced => {
+            tracing::warn!(session = %s.id, detail = %d, "agent unreachable; the container is removed when it reports back");
+            Status::Terminating
+        }
+        Err(AgentCallError::Unreachable(_)) => Status::Terminated,
+    };
+    if status == Status::Terminated {
+        state
+            .store()
+            .set_status(&s.id, Status::Terminated, None)
+            .await?;
+    }
+    state.notify_session(&s.id);
+    tracing::info!(session = %s.id, name = %s.name, status = status.as_str(), "session destroyed");
+    Ok(status)
+}
+
+/// The API view of a session.
+pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiError> {
+    let owner = state
+        .store()
+        .user_by_id(&s.user_id)
+        .await?
+        .map(|u| u.email)
+        .unwrap_or_default();
+    Ok(SessionInfo {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        owner,
+        image: s.image.clone(),
+        status: s.status.as_str().to_owned(),
+        status_info: s.status_info.clone(),
+        created_at: rfc3339(s.created_at),
+        terminated_at: s.terminated_at.map(rfc3339),
+        cpu: s.cpu_milli as f64 / 1000.0,
+        mem_bytes: u64::try_from(s.mem_bytes).unwrap_or(0),
+        mounts: s.mounts.iter().map(|m| m.name.clone()).collect(),
+        host_key_fingerprint: s
+            .host_key
+            .as_deref()
+            .and_then(airlock_proto::sshkey::fingerprint),
+        host_key: s.host_key.clone(),
+        agent: s.agent_id.clone(),
+        service_ports: vec![ServicePort::sshd()],
+    })
+}

@@ -1,0 +1,147 @@
+//! Live tunnels: a registry (for `GET /admin/tunnels` and the shutdown
+//! drain) and the connection to a session's runner through its agent.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use airlock_proto::agent::TCP_UPGRADE;
+use http::header;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use crate::agents::AgentCallError;
+
+/// A tunnel in the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelInfo {
+    /// Tunnel number.
+    pub id: u64,
+    /// Session id.
+    pub session_id: String,
+    /// Session name.
+    pub session_name: String,
+    /// Who opened it.
+    pub user: String,
+    /// RFC 3339 start time.
+    pub since: String,
+}
+
+/// All live tunnels.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, TunnelInfo>>,
+}
+
+/// Removes its tunnel from the registry when dropped.
+#[derive(Debug)]
+pub struct TunnelGuard<'a> {
+    id: u64,
+    tunnels: &'a Tunnels,
+}
+
+impl Drop for TunnelGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.tunnels.live.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
+
+impl Tunnels {
+    /// Registers a tunnel for as long as the guard lives.
+    pub fn open(&self, session_id: &str, session_name: &str, user: &str) -> TunnelGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = TunnelInfo {
+            id,
+            session_id: session_id.to_owned(),
+            session_name: session_name.to_owned(),
+            user: user.to_owned(),
+            since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        if let Ok(mut m) = self.live.lock() {
+            m.insert(id, info);
+        }
+        TunnelGuard { id, tunnels: self }
+    }
+
+    /// A snapshot of the live tunnels.
+    pub fn list(&self) -> Vec<TunnelInfo> {
+        let mut v: Vec<TunnelInfo> = self
+            .live
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by_key(|t| t.id);
+        v
+    }
+}
+
+/// Opens a raw byte stream to a session's SSH server through its agent
+/// (`GET /v1/sessions/{id}/connect`, upgraded to `airlock-tcp`).
+pub async fn connect_agent(
+    agent_url: &str,
+    token: &str,
+    session_id: &str,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentCallError> {
+    let url = url::Url::parse(agent_url)
+        .map_err(|e| AgentCallError::Unreachable(format!("bad agent URL {agent_url}: {e}")))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| AgentCallError::Unreachable(format!("bad agent URL {agent_url}")))?
+        .to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| AgentCallError::Unreachable(format!("connecting to {agent_url} timed out")))?
+    .map_err(|e| AgentCallError::Unreachable(format!("{agent_url}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "agent connection ended");
+        }
+    });
+    let req = http::Request::builder()
+        .method(http::Method::GET)
+        .uri(format!(
+            "/v1/sessions/{session_id}/connect?port={}",
+            airlock_proto::SSHD_PORT
+        ))
+        .header(header::HOST, format!("{host}:{port}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, TCP_UPGRADE)
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let problem = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            airlock_proto::problem::Problem::new("agent-error", "Agent error")
+                .msg(format!("the node answered {status}"))
+        });
+        return Err(AgentCallError::Rejected {
+            status,
+            problem: Box::new(problem),
+        });
+    }
+    let upgraded = hyper::upgrade::on(resp)
+        .await
+        .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
+    Ok(TokioIo::new(upgraded))
+}

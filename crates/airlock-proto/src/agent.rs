@@ -1,0 +1,146 @@
+//! The gateway ↔ agent protocol (HTTP + JSON, authenticated both ways with a
+//! shared bearer token).
+//!
+//! Agent → gateway: `POST /agent/v1/heartbeat` with a [`Heartbeat`] every few
+//! seconds and whenever a container changes state; the reply lists sessions
+//! the gateway wants gone (so a session terminated while its agent was down
+//! does not leave an orphan container).
+//!
+//! Gateway → agent (`/v1/…` on the agent's advertised URL): create and
+//! destroy session containers, stream files in and out, and
+//! `GET /v1/sessions/{id}/connect?port=2200` upgraded to a raw TCP stream
+//! (`Upgrade: airlock-tcp`) that is spliced to the runner in the container.
+
+use serde::{Deserialize, Serialize};
+
+/// The `Upgrade` protocol token of a raw TCP stream.
+pub const TCP_UPGRADE: &str = "airlock-tcp";
+
+/// A bind mount into a session container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Path on the agent's host.
+    pub host_path: String,
+    /// Path inside the container.
+    pub container_path: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `POST /v1/sessions`: start a session container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateContainer {
+    /// Session UUID.
+    pub session_id: String,
+    /// Session name (used as the container hostname).
+    pub session_name: String,
+    /// Owner's user id (a container label).
+    pub owner_id: String,
+    /// Image reference.
+    pub image: String,
+    /// CPU cores (may be fractional).
+    pub cpu: f64,
+    /// Memory limit in bytes.
+    pub mem_bytes: u64,
+    /// Folder mounts.
+    pub mounts: Vec<Mount>,
+    /// Account SSH public keys to authorise in the session.
+    pub authorized_keys: Vec<String>,
+}
+
+/// Where a session container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerPhase {
+    /// Being created or started; the runner is not ready yet.
+    Preparing,
+    /// The runner serves SSH.
+    Running,
+    /// The container stopped (by itself or killed outside airlock).
+    Exited,
+    /// Creating or starting failed.
+    Failed,
+    /// The container was removed (normal after destroy).
+    Removed,
+}
+
+/// The state of one session container, as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerReport {
+    /// Session UUID.
+    pub session_id: String,
+    /// Phase.
+    pub phase: ContainerPhase,
+    /// Human-readable reason for `exited`/`failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The runner's host public key (OpenSSH line), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// Docker container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// Agent → gateway status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Stable agent id.
+    pub agent_id: String,
+    /// URL the gateway reaches this agent at.
+    pub url: String,
+    /// Agent version.
+    pub version: String,
+    /// Schedulable CPU cores.
+    pub cpu: f64,
+    /// Schedulable memory in bytes.
+    pub mem_bytes: u64,
+    /// Every session container the agent knows, or a single changed one
+    /// when `partial` is set.
+    pub containers: Vec<ContainerReport>,
+    /// Whether `containers` is only a change (no reconciliation).
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// Gateway → agent answer to a heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Sessions whose containers must be removed.
+    #[serde(default)]
+    pub destroy: Vec<String>,
+}
+
+/// An image the agent can start sessions from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// `repo:tag`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// `POST /v1/sessions/{id}/download` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownloadRequest {
+    /// Paths relative to the home directory (or absolute under it).
+    pub paths: Vec<String>,
+}
+
+/// An entry of a directory listing in a session (`session ls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name.
+    pub filename: String,
+    /// `ls -l` style mode string (`-rw-------`).
+    pub mode: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Change time (epoch seconds).
+    pub ctime: f64,
+    /// Modification time.
+    pub mtime: f64,
+    /// Access time.
+    pub atime: f64,
+}

@@ -1,0 +1,42 @@
+//! `airlockd agent`: only an agent.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::AgentArgs;
+use crate::serve;
+use crate::shutdown::cancel_on_signals;
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "agent".to_owned())
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone())?;
+    std::fs::create_dir_all(&args.data)?;
+    let listener = serve::bind(args.listen, "agent API").await?;
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let id = args.id.clone().unwrap_or_else(hostname);
+    let config = serve::agent_config(
+        &args.agent,
+        id.clone(),
+        args.gateway.clone(),
+        args.token.clone(),
+        advertise.clone(),
+        args.data.clone(),
+        1.0,
+    )?;
+    println!(
+        "airlock agent {id} serving at {advertise}, reporting to {}",
+        args.gateway
+    );
+    airlock_agent::run(listener, config, shutdown).await?;
+    Ok(())
+}
