@@ -406,6 +406,9 @@ impl Agent {
 
     /// The full report for a heartbeat.
     pub async fn report(&self) -> Result<Heartbeat, AgentError> {
+        // Entries that changed after this instant may not be in the listing
+        // yet (a container created meanwhile): they are not "removed".
+        let listed_at = Instant::now();
         let found = self.engine.list(&self.config.agent_id).await?;
         let mut reports = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -424,6 +427,13 @@ impl Agent {
                         self.scan_host_key(&c.id).await,
                     ),
                 }
+            } else if entry
+                .as_ref()
+                .is_some_and(|e| e.phase == ContainerPhase::Preparing)
+            {
+                // Created but not started yet: the creating task reports
+                // the outcome (ready or Failed), not this listing.
+                (ContainerPhase::Preparing, None, None)
             } else {
                 let reason = match self.engine.inspect(&c.id).await? {
                     Some((_, _, true, _)) => {
@@ -473,6 +483,8 @@ impl Agent {
                         container_id: e.container_id.clone(),
                     })
                 }
+                // Changed after the listing was taken: report next time.
+                _ if e.since >= listed_at => {}
                 // Known but no longer on the engine: removed behind our back.
                 _ => {
                     reports.push(ContainerReport {

@@ -16,6 +16,10 @@ pub struct Cli {
     /// More log output on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Read the configuration from this file instead of searching for a
+    /// `.env` upward from the current directory (used by `config-ssh`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +41,78 @@ pub enum Command {
     /// Storage folders that outlive sessions (mounted at /home/work/NAME).
     #[command(subcommand)]
     Vfolder(VfolderCommand),
+    /// Start a local proxy to a session's app (sshd): one tunnel per connection.
+    App(AppArgs),
+    /// Open an SSH shell (or run a command) in a session with OpenSSH.
+    Ssh(SshArgs),
+    /// Copy files to or from a session with OpenSSH scp (SESSION:PATH is remote).
+    Scp(ScpArgs),
+    /// Bridge stdin/stdout to a session's SSH server (for OpenSSH ProxyCommand).
+    Proxy(ProxyArgs),
+    /// Write ~/.ssh config entries (Host airlock-SESSION) for your running
+    /// sessions: ssh, sftp, rsync and VS Code connect without a local port.
+    ConfigSsh(ConfigSshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// Session name or id.
+    pub session: String,
+    /// App name (sessions provide `sshd`).
+    pub app: String,
+    /// Listen on [HOST:]PORT (default: your preferred SSH port, else a random
+    /// free port).
+    #[arg(short = 'b', long = "bind", value_name = "[HOST:]PORT")]
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct SshArgs {
+    /// Session name or id.
+    pub session: String,
+    /// Local port for the temporary proxy (default: your preferred SSH port,
+    /// else 9922, else a random free port).
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// Arguments and command passed to ssh.
+    #[arg(allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct ScpArgs {
+    /// Local port for the temporary proxy.
+    #[arg(long = "local-port")]
+    pub port: Option<u16>,
+    /// scp options and files: SRC... DST, where SESSION:PATH is in the
+    /// session (e.g. `airlock scp -r data demo:/home/work/data/`).
+    #[arg(allow_hyphen_values = true, required = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Session name or id.
+    pub session: String,
+    /// known_hosts file holding the pinned host key (checked before
+    /// connecting, so a changed key is explained).
+    #[arg(long, requires = "alias")]
+    pub known_hosts: Option<PathBuf>,
+    /// Host key alias of the session in that file.
+    #[arg(long)]
+    pub alias: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigSshArgs {
+    /// Show what would change (a diff) without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The ssh directory (default ~/.ssh).
+    #[arg(long, value_name = "DIR")]
+    pub ssh_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,12 +172,33 @@ pub enum SessionCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write the session's SSH key: OpenSSH format, or PPK for PuTTY,
+    /// FileZilla and WinSCP.
+    Key {
+        /// Session name or id.
+        session: String,
+        /// Key format.
+        #[arg(long, value_enum, default_value = "openssh")]
+        format: KeyFormat,
+        /// Write to FILE (mode 0600) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// List the images sessions can be created from.
     Images {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Private key file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyFormat {
+    /// OpenSSH (`-----BEGIN OPENSSH PRIVATE KEY-----`).
+    Openssh,
+    /// PuTTY private key v3.
+    Ppk,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,20 @@ impl Vars {
         Ok(vars)
     }
 
+    /// Only the variables of an explicit env file (no search, no environment).
+    pub fn load_file(path: &Path) -> CliResult<Self> {
+        if !path.is_file() {
+            return Err(CliError::new(format!("{} does not exist", path.display()))
+                .hint("run `airlock config-ssh` again to recreate it"));
+        }
+        // An explicit file is authoritative: the environment is not read.
+        Ok(Vars {
+            env: HashMap::new(),
+            file: parse_dotenv(path)?,
+            dotenv: Some(path.to_owned()),
+        })
+    }
+
     /// Variables from explicit maps (tests).
     pub fn from_maps(env: HashMap<String, String>, file: HashMap<String, String>) -> Self {
         Vars {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod output;
 pub mod state;
 pub mod transfer;
+pub mod tunnel;
 
 use crate::args::{Cli, Command};
 use crate::client::ApiClient;
@@ -21,8 +22,10 @@ use crate::state::StateDir;
 
 /// Resolves configuration and state, then runs the command.
 pub async fn run(cli: Cli) -> CliResult<()> {
-    let cwd = std::env::current_dir()?;
-    let vars = Vars::load(&cwd)?;
+    let vars = match &cli.env_file {
+        Some(path) => Vars::load_file(path)?,
+        None => Vars::load(&std::env::current_dir()?)?,
+    };
     let config = Config::from_vars(&vars)?;
     let state = StateDir::locate()?;
     let client = ApiClient::new(config, state)?;
@@ -33,5 +36,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
         Command::Session(cmd) => commands::session::run(&client, cmd).await,
         Command::Vfolder(cmd) => commands::vfolder::run(&client, cmd).await,
+        Command::App(args) => commands::app::run(&client, args).await,
+        Command::Ssh(args) => commands::ssh::ssh(&client, args).await,
+        Command::Scp(args) => commands::ssh::scp(&client, args).await,
+        Command::Proxy(args) => commands::proxy::run(&client, args).await,
+        Command::ConfigSsh(args) => commands::config_ssh::run(&client, args).await,
     }
 }

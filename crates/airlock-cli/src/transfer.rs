@@ -95,7 +95,7 @@ pub fn extract_tar(reader: impl Read, dest: &Path) -> CliResult<Vec<(PathBuf, u3
         } else if !(kind.is_file() || kind.is_dir()) {
             continue;
         }
-        let mode = entry.header().mode().unwrap_or(0o644) & !0o7022;
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777 & !0o7022;
         let unpacked = entry.unpack_in(dest).map_err(|e| {
             CliError::new(format!("cannot write {}: {e}", dest.join(&path).display()))
         })?;

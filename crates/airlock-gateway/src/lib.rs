@@ -8,17 +8,24 @@
 //! Entry point: [`serve`] takes a bound listener and a shutdown token from the
 //! caller (the `airlockd` binary or a test), so tests run it on `127.0.0.1:0`.
 
+// The `json!` literal of a session in gql.rs is deep.
+#![recursion_limit = "256"]
+
 pub mod agents;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod folders;
+pub mod gql;
 mod json;
 pub mod ratelimit;
 mod routes;
 pub mod sessions;
 pub mod storage;
 pub mod store;
+pub mod transfers;
 pub mod tunnels;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +58,7 @@ struct Inner {
     storage: Arc<dyn FolderStorage>,
     session_events: tokio::sync::broadcast::Sender<String>,
     tunnels: tunnels::Tunnels,
+    transfers: transfers::Transfers,
 }
 
 impl AppState {
@@ -74,8 +82,14 @@ impl AppState {
                 storage,
                 session_events,
                 tunnels: tunnels::Tunnels::default(),
+                transfers: transfers::Transfers::default(),
             }),
         }
+    }
+
+    /// Outstanding folder transfer tokens.
+    pub fn transfers(&self) -> &transfers::Transfers {
+        &self.inner.transfers
     }
 
     /// Live tunnels.

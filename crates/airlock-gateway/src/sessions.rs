@@ -190,13 +190,10 @@ pub async fn create(
             });
         }
     }
-    let keys: Vec<String> = state
-        .store()
-        .ssh_keys(&caller.user.id)
-        .await?
-        .into_iter()
-        .map(|k| k.public_key)
-        .collect();
+    let account_keys = state.store().ssh_keys(&caller.user.id).await?;
+    let key_fingerprints: Vec<String> =
+        account_keys.iter().map(|k| k.fingerprint.clone()).collect();
+    let keys: Vec<String> = account_keys.into_iter().map(|k| k.public_key).collect();
 
     let agent = agents::schedule(state, cpu_milli, mem_bytes).await?;
     let row = state
@@ -209,6 +206,7 @@ pub async fn create(
             mem_bytes,
             mounts: &mounts,
             agent_id: &agent.id,
+            key_fingerprints: &key_fingerprints,
         })
         .await?;
     let spec = CreateContainer {
@@ -349,5 +347,6 @@ pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiEr
         host_key: s.host_key.clone(),
         agent: s.agent_id.clone(),
         service_ports: vec![ServicePort::sshd()],
+        key_fingerprints: s.key_fingerprints.clone(),
     })
 }

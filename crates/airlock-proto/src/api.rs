@@ -185,6 +185,10 @@ pub struct SessionInfo {
     pub agent: Option<String>,
     /// Services.
     pub service_ports: Vec<ServicePort>,
+    /// Fingerprints of the account SSH keys authorised in the session (keys
+    /// added to the account later are not).
+    #[serde(default)]
+    pub key_fingerprints: Vec<String>,
 }
 
 /// A storage folder.

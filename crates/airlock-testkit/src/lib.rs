@@ -5,8 +5,9 @@
 //! every wait has a deadline, so a failing test never hangs the suite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod docker;
 pub mod process;
 pub mod ssh;
 
-pub use process::{Airlockd, Cli, Output, bin, run};
+pub use process::{Airlockd, Background, Cli, Output, bin, free_port, run};

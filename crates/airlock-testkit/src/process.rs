@@ -302,3 +302,137 @@ impl Cli {
         )
     }
 }
+
+/// A long-running process (e.g. `airlock app`) whose output lines are
+/// collected; killed when dropped.
+pub struct Background {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Background {
+    /// Spawns `cmd` with stdout and stderr captured (stdin closed).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// Waits until a line contains `needle`; returns that line.
+    pub fn wait_for(&self, needle: &str, deadline: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "no line containing {needle:?} within {deadline:?}; output so far:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. "INT", "KILL") and waits for the exit code.
+    pub fn signal(&mut self, sig: &str, deadline: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the process did not exit after SIG{sig}:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it has exited (and its code).
+    pub fn try_wait(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local TCP port (bound and released; for arguments that cannot
+/// take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cli {
+    /// The login cookie saved by `airlock login`.
+    pub fn cookie(&self) -> String {
+        let path = self.dir.path().join("state/airlock/login.json");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["cookie"].as_str().unwrap().to_owned()
+    }
+
+    /// GET `url` with the login cookie (via curl), as JSON.
+    pub fn get_json(&self, url: &str) -> serde_json::Value {
+        let out = run(
+            Command::new("curl").args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-H",
+                &format!("Cookie: AIOHTTP_SESSION={}", self.cookie()),
+                url,
+            ]),
+            None,
+            Duration::from_secs(30),
+        );
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{url}: {e}: {out:?}"))
+    }
+}

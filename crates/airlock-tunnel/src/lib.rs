@@ -84,6 +84,9 @@ where
                 match msg {
                     Message::Binary(data) => {
                         wr.write_all(&data).await?;
+                        // A no-op on sockets; needed for stdout, which is
+                        // line-buffered (ProxyCommand mode).
+                        wr.flush().await?;
                         from_ws.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
                     Message::Close(frame) => {

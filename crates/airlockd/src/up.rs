@@ -35,6 +35,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
+    let server = tokio::spawn(airlock_gateway::serve(listener, state));
+
+    // Say "running" only once sessions can be created: the local agent
+    // has registered (it reports within a second when Docker answers).
+    if agent_task.is_some() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let online = store
+                .online_agents(20_000)
+                .await
+                .map(|a| !a.is_empty())
+                .unwrap_or(false);
+            if online || tokio::time::Instant::now() > deadline {
+                if !online {
+                    tracing::warn!(
+                        "the local agent has not registered yet; sessions may fail for a moment"
+                    );
+                }
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     println!("airlock is running at {url}");
     println!("  data directory: {}", gw.data.data.display());
     match admin {
@@ -61,7 +85,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "Press Ctrl-C to stop (running sessions keep running and are re-adopted on the next start)."
     );
 
-    let served = airlock_gateway::serve(listener, state).await;
+    let served = server.await?;
     if let Some(task) = agent_task {
         let _ = task.await;
     }

@@ -29,7 +29,89 @@ pub async fn run(client: &ApiClient, cmd: SessionCommand) -> CliResult<()> {
         } => download(client, &session, &files, &dest).await,
         SessionCommand::Upload { session, files } => upload(client, &session, &files).await,
         SessionCommand::Images { json } => images(client, json).await,
+        SessionCommand::Key {
+            session,
+            format,
+            output,
+        } => key(client, &session, format, output.as_deref()).await,
     }
+}
+
+/// Fetches one (small) file from a session's home directory into memory.
+pub async fn fetch_file(client: &ApiClient, session: &str, path: &str) -> CliResult<Vec<u8>> {
+    let q = format!("/session/{}/download?files={}", enc(session), enc(path));
+    let resp = client
+        .send(client.request(Method::POST, &q, Body::Empty)?)
+        .await?;
+    let boundary = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart_boundary)
+        .ok_or_else(|| CliError::new("the server did not answer with multipart data"))?;
+    let mut multipart = multer::Multipart::new(resp.bytes_stream(), boundary);
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(|e| CliError::new(format!("the download was interrupted: {e}")))?
+        .ok_or_else(|| CliError::new(format!("{path} was not in the answer")))?;
+    let tarball = field
+        .bytes()
+        .await
+        .map_err(|e| CliError::new(format!("the download was interrupted: {e}")))?;
+    let mut archive = tar::Archive::new(&tarball[..]);
+    let entries = archive
+        .entries()
+        .map_err(|e| CliError::new(format!("bad archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| CliError::new(format!("bad archive: {e}")))?;
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data)?;
+            return Ok(data);
+        }
+    }
+    Err(CliError::new(format!("{path} is not a regular file")))
+}
+
+async fn key(
+    client: &ApiClient,
+    session: &str,
+    format: crate::args::KeyFormat,
+    output_path: Option<&Path>,
+) -> CliResult<()> {
+    let info = get(client, session).await?;
+    let openssh = fetch_file(client, &info.name, "id_container").await?;
+    let data = match format {
+        crate::args::KeyFormat::Openssh => openssh,
+        crate::args::KeyFormat::Ppk => {
+            let text = String::from_utf8(openssh)
+                .map_err(|_| CliError::new("the session key is not text"))?;
+            airlock_proto::ppk::openssh_to_ppk(
+                &text,
+                Some(&format!("airlock session {}", info.name)),
+            )
+            .map_err(|e| CliError::new(format!("cannot convert the key: {e}")))?
+            .into_bytes()
+        }
+    };
+    match output_path {
+        Some(p) => {
+            crate::state::write_private_file(p, &data)?;
+            output::success(&format!(
+                "Wrote the key of session {:?} to {} (mode 0600).",
+                info.name,
+                p.display()
+            ));
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
 
 /// `GET /session/{s}`.

@@ -1,6 +1,7 @@
 //! The route table. Every path is served both bare and under `/func/` (the
 //! Backend.AI web server's prefix), by stripping the prefix before routing.
 
+mod compat;
 mod folders;
 mod login;
 mod session;
@@ -9,6 +10,7 @@ mod user;
 
 use airlock_proto::api::VersionInfo;
 use axum::extract::Request;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::{StatusCode, Uri};
@@ -66,12 +68,27 @@ pub fn router(state: AppState) -> Router {
             get(session::get_one).delete(session::destroy),
         )
         .route("/session/{s}/logs", get(session::logs))
-        .route("/session/{s}/download", post(session::download))
+        .route(
+            "/session/{s}/download",
+            post(session::download).get(session::download),
+        )
         .route("/session/{s}/upload", post(session::upload))
         .route("/session/{s}/files", get(session::files))
         .route("/stream/session/{s}/apps", get(session::apps))
         .route("/stream/session/{s}/tcpproxy", get(tunnel::tcpproxy))
         .route("/admin/tunnels", get(tunnel::list))
+        .route("/admin/gql", post(compat::gql))
+        .route("/admin/graphql", post(compat::gql))
+        .route("/folders/{f}/request-upload", post(compat::request_upload))
+        .route(
+            "/folders/{f}/request-download",
+            post(compat::request_download),
+        )
+        .route(
+            "/folders/_/tus/upload",
+            axum::routing::patch(compat::tus_patch).head(compat::tus_head),
+        )
+        .route("/folders/_/tus/download", get(compat::download))
         .route("/images", get(session::images))
         .route("/agent/v1/heartbeat", post(session::heartbeat))
         .route("/folders", get(folders::list).post(folders::create))
@@ -89,6 +106,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(folders::delete_file),
         )
         .route("/folders/{f}/mkdir", post(folders::mkdir))
+        .nest(crate::web::BASE, crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -96,20 +114,35 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(api.map_request(strip_func))
 }
 
-async fn version() -> Json<VersionInfo> {
+/// `GET /`: the version JSON for API clients (the official client probes
+/// it with `Accept: */*`); browsers asking for HTML go to the web UI.
+async fn version(headers: http::HeaderMap) -> Response {
+    if crate::web::wants_html(&headers) {
+        return Redirect::to(crate::web::HOME).into_response();
+    }
     Json(VersionInfo {
         version: airlock_proto::API_VERSION.to_owned(),
         manager: airlock_proto::manager_version(),
     })
+    .into_response()
 }
 
 async fn announcement() -> Json<serde_json::Value> {
     Json(serde_json::json!({"enabled": false, "message": ""}))
 }
 
-async fn not_found(uri: Uri) -> ApiError {
+async fn not_found(
+    uri: Uri,
+    original: axum::extract::OriginalUri,
+    headers: http::HeaderMap,
+) -> Response {
+    if crate::web::wants_html(&headers) {
+        // A person typed a wrong address: show the web UI's 404 page.
+        return crate::web::not_found(original).await;
+    }
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found")
         .msg(format!("no API endpoint at {}", uri.path()))
+        .into_response()
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

@@ -200,18 +200,32 @@ pub(crate) async fn logs(
 }
 
 /// `POST /session/{s}/download?files=a&files=b`: multipart/mixed of tar
-/// archives, streamed from the session.
+/// archives, streamed from the session. (Clients of the 22.09 series send
+/// `GET` with `{"files": [...]}` as a JSON body; both work.)
 pub(crate) async fn download(
     State(state): State<AppState>,
     caller: Caller,
     Path(ident): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let files: Vec<String> =
+    let mut files: Vec<String> =
         url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .filter(|(k, _)| k == "files" || k == "file")
             .map(|(_, v)| v.into_owned())
             .collect();
+    if files.is_empty() {
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .map_err(|e| ApiError::invalid(format!("could not read the request body: {e}")))?;
+        if let Ok(v) = serde_json::from_slice::<Value>(&body)
+            && let Some(list) = v.get("files").and_then(Value::as_array)
+        {
+            files = list
+                .iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect();
+        }
+    }
     if files.is_empty() {
         return Err(ApiError::invalid(
             "name the files to download (?files=PATH)",

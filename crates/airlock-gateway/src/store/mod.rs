@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sessions",
         include_str!("../../migrations/0002_sessions.sql"),
     ),
+    (
+        3,
+        "keys",
+        include_str!("../../migrations/0003_session_keys.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -100,6 +100,8 @@ pub struct SessionRow {
     pub created_at: i64,
     /// Termination time.
     pub terminated_at: Option<i64>,
+    /// Fingerprints of the account keys authorised in the session.
+    pub key_fingerprints: Vec<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -119,6 +121,7 @@ struct Row {
     host_key: Option<String>,
     created_at: i64,
     terminated_at: Option<i64>,
+    key_fingerprints: String,
 }
 
 impl From<Row> for SessionRow {
@@ -139,12 +142,14 @@ impl From<Row> for SessionRow {
             host_key: r.host_key,
             created_at: r.created_at,
             terminated_at: r.terminated_at,
+            key_fingerprints: serde_json::from_str(&r.key_fingerprints).unwrap_or_default(),
         }
     }
 }
 
 const COLUMNS: &str = "id, name, user_id, image, status, status_info, status_changed, agent_id, \
-                       container_id, cpu_milli, mem_bytes, mounts, host_key, created_at, terminated_at";
+                       container_id, cpu_milli, mem_bytes, mounts, host_key, created_at, terminated_at, \
+                       key_fingerprints";
 
 /// What it takes to record a new session.
 #[derive(Debug, Clone)]
@@ -163,6 +168,8 @@ pub struct NewSession<'a> {
     pub mounts: &'a [MountRecord],
     /// Agent chosen by the scheduler.
     pub agent_id: &'a str,
+    /// Fingerprints of the account keys passed to the session.
+    pub key_fingerprints: &'a [String],
 }
 
 macro_rules! select {
@@ -179,8 +186,9 @@ impl Store {
         let mounts = serde_json::to_string(new.mounts).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO sessions (id, name, user_id, image, status, status_info, status_changed, \
-             agent_id, container_id, cpu_milli, mem_bytes, mounts, host_key, created_at, terminated_at) \
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, NULL, $8, $9, $10, NULL, $6, NULL)",
+             agent_id, container_id, cpu_milli, mem_bytes, mounts, host_key, created_at, terminated_at, \
+             key_fingerprints) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, NULL, $8, $9, $10, NULL, $6, NULL, $11)",
         )
         .bind(&id)
         .bind(new.name)
@@ -192,6 +200,7 @@ impl Store {
         .bind(new.cpu_milli)
         .bind(new.mem_bytes)
         .bind(&mounts)
+        .bind(serde_json::to_string(new.key_fingerprints).unwrap_or_else(|_| "[]".into()))
         .execute(&self.pool)
         .await
         .map_err(conflict(&format!("a live session named {:?}", new.name)))?;

@@ -1,0 +1,77 @@
+//! `airlock app SESSION sshd [-b [HOST:]PORT]`: the seed's local proxy.
+
+use airlock_proto::api::UserSettings;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::AppArgs;
+use crate::client::ApiClient;
+use crate::commands::session;
+use crate::error::{CliError, CliResult};
+use crate::output;
+use crate::tunnel::{self, PortChoice};
+
+/// Runs the local proxy until Ctrl-C.
+pub async fn run(client: &ApiClient, args: AppArgs) -> CliResult<()> {
+    if args.app != "sshd" {
+        return Err(CliError::new(format!(
+            "the app {:?} is not provided by session {:?}",
+            args.app, args.session
+        ))
+        .hint("sessions provide `sshd`: airlock app SESSION sshd -b PORT"));
+    }
+    let explicit = args.bind.as_deref().map(tunnel::parse_bind).transpose()?;
+    // Fail fast (and clearly) when the session is not there or not running.
+    let info = session::get(client, &args.session).await?;
+    if info.status != "RUNNING" {
+        return Err(
+            CliError::new(format!("session {:?} is {}", info.name, info.status))
+                .hint("wait until it is RUNNING (`airlock session info`), or create a new one"),
+        );
+    }
+    let preferred = if explicit.is_none() {
+        client.get::<UserSettings>("/user/settings").await?.ssh_port
+    } else {
+        None
+    };
+    let (listener, choice) = tunnel::bind_local(explicit, preferred).await?;
+    let addr = listener.local_addr()?;
+    if let PortChoice::Fallback(p) = choice {
+        output::warning(&format!(
+            "your preferred SSH port {p} is in use; using the random port {} instead",
+            addr.port()
+        ));
+    }
+    output::info(&format!(
+        "A local proxy to the application \"sshd\" provided by the session \"{}\" is available at:",
+        args.session
+    ));
+    eprintln!("  tcp://{addr}");
+    if addr.ip().is_unspecified() {
+        eprintln!(
+            "  NOTE: it listens on all interfaces; anyone who can reach this machine can try to connect."
+        );
+    }
+    if let (Some(fp), Some(key)) = (&info.host_key_fingerprint, &info.host_key) {
+        eprintln!("  host key: {fp}");
+        eprintln!(
+            "  to pin it: echo 'airlock-{} {key}' >> known_hosts",
+            info.name
+        );
+        eprintln!(
+            "  connect:   ssh -i id_container -p {} -o HostKeyAlias=airlock-{} -o UserKnownHostsFile=known_hosts work@127.0.0.1",
+            addr.port(),
+            info.name
+        );
+    }
+    let stop = CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            s2.cancel();
+        }
+    });
+    tunnel::accept_loop(client.clone(), args.session.clone(), listener, stop).await;
+    eprintln!("Shutting down....");
+    eprintln!("The local proxy to \"sshd\" has terminated.");
+    Ok(())
+}

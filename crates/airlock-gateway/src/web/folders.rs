@@ -1,0 +1,822 @@
+//! The folders page: create/delete folders (including `.ssh`), browse,
+//! upload (streamed to disk, atomic) and download (streamed, resumable)
+//! files, make directories, and build `.ssh/authorized_keys` from pasted
+//! public keys.
+
+use airlock_proto::api::FolderEntry;
+use airlock_proto::sshkey::{ParsedKey, parse_public_key};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode, header};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
+use super::{
+    Flash, PageError, PageResult, PostForm, WebUser, attachment, check_csrf, enc, explain,
+    redirect_for, redirect_with,
+};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::folders;
+use crate::store::Folder;
+
+const AUTHORIZED_KEYS: &str = "authorized_keys";
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct PathQuery {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+impl PathQuery {
+    fn path(&self) -> String {
+        clean(self.path.as_deref().unwrap_or(""))
+    }
+}
+
+/// A folder-relative path without leading/trailing slashes or empty parts.
+fn clean(p: &str) -> String {
+    p.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn parent(p: &str) -> String {
+    p.rsplit_once('/')
+        .map(|(a, _)| a.to_owned())
+        .unwrap_or_default()
+}
+
+fn folder_url(f: &Folder, path: &str) -> String {
+    if path.is_empty() {
+        format!("/ui/folders/{}", f.hex_id())
+    } else {
+        format!("/ui/folders/{}?path={}", f.hex_id(), enc(path))
+    }
+}
+
+// ---------------------------------------------------------------- list
+
+#[derive(Debug, Default)]
+struct ListForm {
+    name: String,
+    error: Option<(String, Option<String>)>,
+}
+
+async fn render_list(
+    state: &AppState,
+    user: &WebUser,
+    form: ListForm,
+    status: StatusCode,
+) -> PageResult {
+    let list = state
+        .store()
+        .folders(Some(user.id()))
+        .await
+        .map_err(ApiError::from)?;
+    let mut infos = Vec::new();
+    for f in &list {
+        infos.push((f, folders::info(state, f).await?));
+    }
+    let has_ssh = list.iter().any(|f| f.name == ".ssh");
+    let content = html! {
+        (layout::heading("Folders", Some(html! {
+            "Folders keep your data across sessions; each is mounted at " code { "/home/work/NAME" } ". "
+            "Folders whose name starts with a dot (like " code { ".ssh" } ") are mounted into every new session."
+        })))
+        div.grid-main {
+            section.card.table-card aria-labelledby="folders-title" {
+                div.card-head { h2 #folders-title { "Your folders" } }
+                div.table-wrap {
+                    table.table {
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" { "Mounted in" }
+                            th scope="col" { "Created" } th scope="col" { span.visually-hidden { "Actions" } }
+                        } }
+                        tbody {
+                            @if infos.is_empty() {
+                                tr.empty { td colspan="4" { div.empty-state {
+                                    (svg(icon::FOLDER))
+                                    p { strong { "No folders yet." } " Create one to keep files between sessions." }
+                                } } }
+                            }
+                            @for (f, info) in &infos {
+                                tr data-folder=(f.name) {
+                                    td data-label="Name" {
+                                        a.cell-title.folder-link href=(folder_url(f, "")) { (svg(icon::FOLDER)) (f.name) }
+                                        @if info.automount { " " span.badge.badge-muted title="Mounted into every new session" { "auto-mount" } }
+                                    }
+                                    td data-label="Mounted in" {
+                                        @if info.mounted_in.is_empty() { span.muted { "—" } }
+                                        @for s in &info.mounted_in { span.chip { (s) } " " }
+                                    }
+                                    td data-label="Created" { (layout::time(f.created_at)) }
+                                    td.actions-cell {
+                                        (danger_button(user, &format!("/ui/folders/{}/delete", f.hex_id()), &[],
+                                            &format!("Delete folder {} and every file in it? This cannot be undone.", f.name),
+                                            "Delete", &format!("Delete folder {}", f.name)))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            div.stack {
+                section.card aria-labelledby="new-folder-title" {
+                    h2 #new-folder-title { (svg(icon::PLUS)) "New folder" }
+                    (form_error(form.error.as_ref()))
+                    form method="post" action="/ui/folders" {
+                        (csrf(user))
+                        div.field {
+                            label for="f-name" { "Folder name" }
+                            input #f-name type="text" name="name" value=(form.name) required maxlength="64"
+                                autocomplete="off" spellcheck="false" placeholder="e.g. data" aria-describedby="f-name-help";
+                            p.help #f-name-help { "Letters, digits, " code { "." } " " code { "_" } " " code { "-" } "." }
+                        }
+                        button.btn.btn-primary.btn-block type="submit" { "Create folder" }
+                    }
+                }
+                @if !has_ssh {
+                    section.card.tip aria-labelledby="ssh-tip-title" {
+                        h2 #ssh-tip-title { (svg(icon::KEY)) "Use your own SSH key" }
+                        p {
+                            "Create a " code { ".ssh" } " folder and paste your public key into its "
+                            code { "authorized_keys" } ": every new session then accepts your key, no "
+                            code { "id_container" } " download needed."
+                        }
+                        form method="post" action="/ui/folders" {
+                            (csrf(user))
+                            input type="hidden" name="name" value=".ssh";
+                            button.btn.btn-secondary.btn-block type="submit" { "Create .ssh folder" }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page_status(
+        user,
+        Nav::Folders,
+        "Folders",
+        content,
+        status,
+    ))
+}
+
+/// `GET /ui/folders`.
+pub(crate) async fn page(State(state): State<AppState>, user: WebUser) -> PageResult {
+    render_list(&state, &user, ListForm::default(), StatusCode::OK).await
+}
+
+/// `POST /ui/folders`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let name = form.get("name").trim().to_owned();
+    match folders::create(&state, &user.caller, &name, None).await {
+        Ok(f) => Ok(redirect_with(
+            &folder_url(&f, ""),
+            &[Flash::ok(format!("Folder {} created.", f.name))],
+        )),
+        Err(e) => {
+            let status = e.status;
+            let mut error = explain(&e);
+            if status == StatusCode::CONFLICT {
+                error = (
+                    format!("You already have a folder named {name}."),
+                    Some("Pick another name.".to_owned()),
+                );
+            }
+            render_list(
+                &state,
+                &user,
+                ListForm {
+                    name,
+                    error: Some(error),
+                },
+                status,
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /ui/folders/{id}/delete`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    if form.get("confirmed") != "1" {
+        return Ok(layout::confirm_page(
+            &user,
+            Nav::Folders,
+            layout::Confirm {
+                title: "Delete folder?",
+                question: &format!(
+                    "Delete folder {} and every file in it? This cannot be undone.",
+                    f.name
+                ),
+                action: &format!("/ui/folders/{}/delete", f.hex_id()),
+                fields: &[],
+                button: "Delete folder",
+                back: "/ui/folders",
+            },
+        ));
+    }
+    match folders::delete(&state, &user.caller, &f).await {
+        Ok(()) => Ok(redirect_with(
+            "/ui/folders",
+            &[Flash::ok(format!("Folder {} deleted.", f.name))],
+        )),
+        Err(e) => {
+            let (m, h) = explain(&e);
+            let text = match h {
+                Some(h) => format!("{m} {h}"),
+                None => m,
+            };
+            Ok(redirect_with("/ui/folders", &[Flash::error(text)]))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- browse
+
+/// Form state of the browse page after an error.
+#[derive(Debug, Default)]
+struct BrowseForm {
+    keys_text: String,
+    keys_error: Option<(String, Option<String>)>,
+    mkdir_error: Option<(String, Option<String>)>,
+}
+
+/// The keys of an authorized_keys text (comments and blank lines skipped);
+/// lines that do not parse are returned as errors.
+fn parse_keys(text: &str) -> Vec<Result<ParsedKey, (usize, String)>> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| {
+            // authorized_keys lines may start with options; the pasted keys
+            // we accept may not, so options are shown but not parsed here.
+            parse_public_key(l).map_err(|e| (i + 1, format!("{e}. {}", super::sentence(e.hint()))))
+        })
+        .collect()
+}
+
+async fn read_authorized_keys(state: &AppState, f: &Folder) -> Option<String> {
+    let p = folders::existing_path(state, f, AUTHORIZED_KEYS).ok()?;
+    let meta = tokio::fs::metadata(&p).await.ok()?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return None;
+    }
+    tokio::fs::read_to_string(&p).await.ok()
+}
+
+fn breadcrumbs(f: &Folder, path: &str) -> Markup {
+    let parts: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    };
+    html! {
+        nav.breadcrumbs aria-label="Breadcrumb" {
+            ol {
+                li { a href="/ui/folders" { "Folders" } }
+                li {
+                    @if parts.is_empty() { span aria-current="page" { (f.name) } }
+                    @else { a href=(folder_url(f, "")) { (f.name) } }
+                }
+                @for (i, p) in parts.iter().enumerate() {
+                    li {
+                        @if i + 1 == parts.len() { span aria-current="page" { (p) } }
+                        @else { a href=(folder_url(f, &parts[..=i].join("/"))) { (p) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn entry_row(user: &WebUser, f: &Folder, dir: &str, e: &FolderEntry) -> Markup {
+    let path = join(dir, &e.name);
+    let download = format!("/ui/folders/{}/download?path={}", f.hex_id(), enc(&path));
+    html! {
+        tr data-entry=(e.name) {
+            td data-label="Name" {
+                @if e.kind == "dir" {
+                    a.cell-title.folder-link href=(folder_url(f, &path)) { (svg(icon::FOLDER)) (e.name) "/" }
+                } @else {
+                    a.cell-title.file-link href=(download) download=(e.name) { (svg(icon::FILE)) (e.name) }
+                }
+            }
+            td data-label="Size" .num { @if e.kind == "dir" { span.muted { "—" } } @else { (layout::size(e.size)) } }
+            td data-label="Modified" { (layout::time_str(&e.modified)) }
+            td data-label="Mode" .mono.small { (e.mode) }
+            td.actions-cell {
+                @if e.kind != "dir" {
+                    a.btn.btn-ghost.btn-sm href=(download) download=(e.name) aria-label={"Download " (e.name)} title={"Download " (e.name)} {
+                        (svg(icon::DOWNLOAD)) span { "Download" }
+                    }
+                    " "
+                }
+                (danger_button(user, &format!("/ui/folders/{}/delete-file", f.hex_id()), &[("path", &path)],
+                    &if e.kind == "dir" {
+                        format!("Delete directory {} and everything in it?", e.name)
+                    } else {
+                        format!("Delete file {}?", e.name)
+                    },
+                    "Delete", &format!("Delete {}", e.name)))
+            }
+        }
+    }
+}
+
+async fn render_browse(
+    state: &AppState,
+    user: &WebUser,
+    f: &Folder,
+    path: &str,
+    form: BrowseForm,
+    status: StatusCode,
+) -> PageResult {
+    let entries = folders::list_files(state, f, path).await?;
+    let is_ssh = f.name == ".ssh" && path.is_empty();
+    let current_keys = if is_ssh {
+        read_authorized_keys(state, f).await
+    } else {
+        None
+    };
+    let upload_action = format!("/ui/folders/{}/upload?path={}", f.hex_id(), enc(path));
+    let shown_path = if path.is_empty() {
+        format!("/home/work/{}", f.name)
+    } else {
+        format!("/home/work/{}/{path}", f.name)
+    };
+    let content = html! {
+        (breadcrumbs(f, path))
+        div.page-head {
+            h1 { (svg(icon::FOLDER)) (f.name) @if !path.is_empty() { " / " (path) } }
+            p.lead { "In sessions: " code { (shown_path) } }
+        }
+        div.grid-main {
+            section.card.table-card aria-labelledby="files-title" {
+                div.card-head {
+                    h2 #files-title { "Files" }
+                    @if !path.is_empty() {
+                        a.btn.btn-ghost.btn-sm href=(folder_url(f, &parent(path))) { (svg(icon::BACK)) "Up" }
+                    }
+                }
+                div.table-wrap {
+                    table.table.files-table {
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" .num { "Size" } th scope="col" { "Modified" }
+                            th scope="col" { "Mode" } th scope="col" { span.visually-hidden { "Actions" } }
+                        } }
+                        tbody {
+                            @if entries.is_empty() {
+                                tr.empty { td colspan="5" { div.empty-state {
+                                    (svg(icon::UPLOAD)) p { strong { "This folder is empty." } " Upload files with the form on this page." }
+                                } } }
+                            }
+                            @for e in &entries { (entry_row(user, f, path, e)) }
+                        }
+                    }
+                }
+            }
+            div.stack {
+                @if is_ssh {
+                    section.card #authorized-keys aria-labelledby="ak-title" {
+                        h2 #ak-title { (svg(icon::KEY)) "authorized_keys" }
+                        p.small {
+                            "Public keys here may log in to every session you start from now on, instead of "
+                            code { "id_container" } "."
+                        }
+                        @if let Some(text) = &current_keys {
+                            ul.keylist {
+                                @for k in parse_keys(text) {
+                                    @match k {
+                                        Ok(k) => li {
+                                            span.mono.small { (k.fingerprint) }
+                                            span.muted.small { " " (k.algorithm) @if !k.comment.is_empty() { " · " (k.comment) } }
+                                        },
+                                        Err((line, _)) => li.muted.small { "line " (line) ": not a plain public key" },
+                                    }
+                                }
+                            }
+                        }
+                        (form_error(form.keys_error.as_ref()))
+                        form method="post" action={"/ui/folders/" (f.hex_id()) "/authorized-keys"} {
+                            (csrf(user))
+                            div.field {
+                                label for="ak-key" { "Paste a public key" }
+                                textarea #ak-key name="keys" rows="4" required spellcheck="false"
+                                    placeholder="ssh-ed25519 AAAAC3Nza… you@laptop" aria-describedby="ak-help" { (form.keys_text) }
+                                p.help #ak-help { "The contents of your " code { ".pub" } " file, e.g. " code { "~/.ssh/id_ed25519.pub" } ". One key per line." }
+                            }
+                            button.btn.btn-primary.btn-block type="submit" { "Add to authorized_keys" }
+                        }
+                    }
+                }
+                section.card aria-labelledby="upload-title" {
+                    h2 #upload-title { (svg(icon::UPLOAD)) "Upload files" }
+                    form.upload-form method="post" action=(upload_action) enctype="multipart/form-data" {
+                        (csrf(user))
+                        div.field {
+                            label for="u-file" { "Files" }
+                            input #u-file type="file" name="file" multiple required;
+                            p.help { "Into " code { (shown_path) } ". Large files are fine: they are streamed to disk." }
+                        }
+                        progress.upload-progress max="100" value="0" hidden aria-label="Upload progress" {}
+                        button.btn.btn-primary.btn-block type="submit" { "Upload" }
+                    }
+                }
+                section.card aria-labelledby="mkdir-title" {
+                    h2 #mkdir-title { (svg(icon::PLUS)) "New directory" }
+                    (form_error(form.mkdir_error.as_ref()))
+                    form method="post" action={"/ui/folders/" (f.hex_id()) "/mkdir"} {
+                        (csrf(user))
+                        input type="hidden" name="path" value=(path);
+                        div.field {
+                            label for="d-name" { "Directory name" }
+                            input #d-name type="text" name="name" required autocomplete="off" spellcheck="false";
+                        }
+                        button.btn.btn-secondary.btn-block type="submit" { "Create directory" }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page_status(
+        user,
+        Nav::Folders,
+        &f.name,
+        content,
+        status,
+    ))
+}
+
+/// `GET /ui/folders/{id}?path=`.
+pub(crate) async fn browse(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> PageResult {
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    let path = q.path();
+    if !path.is_empty() {
+        let full = folders::existing_path(&state, &f, &path)?;
+        if !full.is_dir() {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "Not a directory",
+                format!("{path} is a file."),
+            )
+            .hint("Use its Download button to fetch it."));
+        }
+    }
+    render_browse(
+        &state,
+        &user,
+        &f,
+        &path,
+        BrowseForm::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// `GET /ui/folders/{id}/download?path=`: streams the file (with `Range`).
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+    headers: HeaderMap,
+) -> PageResult {
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    let path = q.path();
+    if path.is_empty() {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "No file named",
+            "Choose a file to download.",
+        ));
+    }
+    let full = folders::existing_path(&state, &f, &path)?;
+    if full.is_dir() {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "That is a directory",
+            format!("{path} is a directory; download files one by one."),
+        ));
+    }
+    let mut resp = folders::serve_file(&full, &headers).await?;
+    let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+    attachment(&mut resp, &name);
+    Ok(resp)
+}
+
+/// `POST /ui/folders/{id}/mkdir` `{path, name}`.
+pub(crate) async fn mkdir(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    let dir = clean(form.get("path"));
+    let name = form.get("name").trim();
+    let result = if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        Err(ApiError::invalid(
+            "a directory name must not be empty or contain '/'",
+        ))
+    } else {
+        folders::mkdir(&state, &f, &join(&dir, name), false, false)
+    };
+    match result {
+        Ok(_) => Ok(redirect_with(
+            &folder_url(&f, &dir),
+            &[Flash::ok(format!("Directory {name} created."))],
+        )),
+        Err(e) => {
+            let status = e.status;
+            let form = BrowseForm {
+                mkdir_error: Some(explain(&e)),
+                ..Default::default()
+            };
+            render_browse(&state, &user, &f, &dir, form, status).await
+        }
+    }
+}
+
+/// `POST /ui/folders/{id}/delete-file` `{path, confirmed}`.
+pub(crate) async fn delete_file(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    let path = clean(form.get("path"));
+    let back = folder_url(&f, &parent(&path));
+    if form.get("confirmed") != "1" {
+        return Ok(layout::confirm_page(
+            &user,
+            Nav::Folders,
+            layout::Confirm {
+                title: "Delete?",
+                question: &format!("Delete {path} from folder {}?", f.name),
+                action: &format!("/ui/folders/{}/delete-file", f.hex_id()),
+                fields: &[("path", &path)],
+                button: "Delete",
+                back: &back,
+            },
+        ));
+    }
+    match folders::delete_file(&state, &f, &path, true).await {
+        Ok(()) => Ok(redirect_with(
+            &back,
+            &[Flash::ok(format!("{path} deleted."))],
+        )),
+        Err(e) => {
+            let (m, _) = explain(&e);
+            Ok(redirect_with(&back, &[Flash::error(m)]))
+        }
+    }
+}
+
+/// `POST /ui/folders/{id}/authorized-keys` `{keys}`: validates the pasted
+/// keys and appends the new ones to `authorized_keys` (mode 0600).
+pub(crate) async fn authorized_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    let text = form.get("keys").to_owned();
+    let parsed = parse_keys(&text);
+    let mut keys = Vec::new();
+    let mut error = None;
+    for k in parsed {
+        match k {
+            Ok(k) => keys.push(k),
+            Err((line, msg)) => {
+                let where_ = if text.trim().lines().count() > 1 {
+                    format!("Line {line}: ")
+                } else {
+                    String::new()
+                };
+                let (m, h) = msg.split_once(". ").unwrap_or((&msg, ""));
+                error = Some((
+                    format!("{where_}{}", super::sentence(m)),
+                    Some(h.to_owned()).filter(|h| !h.is_empty()),
+                ));
+                break;
+            }
+        }
+    }
+    if error.is_none() && keys.is_empty() {
+        error = Some((
+            "Paste a public key first.".to_owned(),
+            Some(
+                "Paste one line like 'ssh-ed25519 AAAAC3Nza... you@laptop' from your .pub file."
+                    .to_owned(),
+            ),
+        ));
+    }
+    if let Some(err) = error {
+        let form = BrowseForm {
+            keys_text: text,
+            keys_error: Some(err),
+            ..Default::default()
+        };
+        return render_browse(&state, &user, &f, "", form, StatusCode::BAD_REQUEST).await;
+    }
+    let existing = read_authorized_keys(&state, &f).await.unwrap_or_default();
+    let known: Vec<String> = parse_keys(&existing)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|k| k.fingerprint)
+        .collect();
+    let mut content = existing.clone();
+    if !content.is_empty() && !content.ends_with('\n') {
+        content.push('\n');
+    }
+    let mut added = 0;
+    let mut fingerprints = Vec::new();
+    for k in keys {
+        if known.contains(&k.fingerprint) || fingerprints.contains(&k.fingerprint) {
+            continue;
+        }
+        content.push_str(&k.line);
+        content.push('\n');
+        fingerprints.push(k.fingerprint);
+        added += 1;
+    }
+    if added == 0 {
+        return Ok(redirect_with(
+            &folder_url(&f, ""),
+            &[Flash::warn("That key is already in authorized_keys.")],
+        ));
+    }
+    let body = futures_util::stream::once(async move {
+        Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(content))
+    });
+    folders::write_file(&state, &f, AUTHORIZED_KEYS, Box::pin(body), None, 0o600).await?;
+    tracing::info!(folder = %f.name, user = %user.email(), added, "keys added to authorized_keys");
+    Ok(redirect_with(
+        &folder_url(&f, ""),
+        &[Flash::ok(format!(
+            "Added {} to authorized_keys ({}). New sessions accept it.",
+            if added == 1 {
+                "1 key".to_owned()
+            } else {
+                format!("{added} keys")
+            },
+            fingerprints.join(", ")
+        ))],
+    ))
+}
+
+/// `POST /ui/folders/{id}/upload?path=DIR` (multipart/form-data: `csrf`
+/// first, then one or more `file` parts). Each file is streamed to disk and
+/// appears only when complete.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+    req: Request,
+) -> PageResult {
+    let (mut parts, body) = req.into_parts();
+    let user = WebUser::from_request_parts(&mut parts, &state).await?;
+    let f = folders::resolve(&state, &user.caller, &id).await?;
+    let dir = q.path();
+    let back = folder_url(&f, &dir);
+    let script = parts.headers.contains_key("x-airlock-fragment");
+    let boundary = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                "Upload failed",
+                "The upload must be sent by the upload form.",
+            )
+        })?;
+    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut csrf_ok = false;
+    let mut names = Vec::new();
+    let failure = |msg: String| -> Response {
+        redirect_for(
+            script,
+            &back,
+            &[Flash::error(format!("Upload failed: {msg}"))],
+        )
+    };
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Ok(failure(format!("the upload was interrupted ({e})."))),
+        };
+        match field.name() {
+            Some("csrf") => {
+                let given = field.text().await.unwrap_or_default();
+                check_csrf(&user, &given)?;
+                csrf_ok = true;
+            }
+            Some("file") => {
+                if !csrf_ok {
+                    check_csrf(&user, "")?;
+                }
+                let raw = field.file_name().unwrap_or_default().to_owned();
+                // Browsers send a base name; older ones a full local path.
+                let name = raw
+                    .rsplit(['/', '\\'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                if name.is_empty() {
+                    if raw.is_empty() {
+                        // An empty file input: no file chosen.
+                        continue;
+                    }
+                    return Ok(failure(format!("{raw:?} is not a file name.")));
+                }
+                if name == "." || name == ".." {
+                    return Ok(failure(format!("{name:?} is not a file name.")));
+                }
+                let target = join(&dir, &name);
+                match folders::write_file(&state, &f, &target, Box::pin(field), None, 0o644).await {
+                    Ok(n) => names.push((name, n)),
+                    Err(e) => {
+                        let (m, _) = explain(&e);
+                        return Ok(failure(m));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !csrf_ok {
+        check_csrf(&user, "")?;
+    }
+    if names.is_empty() {
+        return Ok(redirect_for(
+            script,
+            &back,
+            &[Flash::error("Choose one or more files to upload.")],
+        ));
+    }
+    tracing::info!(folder = %f.name, user = %user.email(), files = names.len(), "files uploaded through the web UI");
+    let what = if names.len() == 1 {
+        format!("{} ({})", names[0].0, layout::size(names[0].1))
+    } else {
+        format!("{} files", names.len())
+    };
+    Ok(redirect_with(
+        &back,
+        &[Flash::ok(format!("Uploaded {what}."))],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(clean("/a//b/./c/"), "a/b/c");
+        assert_eq!(join("", "x"), "x");
+        assert_eq!(join("a/b", "x"), "a/b/x");
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(parent("a"), "");
+    }
+
+    #[test]
+    fn keys_are_validated_line_by_line() {
+        let ok =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILGDGCepR3g7zolW5aQ2fg/uizIPWnjMnm53e8FOcNb1 test";
+        let r = parse_keys(&format!("# mine\n\n{ok}\nnonsense\n"));
+        assert_eq!(r.len(), 2);
+        assert!(r[0].is_ok());
+        assert!(matches!(&r[1], Err((4, _))));
+    }
+}

@@ -1,0 +1,218 @@
+//! Login and logout. The login sets the very cookie `/server/login` sets
+//! (same name, attributes and server-side session), so a browser login and
+//! a CLI login are the same kind of thing. Failed attempts count against the
+//! same per-account and per-address limits as the API login.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use maud::html;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::layout;
+use super::{FormData, HOME, PageResult, PostForm, cookie, redirect_with, safe_next, web_user};
+use crate::AppState;
+
+const LOGIN_COOKIE: &str = "airlock_login";
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NextQuery {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+fn login_page(
+    next: &str,
+    email: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let content = html! {
+        section.login-wrap {
+            div.card.login-card {
+                div.login-brand {
+                    img src=(super::asset_url("logo.svg")) alt="airlock logo" width="48" height="48";
+                }
+                h1 { "Log in to airlock" }
+                p.muted { "Reach your compute sessions over SSH and SFTP." }
+                @if let Some(n) = notice { div.flashes { div.flash.flash-ok role="status" { (n) } } }
+                @if let Some(e) = error { div.form-error role="alert" { strong { (e) } } }
+                form method="post" action="/ui/login" {
+                    input type="hidden" name="login_token" value=(token);
+                    input type="hidden" name="next" value=(next);
+                    div.field {
+                        label for="email" { "Email" }
+                        input #email type="email" name="email" value=(email) autocomplete="username" required autofocus[email.is_empty()];
+                    }
+                    div.field {
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" autocomplete="current-password" required autofocus[!email.is_empty()];
+                    }
+                    button.btn.btn-primary.btn-block type="submit" { "Log in" }
+                }
+                p.small.muted {
+                    "Same account as the CLI: " code { "airlock login" } "."
+                }
+            }
+        }
+    };
+    let mut resp = layout::public_page("Log in", content).into_response();
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={token}; Path=/ui/login; HttpOnly; SameSite=Strict; Max-Age=3600"
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `GET /ui/login`.
+pub(crate) async fn form(
+    State(state): State<AppState>,
+    Query(q): Query<NextQuery>,
+    req: Request,
+) -> PageResult {
+    let (parts, _) = req.into_parts();
+    let next = safe_next(q.next.as_deref().unwrap_or(HOME)).to_owned();
+    if web_user(&state, &parts).await?.is_some() {
+        return Ok(Redirect::to(&next).into_response());
+    }
+    let flashes = cookie(&parts.headers, super::FLASH_COOKIE)
+        .map(super::Flash::decode)
+        .unwrap_or_default();
+    let notice = flashes.first().map(|f| f.text.clone());
+    let mut resp = login_page(&next, "", None, notice.as_deref(), StatusCode::OK);
+    if notice.is_some() {
+        super::clear_flash(&mut resp);
+    }
+    Ok(resp)
+}
+
+fn client_ip(state: &AppState, headers: &HeaderMap, parts: &Parts) -> String {
+    if state.config().trust_forwarded
+        && let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+    {
+        return first.trim().to_owned();
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// `POST /ui/login`.
+pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageResult {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let form = FormData::parse(&bytes);
+    let next = safe_next(form.get("next")).to_owned();
+    let email = form.get("email").trim().to_owned();
+    let password = form.get("password");
+
+    // Login CSRF: the hidden token must match the cookie set with the form.
+    let expected = cookie(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
+    let given = form.get("login_token");
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        return Ok(login_page(
+            &next,
+            &email,
+            Some("The login form expired. Please try again."),
+            None,
+            StatusCode::FORBIDDEN,
+        ));
+    }
+    if email.is_empty() || password.is_empty() {
+        return Ok(login_page(
+            &next,
+            &email,
+            Some("Enter your email and password."),
+            None,
+            StatusCode::BAD_REQUEST,
+        ));
+    }
+
+    let account_key = format!("account:{}", email.to_lowercase());
+    let address_key = format!("address:{}", client_ip(&state, &parts.headers, &parts));
+    let cfg = state.config();
+    for (key, limit) in [
+        (&account_key, cfg.login_failures_per_account),
+        (&address_key, cfg.login_failures_per_address),
+    ] {
+        if let Some(secs) = state.logins().locked_for(key, limit) {
+            tracing::warn!("web login refused: rate limited");
+            return Ok(login_page(
+                &next,
+                &email,
+                Some(&format!(
+                    "Too many failed login attempts. Try again in {} minute(s).",
+                    secs.div_ceil(60)
+                )),
+                None,
+                StatusCode::TOO_MANY_REQUESTS,
+            ));
+        }
+    }
+    let user = state.store().check_password(&email, password).await?;
+    let Some(user) = user.filter(|u| u.is_active) else {
+        state.logins().fail(&account_key);
+        state.logins().fail(&address_key);
+        tracing::info!("web login failed: wrong email or password");
+        return Ok(login_page(
+            &next,
+            &email,
+            Some("Invalid email or password."),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ));
+    };
+    state.logins().clear(&account_key);
+    let max_age = i64::try_from(cfg.session_max_age.as_secs()).unwrap_or(i64::MAX / 2000);
+    let token = state.store().create_web_session(&user.id, max_age).await?;
+    tracing::info!(email = %user.email, "web login succeeded");
+    let mut c = format!(
+        "{}={token}; Path=/; HttpOnly; Max-Age={max_age}; SameSite=Lax",
+        airlock_proto::SESSION_COOKIE
+    );
+    if cfg.secure_cookies {
+        c.push_str("; Secure");
+    }
+    let mut resp = Redirect::to(&next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("airlock_login=; Path=/ui/login; HttpOnly; Max-Age=0"),
+    );
+    Ok(resp)
+}
+
+/// `POST /ui/logout`: ends the login session (for the CLI too, if it shares
+/// the cookie).
+pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> PageResult {
+    let headers = req.headers().clone();
+    let PostForm { user, .. } =
+        <PostForm as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
+    if let Some(token) = cookie(&headers, airlock_proto::SESSION_COOKIE) {
+        state.store().delete_web_session(token).await?;
+    }
+    tracing::info!(email = %user.email(), "web logout");
+    let mut resp = redirect_with("/ui/login", &[super::Flash::ok("You have logged out.")]);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("AIOHTTP_SESSION=; Path=/; HttpOnly; Max-Age=0"),
+    );
+    Ok(resp)
+}

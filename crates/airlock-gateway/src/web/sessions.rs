@@ -1,0 +1,844 @@
+//! The sessions page: list (live status updates by long polling), create,
+//! terminate, and the SSH/SFTP connection dialog with the key downloads.
+
+use std::time::Duration;
+
+use airlock_proto::validate;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use maud::{Markup, html};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::layout::{self, Nav, code, csrf, danger_button, form_error, icon, svg};
+use super::{Flash, PageError, PageResult, PostForm, WebUser, attachment, explain, redirect_with};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::sessions::{self, CreateParams};
+use crate::store::{SessionRow, Status};
+
+/// The local port the dialog suggests when the user has no preferred one
+/// (the port Backend.AI's guide uses).
+pub(crate) const DEFAULT_LOCAL_PORT: u16 = 9922;
+
+const CPU_CHOICES: &[i64] = &[500, 1000, 2000, 4000];
+const MEM_CHOICES: &[(&str, i64)] = &[
+    ("256m", 256 << 20),
+    ("512m", 512 << 20),
+    ("1g", 1 << 30),
+    ("2g", 2 << 30),
+    ("4g", 4 << 30),
+    ("8g", 8 << 30),
+];
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    all: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+impl ListQuery {
+    fn all(&self) -> bool {
+        self.all.as_deref().is_some_and(|v| v == "1" || v == "true")
+    }
+}
+
+/// What the create form shows (again, after an error).
+#[derive(Debug, Default)]
+struct CreateForm {
+    name: String,
+    image: String,
+    mounts: Vec<String>,
+    cpu: String,
+    mem: String,
+    error: Option<(String, Option<String>)>,
+}
+
+fn cpu_label(milli: i64) -> String {
+    let c = milli as f64 / 1000.0;
+    if milli % 1000 == 0 {
+        format!("{c:.0}")
+    } else {
+        format!("{c}")
+    }
+}
+
+fn mem_label(bytes: i64) -> String {
+    layout::size(u64::try_from(bytes).unwrap_or(0))
+}
+
+fn status_badge(s: &SessionRow) -> Markup {
+    let class = match s.status {
+        Status::Running => "badge badge-ok",
+        Status::Pending | Status::Preparing => "badge badge-busy",
+        Status::Terminating => "badge badge-warn",
+        Status::Terminated => "badge badge-muted",
+        Status::Error => "badge badge-error",
+    };
+    html! {
+        span class=(class) data-status=(s.status.as_str()) { (s.status.as_str()) }
+    }
+}
+
+/// The visible sessions of a user: live and failed ones, or all.
+async fn visible(
+    state: &AppState,
+    user: &WebUser,
+    all: bool,
+) -> Result<Vec<SessionRow>, PageError> {
+    Ok(state
+        .store()
+        .sessions(Some(user.id()), false)
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .filter(|s| all || s.status != Status::Terminated)
+        .collect())
+}
+
+fn rows_markup(user: &WebUser, list: &[SessionRow]) -> Markup {
+    html! {
+        @if list.is_empty() {
+            tr.empty {
+                td colspan="6" {
+                    div.empty-state {
+                        (svg(icon::TERMINAL))
+                        p { strong { "No sessions yet." } " Start one with the form on this page; it runs in a container you can reach over SSH and SFTP." }
+                    }
+                }
+            }
+        }
+        @for s in list {
+            tr data-session=(s.name) data-status=(s.status.as_str()) {
+                td data-label="Name" {
+                    div.cell-title { (s.name) }
+                    div.cell-sub.mono title=(s.id) { (s.id.get(..8).unwrap_or(&s.id)) }
+                }
+                td data-label="Image" { span.mono.small { (s.image) } div.cell-sub { (cpu_label(s.cpu_milli)) " CPU · " (mem_label(s.mem_bytes)) } }
+                td data-label="Status" {
+                    (status_badge(s))
+                    @if let Some(info) = &s.status_info { div.cell-sub.status-info { (info) } }
+                }
+                td data-label="Created" { (layout::time(s.created_at)) }
+                td data-label="Folders" {
+                    @if s.mounts.is_empty() { span.muted { "—" } }
+                    @for m in &s.mounts { span.chip { (svg(icon::FOLDER)) (m.name) } " " }
+                }
+                td.actions-cell {
+                    @if s.status.is_live() {
+                        a.btn.btn-primary.btn-sm href={"/ui/sessions/" (s.id) "/ssh"} data-dialog
+                            aria-label={"SSH / SFTP connection for " (s.name)} {
+                            (svg(icon::TERMINAL)) span { "SSH / SFTP" }
+                        }
+                        " "
+                        @if s.status != Status::Terminating {
+                            (danger_button(user, &format!("/ui/sessions/{}/terminate", s.id), &[],
+                                &format!("Terminate session {}? Its container and everything outside mounted folders is deleted.", s.name),
+                                "Terminate", &format!("Terminate {}", s.name)))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn version_of(m: &Markup) -> String {
+    hex::encode(&Sha256::digest(m.0.as_bytes())[..8])
+}
+
+/// Images on the online nodes, the default first.
+async fn images(state: &AppState) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    if let Ok(agents) = crate::agents::online(state).await {
+        for a in agents {
+            match state.agents().images(&a.url).await {
+                Ok(list) => names.extend(list.into_iter().map(|i| i.name)),
+                Err(e) => tracing::warn!(agent = %a.id, error = %e, "cannot list images"),
+            }
+        }
+    }
+    let default = state.config().default_image.clone();
+    names.remove(&default);
+    std::iter::once(default).chain(names).collect()
+}
+
+async fn render_page(
+    state: &AppState,
+    user: &WebUser,
+    q: &ListQuery,
+    form: CreateForm,
+    status: StatusCode,
+) -> PageResult {
+    let all = q.all();
+    let list = visible(state, user, all).await?;
+    let rows = rows_markup(user, &list);
+    let version = version_of(&rows);
+    let images = images(state).await;
+    let folders = state
+        .store()
+        .folders(Some(user.id()))
+        .await
+        .map_err(ApiError::from)?;
+    let cfg = state.config();
+    let cpu = if form.cpu.is_empty() {
+        cpu_label(cfg.default_cpu_milli)
+    } else {
+        form.cpu.clone()
+    };
+    let mut cpu_choices: Vec<String> = CPU_CHOICES.iter().map(|c| cpu_label(*c)).collect();
+    if !cpu_choices.contains(&cpu) {
+        cpu_choices.push(cpu.clone());
+    }
+    let default_mem = MEM_CHOICES
+        .iter()
+        .find(|(_, b)| *b == cfg.default_mem_bytes)
+        .map_or("1g", |(l, _)| l);
+    let mem = if form.mem.is_empty() {
+        default_mem.to_owned()
+    } else {
+        form.mem.clone()
+    };
+    let image = if form.image.is_empty() {
+        cfg.default_image.clone()
+    } else {
+        form.image.clone()
+    };
+    let live_url = if all {
+        "/ui/sessions/rows?all=1"
+    } else {
+        "/ui/sessions/rows"
+    };
+    let content = html! {
+        (layout::heading("Sessions", Some(html! {
+            "Your compute sessions. Open " strong { "SSH / SFTP" } " on a session to connect with "
+            code { "ssh" } ", " code { "scp" } ", FileZilla, WinSCP, PuTTY or VS Code."
+        })))
+        div.grid-main {
+            section.card.table-card aria-labelledby="list-title" {
+                div.card-head {
+                    h2 #list-title { "Your sessions" }
+                    div.card-tools {
+                        span.live-dot #live-state aria-live="polite" hidden { "Live" }
+                        @if all {
+                            a.btn.btn-ghost.btn-sm href="/ui/sessions" { "Hide terminated" }
+                        } @else {
+                            a.btn.btn-ghost.btn-sm href="/ui/sessions?all=1" { "Show terminated" }
+                        }
+                    }
+                }
+                div.table-wrap {
+                    table.table.sessions-table {
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" { "Image" } th scope="col" { "Status" }
+                            th scope="col" { "Created" } th scope="col" { "Folders" }
+                            th scope="col" { span.visually-hidden { "Actions" } }
+                        } }
+                        tbody #session-rows data-live=(live_url) data-version=(version) { (rows) }
+                    }
+                }
+            }
+            section.card #new-session aria-labelledby="new-title" {
+                h2 #new-title { (svg(icon::PLUS)) "Start a session" }
+                (form_error(form.error.as_ref()))
+                form method="post" action="/ui/sessions" {
+                    (csrf(user))
+                    div.field {
+                        label for="s-name" { "Name" span.optional { "optional" } }
+                        input #s-name type="text" name="name" value=(form.name) placeholder="e.g. training-run"
+                            autocomplete="off" spellcheck="false" maxlength="64" aria-describedby="s-name-help";
+                        p.help #s-name-help { "4–64 letters, digits, " code { "." } " " code { "_" } " " code { "-" } ". Empty: a name is generated." }
+                    }
+                    div.field {
+                        label for="s-image" { "Image" }
+                        select #s-image name="image" {
+                            @for i in &images { option value=(i) selected[*i == image] { (i) } }
+                            @if !images.contains(&image) { option value=(image) selected { (image) } }
+                        }
+                    }
+                    div.field-row {
+                        div.field {
+                            label for="s-cpu" { "CPU cores" }
+                            select #s-cpu name="cpu" {
+                                @for c in &cpu_choices { option value=(c) selected[*c == cpu] { (c) } }
+                            }
+                        }
+                        div.field {
+                            label for="s-mem" { "Memory" }
+                            select #s-mem name="mem" {
+                                @for (l, b) in MEM_CHOICES { option value=(l) selected[*l == mem] { (mem_label(*b)) } }
+                                @if !MEM_CHOICES.iter().any(|(l, _)| *l == mem) { option value=(mem) selected { (mem) } }
+                            }
+                        }
+                    }
+                    fieldset.field {
+                        legend { "Folders to mount" }
+                        @let regular: Vec<_> = folders.iter().filter(|f| !f.name.starts_with('.')).collect();
+                        @let dot: Vec<_> = folders.iter().filter(|f| f.name.starts_with('.')).collect();
+                        @if regular.is_empty() {
+                            p.help { "You have no folders yet. " a href="/ui/folders" { "Create one" } " to keep data across sessions." }
+                        }
+                        div.checks {
+                            @for f in &regular {
+                                label.check {
+                                    input type="checkbox" name="mount" value=(f.name) checked[form.mounts.contains(&f.name)];
+                                    span { (f.name) }
+                                }
+                            }
+                        }
+                        @if !dot.is_empty() {
+                            p.help {
+                                "Always mounted: "
+                                @for (i, f) in dot.iter().enumerate() { @if i > 0 { ", " } code { (f.name) } }
+                            }
+                        }
+                        p.help { "Mounted at " code { "/home/work/NAME" } "." }
+                    }
+                    button.btn.btn-primary.btn-block type="submit" { "Start session" }
+                }
+            }
+        }
+    };
+    Ok(layout::page_status(
+        user,
+        Nav::Sessions,
+        "Sessions",
+        content,
+        status,
+    ))
+}
+
+/// `GET /ui/sessions`.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(q): Query<ListQuery>,
+) -> PageResult {
+    render_page(&state, &user, &q, CreateForm::default(), StatusCode::OK).await
+}
+
+/// `GET /ui/sessions/rows?since=VERSION`: the table body once it differs
+/// from VERSION (long poll, up to 25 s; 204 when nothing changed).
+pub(crate) async fn rows(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(q): Query<ListQuery>,
+) -> PageResult {
+    let mut events = state.session_events();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let list = visible(&state, &user, q.all()).await?;
+        let m = rows_markup(&user, &list);
+        let version = version_of(&m);
+        if q.since.as_deref() != Some(version.as_str()) {
+            let mut resp = m.into_response();
+            if let Ok(v) = HeaderValue::from_str(&version) {
+                resp.headers_mut().insert("x-rows-version", v);
+            }
+            return Ok(resp);
+        }
+        tokio::select! {
+            _ = state.shutdown_token().cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            r = events.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    break;
+                }
+                // Let a burst of changes settle into one answer.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /ui/sessions`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let mut shown = CreateForm {
+        name: form.get("name").trim().to_owned(),
+        image: form.get("image").trim().to_owned(),
+        mounts: form.all("mount").into_iter().map(str::to_owned).collect(),
+        cpu: form.get("cpu").trim().to_owned(),
+        mem: form.get("mem").trim().to_owned(),
+        error: None,
+    };
+    let result: Result<SessionRow, ApiError> = async {
+        let cpu_milli = if shown.cpu.is_empty() {
+            None
+        } else {
+            Some(validate::parse_cpu(&shown.cpu)?)
+        };
+        let mem_bytes = if shown.mem.is_empty() {
+            None
+        } else {
+            Some(i64::try_from(validate::parse_size(&shown.mem)?).unwrap_or(i64::MAX))
+        };
+        let params = CreateParams {
+            name: Some(shown.name.clone()).filter(|n| !n.is_empty()),
+            image: Some(shown.image.clone()).filter(|i| !i.is_empty()),
+            mounts: shown.mounts.clone(),
+            cpu_milli,
+            mem_bytes,
+            enqueue_only: true,
+            max_wait: None,
+            reuse_if_exists: false,
+        };
+        let (s, _) = sessions::create(&state, &user.caller, params).await?;
+        Ok(s)
+    }
+    .await;
+    match result {
+        Ok(s) => Ok(redirect_with(
+            "/ui/sessions",
+            &[Flash::ok(format!(
+                "Session {} is starting; its status updates on this page by itself.",
+                s.name
+            ))],
+        )),
+        Err(e) => {
+            let status = e.status;
+            let (msg, mut hint) = explain(&e);
+            if hint.as_deref().is_some_and(|h| h.contains("--name")) {
+                hint = Some("Pick another name, or terminate the other session first.".into());
+            }
+            shown.error = Some((msg, hint));
+            render_page(&state, &user, &ListQuery::default(), shown, status).await
+        }
+    }
+}
+
+/// `POST /ui/sessions/{id}/terminate` (asks first without `confirmed=1`).
+pub(crate) async fn terminate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let s = sessions::resolve(&state, &user.caller, &id, true).await?;
+    if form.get("confirmed") != "1" {
+        return Ok(layout::confirm_page(
+            &user,
+            Nav::Sessions,
+            layout::Confirm {
+                title: "Terminate session?",
+                question: &format!(
+                    "Terminate session {}? Its container and everything outside mounted folders is deleted.",
+                    s.name
+                ),
+                action: &format!("/ui/sessions/{}/terminate", s.id),
+                fields: &[],
+                button: "Terminate",
+                back: "/ui/sessions",
+            },
+        ));
+    }
+    let status = sessions::destroy(&state, &s, false).await?;
+    let msg = if status == Status::Terminated {
+        Flash::ok(format!("Session {} was terminated.", s.name))
+    } else {
+        Flash::warn(format!(
+            "Session {} is terminating; its node will remove it when it is reachable again.",
+            s.name
+        ))
+    };
+    Ok(redirect_with("/ui/sessions", &[msg]))
+}
+
+fn local_port(settings: &airlock_proto::api::UserSettings) -> (u16, bool) {
+    match settings.ssh_port {
+        Some(p) => (p, true),
+        None => (DEFAULT_LOCAL_PORT, false),
+    }
+}
+
+/// The SSH/SFTP connection information for a session.
+fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> Markup {
+    let name = &s.name;
+    let alias = format!("airlock-{name}");
+    let fingerprint = s
+        .host_key
+        .as_deref()
+        .and_then(airlock_proto::sshkey::fingerprint);
+    let algorithm = s
+        .host_key
+        .as_deref()
+        .and_then(|k| k.split_whitespace().next())
+        .unwrap_or("");
+    let proxy = format!("airlock app {name} sshd -b {port}");
+    let ssh = format!(
+        "ssh -i id_container -p {port} -o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts work@127.0.0.1"
+    );
+    let scp = format!(
+        "scp -P {port} -i id_container -o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts FILE work@127.0.0.1:/home/work/"
+    );
+    let sftp = format!(
+        "sftp -P {port} -i id_container -o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts work@127.0.0.1"
+    );
+    let known = s
+        .host_key
+        .as_deref()
+        .map(|k| format!("{alias} {}", k.trim()));
+    let config = format!(
+        "Host {alias}\n  User work\n  ProxyCommand airlock proxy {name}\n  IdentityFile ~/.ssh/airlock/id_{name}\n  HostKeyAlias {alias}\n  UserKnownHostsFile ~/.ssh/airlock/known_hosts\n  StrictHostKeyChecking yes\n  ForwardAgent yes"
+    );
+    let base = format!("/ui/sessions/{}", s.id);
+    let running = s.status == Status::Running;
+    html! {
+        div.dialog-head {
+            @if as_dialog {
+                h2 #modal-title { (svg(icon::TERMINAL)) "SSH / SFTP · " (name) }
+                button.btn.btn-ghost.btn-icon type="button" data-close aria-label="Close" { (svg(icon::CLOSE)) }
+            } @else {
+                h1 #modal-title { (svg(icon::TERMINAL)) "SSH / SFTP · " (name) }
+            }
+        }
+        @if !running {
+            div.flash.flash-warn role="status" {
+                "Session " (name) " is " (s.status.as_str()) "."
+                @if matches!(s.status, Status::Pending | Status::Preparing) {
+                    " The key and host key are available as soon as it runs; reopen this dialog in a moment."
+                } @else {
+                    " Start a new session to connect."
+                }
+            }
+        }
+        div.conn-summary {
+            dl.facts {
+                div { dt { "Host" } dd.mono { "127.0.0.1" } }
+                div { dt { "Port" } dd.mono #dialog-port { (port) } }
+                div { dt { "User" } dd.mono { "work" } }
+            }
+            p.small.muted {
+                @if preferred {
+                    "Port " (port) " is your preferred SSH port. "
+                } @else {
+                    "Port " (port) " is the default; set your own preferred SSH port in "
+                }
+                a href="/ui/settings#port" { "Settings" } "."
+            }
+            div.fingerprint {
+                span.label { (svg(icon::SHIELD)) "Host key fingerprint" }
+                @if let Some(fp) = &fingerprint {
+                    code #host-fingerprint { (fp) }
+                    span.muted.small { " " (algorithm) }
+                } @else {
+                    span.muted { "not known yet" }
+                }
+            }
+            div.downloads {
+                @if running {
+                    a.btn.btn-primary href={(base) "/id_container"} download="id_container" #dl-key {
+                        (svg(icon::DOWNLOAD)) span { "id_container" } small { "OpenSSH key" }
+                    }
+                    a.btn.btn-secondary href={(base) "/ppk"} download={(name) ".ppk"} #dl-ppk {
+                        (svg(icon::DOWNLOAD)) span { (name) ".ppk" } small { "PuTTY · FileZilla · WinSCP" }
+                    }
+                    a.btn.btn-secondary href={(base) "/known_hosts"} download="known_hosts" #dl-known {
+                        (svg(icon::DOWNLOAD)) span { "known_hosts" } small { "host key pin" }
+                    }
+                }
+            }
+            p.small.muted {
+                "The key is made for this session only; a new session has a new key. Keep it private."
+            }
+        }
+        div.note {
+            (svg(icon::INFO))
+            p {
+                "A browser cannot open ports on your computer, so the "
+                strong { "airlock" } " CLI runs the local proxy. Keep "
+                code { (proxy) } " running in a terminal while you connect."
+            }
+        }
+        div.tabs data-tabs {
+            section.tab #tab-unix aria-labelledby="tab-unix-h" {
+                h3 #tab-unix-h data-short="Linux / macOS" { "Linux / macOS" }
+                ol.steps {
+                    li {
+                        p { "Quickest: one command starts the proxy, fetches the key, pins the host key and logs you in:" }
+                        (code(&format!("airlock ssh {name}"), "quick ssh command"))
+                    }
+                    li {
+                        p { "Or do it by hand. Start the local proxy and leave it running:" }
+                        (code(&proxy, "proxy command"))
+                    }
+                    li {
+                        p {
+                            "Save " strong { "id_container" } " and " strong { "known_hosts" }
+                            " (buttons above) in one directory and make the key private:"
+                        }
+                        (code("chmod 600 id_container", "chmod command"))
+                        @if let Some(k) = &known {
+                            p.small.muted { "known_hosts holds this one line (strict host-key checking stays on):" }
+                            (code(k, "known_hosts line"))
+                        }
+                    }
+                    li {
+                        p { "Connect:" }
+                        (code(&ssh, "ssh command"))
+                    }
+                    li {
+                        p { "Copy files with " code { "scp" } " (or " code { "sftp" } "):" }
+                        (code(&scp, "scp command"))
+                        (code(&sftp, "sftp command"))
+                    }
+                }
+            }
+            section.tab #tab-windows aria-labelledby="tab-windows-h" {
+                h3 #tab-windows-h data-short="Windows" { "Windows · FileZilla · WinSCP · PuTTY" }
+                ol.steps {
+                    li {
+                        p { "Start the local proxy with the airlock CLI and leave it running:" }
+                        (code(&proxy, "proxy command"))
+                    }
+                    li {
+                        p { "Download " strong { (name) ".ppk" } " (button above): the session key as PuTTY key file, no PuTTYgen conversion needed." }
+                    }
+                    li {
+                        p { "FileZilla: " em { "File › Site Manager › New site" } ", then enter:" }
+                        table.kv {
+                            tbody {
+                                tr { th scope="row" { "Protocol" } td { "SFTP – SSH File Transfer Protocol" } }
+                                tr { th scope="row" { "Host" } td.mono { "127.0.0.1" } }
+                                tr { th scope="row" { "Port" } td.mono { (port) } }
+                                tr { th scope="row" { "Logon Type" } td { "Key file" } }
+                                tr { th scope="row" { "User" } td.mono { "work" } }
+                                tr { th scope="row" { "Key file" } td.mono { (name) ".ppk" } }
+                            }
+                        }
+                        p.small.muted {
+                            "WinSCP takes the same values (Advanced › SSH › Authentication › Private key file). "
+                            "PuTTY: host 127.0.0.1, port " (port) ", Connection › Data › Auto-login username " code { "work" }
+                            ", Connection › SSH › Auth › Credentials › " (name) ".ppk."
+                        }
+                    }
+                    li {
+                        p {
+                            "On the first connection the client shows the server's host key fingerprint. "
+                            "Accept it only if it is exactly:"
+                        }
+                        @if let Some(fp) = &fingerprint { (code(fp, "host key fingerprint")) }
+                    }
+                }
+            }
+            section.tab #tab-vscode aria-labelledby="tab-vscode-h" {
+                h3 #tab-vscode-h data-short="VS Code" { "VS Code · OpenSSH config" }
+                ol.steps {
+                    li {
+                        p { "Let the CLI write the SSH configuration, the key and the host key for your sessions:" }
+                        (code("airlock config-ssh", "config-ssh command"))
+                        p.small.muted { "It adds this block to " code { "~/.ssh/config" } ":" }
+                        (code(&config, "ssh config block"))
+                    }
+                    li {
+                        p {
+                            "In VS Code with the Remote - SSH extension: " em { "Command Palette › Remote-SSH: Connect to Host…" }
+                            " › " strong.mono { (alias) } ". In a terminal:"
+                        }
+                        (code(&format!("ssh {alias}"), "ssh alias command"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ui/sessions/{id}/ssh`: a page, or (for the script) the dialog's
+/// content only.
+pub(crate) async fn ssh_dialog(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> PageResult {
+    let s = sessions::resolve(&state, &user.caller, &id, false).await?;
+    let settings = state
+        .store()
+        .settings(user.id())
+        .await
+        .map_err(ApiError::from)?;
+    let (port, preferred) = local_port(&settings);
+    if headers.get("x-airlock-fragment").is_some() {
+        return Ok(dialog_body(&s, port, preferred, true).into_response());
+    }
+    let content = html! {
+        p { a.back href="/ui/sessions" { (svg(icon::BACK)) "All sessions" } }
+        section.card.dialog-page { (dialog_body(&s, port, preferred, false)) }
+    };
+    Ok(layout::page(
+        &user,
+        Nav::Sessions,
+        &format!("SSH / SFTP · {}", s.name),
+        content,
+    ))
+}
+
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let m: mime::Mime = content_type.parse().ok()?;
+    (m.type_() == mime::MULTIPART)
+        .then(|| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
+        .flatten()
+}
+
+/// Reads `~/id_container` of a running session through its agent (a
+/// multipart/mixed of tar archives) and returns the file's exact bytes.
+async fn fetch_key(
+    state: &AppState,
+    user: &WebUser,
+    id: &str,
+) -> PageResult<(SessionRow, Vec<u8>)> {
+    const LIMIT: usize = 1 << 20;
+    let s = sessions::resolve(state, &user.caller, id, true).await?;
+    sessions::require_running(&s)?;
+    let agent = sessions::agent_of(state, &s).await?;
+    let resp = state
+        .agents()
+        .download(&agent.url, &s.id, vec!["id_container".to_owned()])
+        .await
+        .map_err(ApiError::from)?;
+    let boundary = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart_boundary)
+        .ok_or_else(|| ApiError::internal("the node did not answer with multipart data"))?;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::unavailable(format!("reading the key from the session failed: {e}"))
+        })?;
+        body.extend_from_slice(&chunk);
+        if body.len() > LIMIT {
+            return Err(ApiError::internal("id_container is unexpectedly large").into());
+        }
+    }
+    let once =
+        futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(body)) });
+    let mut parts = multer::Multipart::new(once, boundary);
+    let field = parts
+        .next_field()
+        .await
+        .map_err(|e| ApiError::internal(format!("malformed download from the node: {e}")))?
+        .ok_or_else(|| ApiError::internal("the node sent no archive"))?;
+    let archive = field
+        .bytes()
+        .await
+        .map_err(|e| ApiError::internal(format!("malformed download from the node: {e}")))?;
+    let key = extract_file(&archive, "id_container")
+        .ok_or_else(|| ApiError::not_found("file-not-found", "the session has no id_container"))?;
+    tracing::info!(session = %s.id, user = %user.email(), "session key downloaded through the web UI");
+    Ok((s, key))
+}
+
+/// The bytes of the regular file named `name` in a tar archive.
+fn extract_file(archive: &[u8], name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(archive);
+    for entry in ar.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().ok()?;
+        if path.file_name().is_some_and(|n| n == name) {
+            let mut out = Vec::new();
+            entry.read_to_end(&mut out).ok()?;
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn download(bytes: Vec<u8>, name: &str, content_type: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    attachment(&mut resp, name);
+    resp
+}
+
+/// `GET /ui/sessions/{id}/id_container`: the session key, byte for byte.
+pub(crate) async fn id_container(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let (_, key) = fetch_key(&state, &user, &id).await?;
+    Ok(download(key, "id_container", "application/octet-stream"))
+}
+
+/// `GET /ui/sessions/{id}/ppk`: the session key as a PuTTY key file.
+pub(crate) async fn ppk(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let (s, key) = fetch_key(&state, &user, &id).await?;
+    let text = String::from_utf8(key)
+        .map_err(|_| ApiError::internal("id_container is not an OpenSSH key"))?;
+    let ppk = airlock_proto::ppk::openssh_to_ppk(&text, Some(&format!("airlock-{}", s.name)))
+        .map_err(ApiError::internal)?;
+    Ok(download(
+        ppk.into_bytes(),
+        &format!("{}.ppk", s.name),
+        "application/octet-stream",
+    ))
+}
+
+/// `GET /ui/sessions/{id}/known_hosts`: the pinned host key line.
+pub(crate) async fn known_hosts(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let s = sessions::resolve(&state, &user.caller, &id, true).await?;
+    let key = s.host_key.as_deref().ok_or_else(|| {
+        PageError::new(
+            StatusCode::CONFLICT,
+            "Host key not known yet",
+            format!("Session {} has not reported its host key yet.", s.name),
+        )
+        .hint("Wait until the session is RUNNING, then try again.")
+    })?;
+    Ok(download(
+        format!("airlock-{} {}\n", s.name, key.trim()).into_bytes(),
+        "known_hosts",
+        "text/plain; charset=utf-8",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_one_file_from_a_tar() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, "id_container", &b"hello"[..])
+            .unwrap();
+        let data = b.into_inner().unwrap();
+        assert_eq!(extract_file(&data, "id_container").unwrap(), b"hello");
+        assert!(extract_file(&data, "other").is_none());
+    }
+
+    #[test]
+    fn boundary_of_mixed() {
+        assert_eq!(
+            multipart_boundary("multipart/mixed; boundary=abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(multipart_boundary("text/plain"), None);
+    }
+}

@@ -1,0 +1,301 @@
+//! The settings page: the preferred SSH port and the account's SSH keys.
+
+use airlock_proto::sshkey::parse_public_key;
+use airlock_proto::validate::{self, SSH_PORT_MAX, SSH_PORT_MIN, SSH_PORT_RECOMMENDED};
+use axum::extract::{Path, State};
+use http::StatusCode;
+use maud::html;
+
+use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
+use super::sessions::DEFAULT_LOCAL_PORT;
+use super::{Flash, PageResult, PostForm, WebUser, explain, redirect_with, sentence};
+use crate::AppState;
+use crate::error::ApiError;
+
+type Msg = Option<(String, Option<String>)>;
+
+#[derive(Debug, Default)]
+struct SettingsForm {
+    port: Option<String>,
+    port_error: Msg,
+    key_name: String,
+    key_text: String,
+    key_error: Msg,
+}
+
+async fn render(
+    state: &AppState,
+    user: &WebUser,
+    form: SettingsForm,
+    status: StatusCode,
+) -> PageResult {
+    let settings = state
+        .store()
+        .settings(user.id())
+        .await
+        .map_err(ApiError::from)?;
+    let keys = state
+        .store()
+        .ssh_keys(user.id())
+        .await
+        .map_err(ApiError::from)?;
+    let port_value = form
+        .port
+        .clone()
+        .unwrap_or_else(|| settings.ssh_port.map(|p| p.to_string()).unwrap_or_default());
+    let (lo, hi) = SSH_PORT_RECOMMENDED;
+    let content = html! {
+        (layout::heading("Settings", None))
+        div.settings-grid {
+            section.card #port aria-labelledby="port-title" {
+                h2 #port-title { (svg(icon::TERMINAL)) "Preferred SSH port" }
+                p.small {
+                    "The local port the SSH/SFTP dialog uses for "
+                    code { "airlock app SESSION sshd -b PORT" } ". "
+                    @match settings.ssh_port {
+                        Some(p) => { "Now: " strong #current-port { (p) } "." }
+                        None => { "Now: not set, so the dialog uses " strong #current-port { (DEFAULT_LOCAL_PORT) } "." }
+                    }
+                }
+                (form_error(form.port_error.as_ref()))
+                form method="post" action="/ui/settings/port" {
+                    (csrf(user))
+                    div.field {
+                        label for="ssh-port" { "Preferred SSH port" }
+                        input #ssh-port type="text" inputmode="numeric" name="ssh_port" value=(port_value)
+                            placeholder=(DEFAULT_LOCAL_PORT) autocomplete="off" aria-describedby="port-help"
+                            aria-invalid=[form.port_error.as_ref().map(|_| "true")];
+                        p.help #port-help {
+                            (SSH_PORT_MIN) "–" (SSH_PORT_MAX) " accepted; " (lo) "–" (hi)
+                            " recommended, to avoid collisions with other services. Leave empty to clear."
+                        }
+                    }
+                    button.btn.btn-primary type="submit" { "Save port" }
+                }
+            }
+            section.card #keys aria-labelledby="keys-title" {
+                h2 #keys-title { (svg(icon::KEY)) "SSH keys on your account" }
+                p.small {
+                    "Every new session accepts these public keys (in addition to its own "
+                    code { "id_container" } " and your " a href="/ui/folders" { code { ".ssh" } " folder" } ")."
+                }
+                @if keys.is_empty() {
+                    p.muted #no-keys { "No keys yet." }
+                } @else {
+                    div.table-wrap {
+                        table.table.keys-table {
+                            thead { tr {
+                                th scope="col" { "Name" } th scope="col" { "Fingerprint" }
+                                th scope="col" { "Added" } th scope="col" { span.visually-hidden { "Actions" } }
+                            } }
+                            tbody {
+                                @for k in &keys {
+                                    tr data-key=(k.name) {
+                                        td data-label="Name" { div.cell-title { (k.name) } div.cell-sub { (k.algorithm) } }
+                                        td data-label="Fingerprint" { code.fp { (k.fingerprint) } }
+                                        td data-label="Added" { (layout::time_str(&k.created_at)) }
+                                        td.actions-cell {
+                                            (danger_button(user, &format!("/ui/settings/keys/{}/remove", k.id), &[],
+                                                &format!("Remove key {} ({})? New sessions will no longer accept it.", k.name, k.fingerprint),
+                                                "Remove", &format!("Remove key {}", k.name)))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                h3 { "Add a key" }
+                (form_error(form.key_error.as_ref()))
+                form method="post" action="/ui/settings/keys" {
+                    (csrf(user))
+                    div.field {
+                        label for="key-name" { "Name" span.optional { "optional" } }
+                        input #key-name type="text" name="name" value=(form.key_name) maxlength="128"
+                            autocomplete="off" placeholder="e.g. laptop";
+                    }
+                    div.field {
+                        label for="key-text" { "Public key" }
+                        textarea #key-text name="public_key" rows="3" required spellcheck="false"
+                            placeholder="ssh-ed25519 AAAAC3Nza… you@laptop" aria-describedby="key-help" { (form.key_text) }
+                        p.help #key-help { "One line from your " code { ".pub" } " file, e.g. " code { "~/.ssh/id_ed25519.pub" } "." }
+                    }
+                    button.btn.btn-primary type="submit" { "Add key" }
+                }
+            }
+        }
+    };
+    Ok(layout::page_status(
+        user,
+        Nav::Settings,
+        "Settings",
+        content,
+        status,
+    ))
+}
+
+/// `GET /ui/settings`.
+pub(crate) async fn page(State(state): State<AppState>, user: WebUser) -> PageResult {
+    render(&state, &user, SettingsForm::default(), StatusCode::OK).await
+}
+
+/// `POST /ui/settings/port` `{ssh_port}` (empty or 0 clears).
+pub(crate) async fn set_port(
+    State(state): State<AppState>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let raw = form.get("ssh_port").trim().to_owned();
+    match validate::parse_ssh_port(&raw) {
+        Ok(port) => {
+            state
+                .store()
+                .set_ssh_port(user.id(), port)
+                .await
+                .map_err(ApiError::from)?;
+            let mut flashes = vec![match port {
+                Some(p) => Flash::ok(format!("Preferred SSH port set to {p}.")),
+                None => Flash::ok(format!(
+                    "Preferred SSH port cleared; the dialog uses {DEFAULT_LOCAL_PORT}."
+                )),
+            }];
+            if let Some(w) = port.and_then(validate::ssh_port_warning) {
+                flashes.push(Flash::warn(sentence(&w)));
+            }
+            Ok(redirect_with("/ui/settings#port", &flashes))
+        }
+        Err(e) => {
+            let form = SettingsForm {
+                port: Some(raw),
+                port_error: Some((sentence(&e.message), Some(sentence(&e.hint)))),
+                ..Default::default()
+            };
+            render(&state, &user, form, StatusCode::BAD_REQUEST).await
+        }
+    }
+}
+
+/// `POST /ui/settings/keys` `{name, public_key}`.
+pub(crate) async fn add_key(
+    State(state): State<AppState>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let name = form.get("name").trim().to_owned();
+    let text = form.get("public_key").to_owned();
+    let fail = |msg: (String, Option<String>), status| {
+        SettingsForm {
+            key_name: name.clone(),
+            key_text: text.clone(),
+            key_error: Some(msg),
+            ..Default::default()
+        }
+        .with_status(status)
+    };
+    let key = match parse_public_key(&text) {
+        Ok(k) => k,
+        Err(e) => {
+            let (f, s) = fail(
+                (sentence(&e.to_string()), Some(sentence(e.hint()))),
+                StatusCode::BAD_REQUEST,
+            );
+            return render(&state, &user, f, s).await;
+        }
+    };
+    let key_name = if !name.is_empty() {
+        name.clone()
+    } else if !key.comment.is_empty() {
+        key.comment.clone()
+    } else {
+        key.fingerprint.clone()
+    };
+    if key_name.chars().count() > 128 || key_name.chars().any(char::is_control) {
+        let (f, s) = fail(
+            (
+                "The key name must be at most 128 printable characters.".into(),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+        );
+        return render(&state, &user, f, s).await;
+    }
+    match state.store().add_ssh_key(user.id(), &key_name, &key).await {
+        Ok(info) => Ok(redirect_with(
+            "/ui/settings#keys",
+            &[Flash::ok(format!(
+                "Key {} added ({}).",
+                info.name, info.fingerprint
+            ))],
+        )),
+        Err(e) => {
+            let e = ApiError::from(e);
+            let status = e.status;
+            let msg = if status == StatusCode::CONFLICT {
+                (
+                    format!(
+                        "You already have a key named {key_name} or with fingerprint {}.",
+                        key.fingerprint
+                    ),
+                    Some("Give it another name, or remove the old key first.".to_owned()),
+                )
+            } else {
+                explain(&e)
+            };
+            let (f, s) = fail(msg, status);
+            render(&state, &user, f, s).await
+        }
+    }
+}
+
+impl SettingsForm {
+    fn with_status(self, s: StatusCode) -> (Self, StatusCode) {
+        (self, s)
+    }
+}
+
+/// `POST /ui/settings/keys/{id}/remove`.
+pub(crate) async fn remove_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let keys = state
+        .store()
+        .ssh_keys(user.id())
+        .await
+        .map_err(ApiError::from)?;
+    let Some(key) = keys.into_iter().find(|k| k.id == id) else {
+        return Err(ApiError::not_found(
+            "ssh-key-not-found",
+            "there is no such key on your account",
+        )
+        .into());
+    };
+    if form.get("confirmed") != "1" {
+        return Ok(layout::confirm_page(
+            &user,
+            Nav::Settings,
+            layout::Confirm {
+                title: "Remove key?",
+                question: &format!(
+                    "Remove key {} ({})? New sessions will no longer accept it.",
+                    key.name, key.fingerprint
+                ),
+                action: &format!("/ui/settings/keys/{}/remove", key.id),
+                fields: &[],
+                button: "Remove key",
+                back: "/ui/settings#keys",
+            },
+        ));
+    }
+    state
+        .store()
+        .remove_ssh_key(user.id(), &key.id)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(redirect_with(
+        "/ui/settings#keys",
+        &[Flash::ok(format!(
+            "Key {} ({}) removed.",
+            key.name, key.fingerprint
+        ))],
+    ))
+}

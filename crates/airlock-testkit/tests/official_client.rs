@@ -1,0 +1,427 @@
+//! The official Backend.AI client (`backend.ai`, PyPI backend.ai-client)
+//! against airlock (issue 7): the seed's command sequence, typed as written,
+//! with the latest client (26.9, Python 3.13) and the seed's series (22.09,
+//! Python 3.10), in session (cookie) and api (keypair) mode. The clients
+//! come from `scripts/client-venvs` (run by scripts/test).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use airlock_testkit::ssh::{random_file, sha256};
+use airlock_testkit::{Airlockd, Background, Cli, Output, run};
+
+/// The seed's commands use port 9922: one test at a time.
+static SEED_PORT: Mutex<()> = Mutex::new(());
+
+const LONG: Duration = Duration::from_secs(300);
+
+fn venv(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap();
+    let dir = target.join("venvs").join(name);
+    assert!(
+        dir.join("bin/backend.ai").is_file(),
+        "{} is missing: run scripts/client-venvs (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A user's terminal with the official client's virtualenv activated.
+struct Client {
+    venv: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Client {
+    fn new(venv_name: &str, env: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
+        std::fs::write(dir.path().join(".env"), env).unwrap();
+        Client {
+            venv: venv(venv_name),
+            dir,
+        }
+    }
+
+    fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("setsid");
+        let path = format!(
+            "{}:{}",
+            self.venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.arg(program)
+            .args(args)
+            .current_dir(self.cwd())
+            .env("PATH", path)
+            .env("HOME", self.dir.path().join("home"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("NO_COLOR", "1")
+            .env("PYTHONWARNINGS", "ignore");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BACKEND_") || k.starts_with("AIRLOCK_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    fn ba(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run(
+            &mut self.command("backend.ai", args),
+            stdin.map(str::as_bytes),
+            LONG,
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.ba(args, None);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "backend.ai {args:?} failed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(!out.stderr.contains("Traceback"), "{}", out.stderr);
+        out
+    }
+}
+
+fn no_traceback(out: &Output) {
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains("Traceback"), "{all}");
+}
+
+/// The seed's `ssh … -i ./id_container -p 9922 work@127.0.0.1`, verbatim.
+fn seed_ssh(c: &Client, cmd: &str) -> Output {
+    let mut s = c.command(
+        "ssh",
+        &[
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-i",
+            "./id_container",
+            "-p",
+            "9922",
+            "work@127.0.0.1",
+            cmd,
+        ],
+    );
+    run(&mut s, None, LONG)
+}
+
+fn seed_flow(venv_name: &str, session: &str) {
+    let _port = SEED_PORT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let d = Airlockd::start();
+    let c = Client::new(
+        venv_name,
+        &format!(
+            "BACKEND_ENDPOINT_TYPE=session\nBACKEND_ENDPOINT={}\n",
+            d.url
+        ),
+    );
+
+    // $ backend.ai login  (User ID: / Password: answered on stdin)
+    let out = c.ba(
+        &["login"],
+        Some(&format!("{}\n{}\n", d.admin_email, d.admin_password)),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("User ID:") || out.stdout.contains("User ID:"),
+        "{out:?}"
+    );
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("✓ Login succeeded."),
+        "{out:?}"
+    );
+
+    // Folders: the user's own key in .ssh/authorized_keys, and a data folder.
+    let own_key = c.cwd().join("mykey");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&own_key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::copy(
+        own_key.with_extension("pub"),
+        c.cwd().join("authorized_keys"),
+    )
+    .unwrap();
+    let out = c.ok(&["vfolder", "create", ".ssh"]);
+    assert!(
+        out.stdout.contains("Virtual folder \".ssh\" is created."),
+        "{out:?}"
+    );
+    c.ok(&["vfolder", "upload", ".ssh", "authorized_keys"]);
+    c.ok(&["vfolder", "create", "myfolder"]);
+    let out = c.ok(&["vfolder", "list"]);
+    assert!(
+        out.stdout.contains(".ssh") && out.stdout.contains("myfolder"),
+        "{}",
+        out.stdout
+    );
+
+    // A session with the folder mounted.
+    let out = c.ok(&[
+        "session",
+        "create",
+        "-t",
+        session,
+        "-m",
+        "myfolder",
+        "airlock/base:bookworm",
+    ]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("is created and ready"), "{all}");
+    assert!(all.contains("sshd"), "{all}");
+    let out = c.ok(&["ps"]);
+    assert!(
+        out.stdout.contains(session) && out.stdout.contains("RUNNING"),
+        "{}",
+        out.stdout
+    );
+    let id = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .expect("a session UUID in ps")
+        .to_owned();
+    let out = c.ok(&["session", "info", &id]);
+    assert!(
+        out.stdout.contains(session) && out.stdout.contains("RUNNING"),
+        "{}",
+        out.stdout
+    );
+
+    // $ backend.ai session download SESSION id_container
+    let out = c.ok(&["session", "download", session, "id_container"]);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("Downloaded to"),
+        "{out:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.cwd().join("id_container"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "id_container must arrive 0600");
+
+    // $ backend.ai app SESSION sshd -b 9922
+    let mut app =
+        Background::spawn(&mut c.command("backend.ai", &["app", session, "sshd", "-b", "9922"]));
+    app.wait_for("tcp://127.0.0.1:9922", Duration::from_secs(60));
+    let line = app.wait_for(
+        "A local proxy to the application \"sshd\"",
+        Duration::from_secs(5),
+    );
+    assert!(line.contains(session), "{line}");
+
+    // $ ssh … -i ./id_container … -p 9922 work@127.0.0.1
+    let out = seed_ssh(&c, "whoami; echo $HOME");
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "work\n/home/work");
+    // The user's own key from the .ssh folder works too.
+    let mut s = c.command(
+        "ssh",
+        &[
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+            "./mykey",
+            "-p",
+            "9922",
+            "work@127.0.0.1",
+            "true",
+        ],
+    );
+    run(&mut s, None, LONG).expect_code(0);
+
+    // $ scp … -P 9922 test_file work@127.0.0.1:/home/work/myfolder/  (100 MiB)
+    let file = c.cwd().join("test_file.bin");
+    random_file(&file, 100);
+    let sum = sha256(&file);
+    let mut scp = c.command(
+        "scp",
+        &[
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-i",
+            "./id_container",
+            "-P",
+            "9922",
+            "test_file.bin",
+            "work@127.0.0.1:/home/work/myfolder/",
+        ],
+    );
+    run(&mut scp, None, LONG).expect_code(0);
+    let out = seed_ssh(&c, "sha256sum /home/work/myfolder/test_file.bin");
+    assert!(out.stdout.starts_with(&sum), "{out:?}");
+
+    // Ctrl-C on the first terminal.
+    app.signal("INT", Duration::from_secs(20));
+    assert!(app.output().contains("has terminated"), "{}", app.output());
+
+    // $ backend.ai ssh SESSION  (a command instead of a shell)
+    let out = c.ba(
+        &[
+            "ssh",
+            session,
+            "-o",
+            "BatchMode=yes",
+            "echo",
+            "hello-from-backend.ai-ssh",
+        ],
+        None,
+    );
+    no_traceback(&out);
+    assert!(out.stdout.contains("hello-from-backend.ai-ssh"), "{out:?}");
+
+    // Destroy; the file stays in the folder (read back with airlock's CLI).
+    let out = c.ok(&["session", "destroy", session]);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("Done"),
+        "{out:?}"
+    );
+    let cli = Cli::new(&d.url);
+    cli.run(
+        &["login"],
+        Some(&format!("{}\n{}\n", d.admin_email, d.admin_password)),
+    )
+    .expect_code(0);
+    let back = cli.dir.path().join("back");
+    cli.run(
+        &[
+            "vfolder",
+            "download",
+            "myfolder",
+            "test_file.bin",
+            "--dest",
+            back.to_str().unwrap(),
+        ],
+        None,
+    )
+    .expect_code(0);
+    assert_eq!(sha256(&back.join("test_file.bin")), sum);
+
+    // $ backend.ai logout, then bad credentials fail politely.
+    let out = c.ok(&["logout"]);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("Logout done"),
+        "{out:?}"
+    );
+    let out = c.ba(
+        &["login"],
+        Some(&format!("{}\nwrong-password\n", d.admin_email)),
+    );
+    no_traceback(&out);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("Login failed"),
+        "{out:?}"
+    );
+}
+
+fn api_mode(venv_name: &str, session: &str) {
+    let _port = SEED_PORT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let d = Airlockd::start();
+    let out = d.admin_command(
+        &["user", "add", "api@example.com"],
+        Some(b"api-user-password\n"),
+    );
+    out.expect_code(0);
+    let key = |label: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let c = Client::new(
+        venv_name,
+        &format!(
+            "BACKEND_ENDPOINT_TYPE=api\nBACKEND_ENDPOINT={}\nBACKEND_ACCESS_KEY={}\nBACKEND_SECRET_KEY={}\n",
+            d.url,
+            key("access key:"),
+            key("secret key:")
+        ),
+    );
+    let out = c.ok(&["session", "create", "-t", session, "airlock/base:bookworm"]);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("is created and ready"),
+        "{out:?}"
+    );
+    let out = c.ok(&["ps"]);
+    assert!(out.stdout.contains(session), "{}", out.stdout);
+    c.ok(&["session", "download", session, "id_container"]);
+    let mut app =
+        Background::spawn(&mut c.command("backend.ai", &["app", session, "sshd", "-b", "9922"]));
+    app.wait_for("tcp://127.0.0.1:9922", Duration::from_secs(60));
+    seed_ssh(&c, "true").expect_code(0);
+    app.signal("INT", Duration::from_secs(20));
+    // A wrong secret gets the client's normal error, not a traceback.
+    std::fs::write(
+        c.cwd().join(".env"),
+        format!(
+            "BACKEND_ENDPOINT_TYPE=api\nBACKEND_ENDPOINT={}\nBACKEND_ACCESS_KEY={}\nBACKEND_SECRET_KEY={}\n",
+            d.url,
+            key("access key:"),
+            "x".repeat(40)
+        ),
+    )
+    .unwrap();
+    let out = c.ba(&["ps"], None);
+    assert_ne!(out.code, Some(0));
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("401") || all.contains("Unauthorized"), "{all}");
+}
+
+#[test]
+fn seed_flow_with_client_26_9() {
+    seed_flow("backendai-26.9", "ibnFmWim-session");
+}
+
+#[test]
+fn seed_flow_with_client_22_9() {
+    seed_flow("backendai-22.9", "ibnFmWim-session");
+}
+
+#[test]
+fn api_mode_with_client_26_9() {
+    api_mode("backendai-26.9", "api-session");
+}
+
+#[test]
+fn api_mode_with_client_22_9() {
+    api_mode("backendai-22.9", "api-session");
+}
