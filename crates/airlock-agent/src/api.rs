@@ -1,7 +1,6 @@
 //! The agent's HTTP API for the gateway (bearer-token authenticated).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use airlock_proto::CONTAINER_HOME;
 use airlock_proto::agent::{CreateContainer, DownloadRequest, ImageInfo, TCP_UPGRADE};
@@ -144,25 +143,7 @@ async fn connect(
             format!("expected `Upgrade: {TCP_UPGRADE}`"),
         ));
     }
-    let cid = agent.container_of(&id)?;
-    let ip = agent
-        .engine()
-        .ip(&cid)
-        .await?
-        .ok_or_else(|| AgentError::Docker("the session container has no IP address".into()))?;
-    let target = format!("{ip}:{port}");
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&target),
-    )
-    .await
-    .map_err(|_| AgentError::Docker(format!("connecting to {target} timed out")))?
-    .map_err(|e| {
-        AgentError::Docker(format!(
-            "cannot connect to the session's SSH server at {target}: {e}"
-        ))
-    })?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = agent.connect(&id).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {

@@ -26,19 +26,30 @@ pub use sessions::Agent;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Runs an agent: serves the gateway API on `listener` and reports to the
-/// gateway until `shutdown` is cancelled. Containers keep running after the
-/// agent stops; the next start re-adopts them.
-pub async fn run(
-    listener: TcpListener,
+/// Prepares an agent (connects to Docker, installs the runner, re-adopts
+/// containers left by a previous run).
+pub async fn start(
     config: AgentConfig,
     shutdown: CancellationToken,
-) -> Result<(), AgentError> {
+) -> Result<Arc<Agent>, AgentError> {
     let engine = docker::Engine::connect().await?;
-    let agent = Arc::new(Agent::start(config, engine, shutdown.clone()).await?);
+    Ok(Arc::new(Agent::start(config, engine, shutdown).await?))
+}
+
+/// Serves a started agent: the gateway API on `listener`, reports to the
+/// gateway, until `shutdown` is cancelled. Containers keep running after the
+/// agent stops; the next start re-adopts them.
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let link = tokio::spawn(link::run(agent.clone(), shutdown.clone()));
     let events = tokio::spawn(sessions::watch_events(agent.clone(), shutdown.clone()));
     let app = api::router(agent.clone());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -46,4 +57,14 @@ pub async fn run(
     events.abort();
     agent.wait_tasks().await;
     served.map_err(AgentError::Io)
+}
+
+/// [`start`] then [`serve`].
+pub async fn run(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let agent = start(config, shutdown.clone()).await?;
+    serve(agent, listener, shutdown).await
 }

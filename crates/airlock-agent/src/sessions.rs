@@ -38,6 +38,8 @@ pub struct Agent {
     runner: PathBuf,
     capacity: (f64, u64),
     entries: Mutex<HashMap<String, Entry>>,
+    /// Container id → IP address (fixed while a container runs).
+    addresses: Mutex<HashMap<String, String>>,
     changed: Notify,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -107,6 +109,7 @@ impl Agent {
             engine,
             runner,
             entries: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             tasks: TaskTracker::new(),
             shutdown,
@@ -402,6 +405,37 @@ impl Agent {
             .filter(|e| e.phase == ContainerPhase::Running)
             .and_then(|e| e.container_id.clone())
             .ok_or_else(|| AgentError::NoSession(session_id.to_owned()))
+    }
+
+    /// A TCP connection to the SSH server of a running session.
+    pub async fn connect(&self, session_id: &str) -> Result<tokio::net::TcpStream, AgentError> {
+        let cid = self.container_of(session_id)?;
+        let cached = lock(&self.addresses).get(&cid).cloned();
+        let ip = match cached {
+            Some(ip) => ip,
+            None => {
+                let ip = self.engine.ip(&cid).await?.ok_or_else(|| {
+                    AgentError::Docker("the session container has no IP address".into())
+                })?;
+                lock(&self.addresses).insert(cid.clone(), ip.clone());
+                ip
+            }
+        };
+        let target = format!("{ip}:{}", airlock_proto::SSHD_PORT);
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&target),
+        )
+        .await
+        .map_err(|_| AgentError::Docker(format!("connecting to {target} timed out")))?
+        .map_err(|e| {
+            lock(&self.addresses).remove(&cid);
+            AgentError::Docker(format!(
+                "cannot connect to the session's SSH server at {target}: {e}"
+            ))
+        })?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
     }
 
     /// The full report for a heartbeat.

@@ -59,6 +59,8 @@ struct Inner {
     session_events: tokio::sync::broadcast::Sender<String>,
     tunnels: tunnels::Tunnels,
     transfers: transfers::Transfers,
+    local_agents:
+        std::sync::RwLock<std::collections::HashMap<String, Arc<dyn tunnels::LocalAgent>>>,
 }
 
 impl AppState {
@@ -83,8 +85,22 @@ impl AppState {
                 session_events,
                 tunnels: tunnels::Tunnels::default(),
                 transfers: transfers::Transfers::default(),
+                local_agents: std::sync::RwLock::new(std::collections::HashMap::new()),
             }),
         }
+    }
+
+    /// Registers an agent that runs in this process (see
+    /// [`tunnels::LocalAgent`]).
+    pub fn register_local_agent(&self, agent_id: &str, agent: Arc<dyn tunnels::LocalAgent>) {
+        if let Ok(mut m) = self.inner.local_agents.write() {
+            m.insert(agent_id.to_owned(), agent);
+        }
+    }
+
+    /// The in-process agent with this id, if any.
+    pub fn local_agent(&self, agent_id: &str) -> Option<Arc<dyn tunnels::LocalAgent>> {
+        self.inner.local_agents.read().ok()?.get(agent_id).cloned()
     }
 
     /// Outstanding folder transfer tokens.
@@ -169,6 +185,10 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeEr
         }
     });
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Tunnels carry interactive SSH: no Nagle delays on any connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

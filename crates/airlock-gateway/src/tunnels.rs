@@ -13,6 +13,18 @@ use serde::Serialize;
 
 use crate::agents::AgentCallError;
 
+/// An agent running in this process (`airlockd up`): tunnels reach its
+/// containers directly instead of through an HTTP hop to ourselves.
+pub trait LocalAgent: Send + Sync + std::fmt::Debug {
+    /// A TCP connection to the SSH server of a running session.
+    fn connect<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + 'a>,
+    >;
+}
+
 /// A tunnel in the registry.
 #[derive(Debug, Clone, Serialize)]
 pub struct TunnelInfo {

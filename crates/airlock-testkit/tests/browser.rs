@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use airlock_testkit::Airlockd;
 use airlock_testkit::browser::{Browser, WAIT};
 use airlock_testkit::docker::{self, container_of, ip_of};
 use airlock_testkit::ssh::{SshClient, random_file, sha256};
+use airlock_testkit::{Airlockd, Background, Cli, free_port};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -348,13 +348,35 @@ fn session_dialog_key_download_and_ssh() {
     let known = std::fs::read_to_string(known).unwrap();
     assert_eq!(known.trim(), format!("airlock-demo {}", host_key.trim()));
     let ssh = SshClient::with_key(&key);
-    // TODO(tunnel): connect through `airlock app demo sshd -b PORT` with
-    // HostKeyAlias=airlock-demo once the tunnel CLI lands.
-    let ip = ip_of(&c);
-    ssh.pin(&ip, 2200, known.trim().split_once(' ').unwrap().1);
-    let out = ssh.ssh(&ip, 2200, "whoami; test -d ~/data && echo data-mounted");
+    // Log in with the downloaded key over the tunnel, as the dialog says:
+    // `airlock app demo sshd -b PORT`, then ssh with the pinned host key.
+    let cli = Cli::new(&d.url);
+    cli.run(
+        &["login"],
+        Some(&format!("{}\n{}\n", d.admin_email, d.admin_password)),
+    )
+    .expect_code(0);
+    let port = free_port();
+    let app =
+        Background::spawn(&mut cli.command(&["app", "demo", "sshd", "-b", &port.to_string()]));
+    app.wait_for("tcp://", WAIT);
+    let known_file = ssh.dir.path().join("known_hosts");
+    std::fs::write(&known_file, &known).unwrap();
+    let out = airlock_testkit::run(
+        Command::new("ssh").args(ssh.options()).args([
+            "-o",
+            "HostKeyAlias=airlock-demo",
+            "-p",
+            &port.to_string(),
+            "work@127.0.0.1",
+            "whoami; test -d ~/data && echo data-mounted",
+        ]),
+        None,
+        Duration::from_secs(120),
+    );
     out.expect_code(0);
     assert_eq!(out.stdout, "work\ndata-mounted\n");
+    drop(app);
 
     // The PPK is the same key for PuTTY/FileZilla.
     b.click("#dl-ppk");

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// Largest payload we put in one message (clients accept 4 MiB).
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
 
 /// Largest message we accept (clients send reads of up to 16 MiB).
 pub const MAX_MESSAGE: usize = 64 << 20;
@@ -31,6 +31,7 @@ pub const LINGER: Duration = Duration::from_secs(10);
 /// WebSocket settings for tunnels.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(256 * 1024)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
         .write_buffer_size(0)

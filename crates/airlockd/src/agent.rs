@@ -19,10 +19,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     cancel_on_signals(shutdown.clone())?;
     std::fs::create_dir_all(&args.data)?;
     let listener = serve::bind(args.listen, "agent API").await?;
+    let bound = listener.local_addr()?;
     let advertise = args
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen));
+        .unwrap_or_else(|| format!("http://{bound}"));
     let id = args.id.clone().unwrap_or_else(hostname);
     let config = serve::agent_config(
         &args.agent,

@@ -24,7 +24,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state = serve::gateway_state(gw, store.clone(), token.clone(), shutdown.clone())?;
 
     // The local agent: Docker, the runner, the default image.
-    let agent_task = match start_agent(&args, &url, token, &shutdown).await {
+    let agent_task = match start_agent(&args, &url, token, &state, &shutdown).await {
         Ok(task) => Some(task),
         Err(e) => {
             tracing::error!("sessions are unavailable: {e:#}");
@@ -95,10 +95,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The embedded agent, reached by the gateway without an HTTP hop.
+#[derive(Debug)]
+struct LocalAgent(std::sync::Arc<airlock_agent::Agent>);
+
+impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
+    fn connect<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + 'a>,
+    > {
+        Box::pin(async move { self.0.connect(session_id).await.map_err(|e| e.to_string()) })
+    }
+}
+
 async fn start_agent(
     args: &UpArgs,
     gateway_url: &str,
     token: String,
+    state: &airlock_gateway::AppState,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let data_dir = args.gateway.data.data.join("agent");
@@ -141,9 +157,12 @@ async fn start_agent(
             }
         }
     }
+    let agent_id = config.agent_id.clone();
+    let agent = airlock_agent::start(config, shutdown.clone()).await?;
+    state.register_local_agent(&agent_id, std::sync::Arc::new(LocalAgent(agent.clone())));
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
-        if let Err(e) = airlock_agent::run(listener, config, shutdown).await {
+        if let Err(e) = airlock_agent::serve(agent, listener, shutdown).await {
             tracing::error!("the local agent stopped: {e}");
         }
     }))

@@ -37,11 +37,17 @@ pub async fn run(client: &ApiClient, cmd: SessionCommand) -> CliResult<()> {
     }
 }
 
-/// Fetches one (small) file from a session's home directory into memory.
-pub async fn fetch_file(client: &ApiClient, session: &str, path: &str) -> CliResult<Vec<u8>> {
-    let q = format!("/session/{}/download?files={}", enc(session), enc(path));
+/// Asks for `files` of a session: the response (multipart/mixed, one tar
+/// archive per file) and its boundary.
+async fn request_files(
+    client: &ApiClient,
+    session: &str,
+    files: &[String],
+) -> CliResult<(reqwest::Response, String)> {
+    let query: Vec<String> = files.iter().map(|f| format!("files={}", enc(f))).collect();
+    let path = format!("/session/{}/download?{}", enc(session), query.join("&"));
     let resp = client
-        .send(client.request(Method::POST, &q, Body::Empty)?)
+        .send(client.request(Method::POST, &path, Body::Empty)?)
         .await?;
     let boundary = resp
         .headers()
@@ -49,6 +55,12 @@ pub async fn fetch_file(client: &ApiClient, session: &str, path: &str) -> CliRes
         .and_then(|v| v.to_str().ok())
         .and_then(multipart_boundary)
         .ok_or_else(|| CliError::new("the server did not answer with multipart data"))?;
+    Ok((resp, boundary))
+}
+
+/// Fetches one (small) file from a session's home directory into memory.
+pub async fn fetch_file(client: &ApiClient, session: &str, path: &str) -> CliResult<Vec<u8>> {
+    let (resp, boundary) = request_files(client, session, &[path.to_owned()]).await?;
     let mut multipart = multer::Multipart::new(resp.bytes_stream(), boundary);
     let field = multipart
         .next_field()
@@ -352,18 +364,8 @@ async fn download(
     std::fs::create_dir_all(dest)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dest.display())))?;
     let dest = dest.canonicalize()?;
-    let query: Vec<String> = files.iter().map(|f| format!("files={}", enc(f))).collect();
-    let path = format!("/session/{}/download?{}", enc(session), query.join("&"));
     output::info(&format!("Downloading file(s) from {session}..."));
-    let resp = client
-        .send(client.request(Method::POST, &path, Body::Empty)?)
-        .await?;
-    let boundary = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(multipart_boundary)
-        .ok_or_else(|| CliError::new("the server did not answer with multipart data"))?;
+    let (resp, boundary) = request_files(client, session, files).await?;
     let pb = bar(None, "Downloading files");
     let pb2 = pb.clone();
     let stream = resp

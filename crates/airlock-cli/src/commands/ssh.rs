@@ -230,15 +230,31 @@ async fn run_openssh(program: &str, args: &[String]) -> CliResult<u8> {
 
 /// `airlock ssh SESSION [-p PORT] [ssh args…]`.
 pub async fn ssh(client: &ApiClient, args: SshArgs) -> CliResult<()> {
-    let prepared = prepare(client, &args.session).await?;
-    let proxy = TempProxy::start(client, &prepared.info.name, args.port).await?;
-    let mut ssh_args = prepared.options();
-    ssh_args.extend(["-p".into(), proxy.port.to_string()]);
     let (opts, rest) = split_ssh_args(&args.args);
-    ssh_args.extend(opts);
-    ssh_args.push("work@127.0.0.1".into());
-    ssh_args.extend(rest);
-    let code = run_openssh("ssh", &ssh_args).await?;
+    through_proxy(client, &args.session, args.port, "ssh", |port| {
+        let mut a = vec!["-p".to_owned(), port.to_string()];
+        a.extend(opts);
+        a.push("work@127.0.0.1".into());
+        a.extend(rest);
+        a
+    })
+    .await
+}
+
+/// Prepares the session, starts a temporary proxy, runs `program` with the
+/// prepared options plus `args(port)`, and passes its exit code on.
+async fn through_proxy(
+    client: &ApiClient,
+    session: &str,
+    port: Option<u16>,
+    program: &str,
+    args: impl FnOnce(u16) -> Vec<String>,
+) -> CliResult<()> {
+    let prepared = prepare(client, session).await?;
+    let proxy = TempProxy::start(client, &prepared.info.name, port).await?;
+    let mut all = prepared.options();
+    all.extend(args(proxy.port));
+    let code = run_openssh(program, &all).await?;
     proxy.stop().await;
     drop(prepared);
     if code == 0 {
@@ -318,20 +334,13 @@ pub async fn scp(client: &ApiClient, args: ScpArgs) -> CliResult<()> {
         return Err(CliError::new("scp needs a source and a destination")
             .hint("e.g. airlock scp demo:results.txt ."));
     }
-    let prepared = prepare(client, &session).await?;
-    let proxy = TempProxy::start(client, &prepared.info.name, args.port).await?;
-    let mut scp_args = prepared.options();
-    scp_args.extend(["-P".into(), proxy.port.to_string()]);
-    scp_args.extend(passthrough);
-    scp_args.extend(rewritten);
-    let code = run_openssh("scp", &scp_args).await?;
-    proxy.stop().await;
-    drop(prepared);
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(CliError::silent(code))
-    }
+    through_proxy(client, &session, args.port, "scp", |port| {
+        let mut a = vec!["-P".to_owned(), port.to_string()];
+        a.extend(passthrough);
+        a.extend(rewritten);
+        a
+    })
+    .await
 }
 
 /// `SESSION:PATH` → (SESSION, PATH); local paths (with a `/` before the

@@ -43,24 +43,23 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+/// The body of `request-upload` and `request-download`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TransferRequest {
+    path: String,
+    #[serde(default)]
+    size: u64,
+}
+
 /// `POST /folders/{f}/request-upload` `{path, size}` → `{token, url}`.
 pub(crate) async fn request_upload(
     State(state): State<AppState>,
     caller: Caller,
     Path(ident): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<serde_json::Value>,
+    Json(TransferRequest { path, size }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
-    let path = body
-        .get("path")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| ApiError::invalid("path is required"))?
-        .to_owned();
-    let size = body
-        .get("size")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
     let root = state.storage().path(&f.id);
     let target = tokio::task::spawn_blocking({
         let root = root.clone();
@@ -232,14 +231,10 @@ pub(crate) async fn request_download(
     caller: Caller,
     Path(ident): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<serde_json::Value>,
+    Json(TransferRequest { path, .. }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
-    let path = body
-        .get("path")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| ApiError::invalid("path is required"))?;
-    let full = folders::existing_path(&state, &f, path)?;
+    let full = folders::existing_path(&state, &f, &path)?;
     if full.is_dir() {
         return Err(ApiError::invalid(format!("{path:?} is a directory")));
     }

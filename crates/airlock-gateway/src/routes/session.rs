@@ -393,7 +393,9 @@ pub(crate) async fn apps(
     Path(ident): Path<String>,
 ) -> ApiResult<axum::Json<Vec<ServicePort>>> {
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
-    let _ = s;
+    // A session that is not running has no apps yet: say so now, rather
+    // than letting the client open a local port whose tunnels all fail.
+    sessions::require_running(&s)?;
     Ok(axum::Json(vec![ServicePort::sshd()]))
 }
 

@@ -19,6 +19,10 @@ use crate::sessions;
 use crate::store::Status;
 use crate::tunnels::{TunnelInfo, connect_agent};
 
+/// A byte stream to a session's SSH server.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Close code for "try again later" (session not running, node down).
 pub const TRY_AGAIN_LATER: u16 = 1013;
 
@@ -122,18 +126,31 @@ pub(crate) async fn tcpproxy(
                 return;
             }
         };
-        let stream = match connect_agent(&agent.url, state.agents().token(), &s.id).await {
-            Ok(st) => st,
-            Err(e) => {
-                let reason = match &e {
-                    AgentCallError::Unreachable(_) => {
-                        "the session's node is unreachable".to_owned()
-                    }
-                    AgentCallError::Rejected { problem, .. } => problem.message().to_owned(),
-                };
-                tracing::warn!(session = %s.id, error = %e, "cannot open a tunnel");
-                close_with(ws, TRY_AGAIN_LATER, &reason).await;
-                return;
+        // An agent in this process is reached directly; others through an
+        // HTTP upgrade on their API.
+        let stream: Box<dyn Stream> = if let Some(local) = state.local_agent(&agent.id) {
+            match local.connect(&s.id).await {
+                Ok(tcp) => Box::new(tcp),
+                Err(e) => {
+                    tracing::warn!(session = %s.id, error = %e, "cannot open a tunnel");
+                    close_with(ws, TRY_AGAIN_LATER, &e).await;
+                    return;
+                }
+            }
+        } else {
+            match connect_agent(&agent.url, state.agents().token(), &s.id).await {
+                Ok(st) => Box::new(st),
+                Err(e) => {
+                    let reason = match &e {
+                        AgentCallError::Unreachable(_) => {
+                            "the session's node is unreachable".to_owned()
+                        }
+                        AgentCallError::Rejected { problem, .. } => problem.message().to_owned(),
+                    };
+                    tracing::warn!(session = %s.id, error = %e, "cannot open a tunnel");
+                    close_with(ws, TRY_AGAIN_LATER, &reason).await;
+                    return;
+                }
             }
         };
         let _guard = state.tunnels().open(&s.id, &s.name, &user);
