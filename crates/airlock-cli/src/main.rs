@@ -19,7 +19,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the CLI only moves bytes, and one thread keeps both
+    // directions of a tunnel on one core (fewer cross-CPU wake-ups).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

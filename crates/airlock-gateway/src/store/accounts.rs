@@ -170,7 +170,9 @@ impl Store {
             .map_err(|_| StoreError::Hash)??;
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
-            email: new.email.to_owned(),
+            // Emails are case-insensitive: store them lower-cased so that the
+            // unique index sees `A@x` and `a@x` as the same account.
+            email: new.email.trim().to_lowercase(),
             role: new.role,
             is_active: true,
             created_at: now_ms(),

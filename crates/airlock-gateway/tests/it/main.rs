@@ -4,4 +4,5 @@
 
 mod auth;
 mod harness;
+mod store;
 mod user;

@@ -1,0 +1,215 @@
+//! The store on SQLite, and on PostgreSQL when `AIRLOCK_TEST_POSTGRES_URL`
+//! points at a server (CI starts one): the same portable SQL must work on
+//! both.
+
+use airlock_gateway::Store;
+use airlock_gateway::store::{AgentRow, MountRecord, NewSession, NewUser, Role, Status};
+use airlock_proto::sshkey::parse_public_key;
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILGDGCepR3g7zolW5aQ2fg/uizIPWnjMnm53e8FOcNb1 me@laptop";
+
+async fn exercise(store: &Store) {
+    // Accounts.
+    let (u, kp) = store
+        .create_user(NewUser {
+            email: "a@example.com",
+            password: "password-a",
+            role: Role::User,
+        })
+        .await
+        .unwrap();
+    // Emails are unique regardless of case.
+    assert!(
+        store
+            .create_user(NewUser {
+                email: "A@Example.com",
+                password: "x-password",
+                role: Role::User
+            })
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .user_by_email("A@EXAMPLE.COM")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        u.id
+    );
+    assert_eq!(
+        store
+            .check_password("a@example.com", "password-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        u.id
+    );
+    assert!(
+        store
+            .check_password("a@example.com", "nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .keypair(&kp.access_key)
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        u.id
+    );
+    let token = store.create_web_session(&u.id, 60).await.unwrap();
+    assert_eq!(
+        store.web_session_user(&token).await.unwrap().unwrap().id,
+        u.id
+    );
+    store.delete_web_session(&token).await.unwrap();
+    assert!(store.web_session_user(&token).await.unwrap().is_none());
+
+    // Settings and keys.
+    store.set_ssh_port(&u.id, Some(10022)).await.unwrap();
+    assert_eq!(store.settings(&u.id).await.unwrap().ssh_port, Some(10022));
+    store.set_ssh_port(&u.id, None).await.unwrap();
+    assert_eq!(store.settings(&u.id).await.unwrap().ssh_port, None);
+    let k = parse_public_key(KEY).unwrap();
+    store.add_ssh_key(&u.id, "laptop", &k).await.unwrap();
+    assert!(store.add_ssh_key(&u.id, "again", &k).await.is_err());
+    assert_eq!(
+        store
+            .remove_ssh_key(&u.id, &k.fingerprint)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "laptop"
+    );
+
+    // Agents, sessions, folders.
+    store
+        .upsert_agent(&AgentRow {
+            id: "n1".into(),
+            url: "http://n1".into(),
+            version: "0".into(),
+            cpu_milli: 4000,
+            mem_bytes: 8 << 30,
+            last_seen: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.online_agents(60_000).await.unwrap().len(), 1);
+    let f = store.insert_folder(&u.id, "data", "local").await.unwrap();
+    assert!(store.insert_folder(&u.id, "data", "local").await.is_err());
+    let mounts = [MountRecord {
+        folder_id: f.id.clone(),
+        name: f.name.clone(),
+    }];
+    let s = store
+        .insert_session(NewSession {
+            name: "demo",
+            user_id: &u.id,
+            image: "img",
+            cpu_milli: 1000,
+            mem_bytes: 1 << 30,
+            mounts: &mounts,
+            agent_id: "n1",
+            key_fingerprints: &[k.fingerprint.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.status, Status::Preparing);
+    assert_eq!(s.key_fingerprints, [k.fingerprint.clone()]);
+    // A second live session with the name is refused...
+    assert!(
+        store
+            .insert_session(NewSession {
+                name: "demo",
+                user_id: &u.id,
+                image: "img",
+                cpu_milli: 1000,
+                mem_bytes: 1 << 30,
+                mounts: &[],
+                agent_id: "n1",
+                key_fingerprints: &[],
+            })
+            .await
+            .is_err()
+    );
+    assert_eq!(store.agent_usage("n1").await.unwrap(), (1000, 1 << 30));
+    assert!(
+        store
+            .set_running(&s.id, Some("ssh-ed25519 AAAA"), Some("cid"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.live_sessions_mounting(&f.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .set_status(&s.id, Status::Terminated, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_status(&s.id, Status::Error, Some("late"))
+            .await
+            .unwrap()
+    );
+    let s = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(s.status, Status::Terminated);
+    assert!(s.terminated_at.is_some());
+    // ...but the name is free once it is terminated.
+    assert_eq!(store.sessions_named(&u.id, "demo").await.unwrap().len(), 1);
+    assert_eq!(store.agent_usage("n1").await.unwrap(), (0, 0));
+    store.rename_folder(&f.id, "renamed").await.unwrap();
+    assert_eq!(
+        store
+            .folder_named(&u.id, "renamed")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        f.id
+    );
+}
+
+#[tokio::test]
+async fn store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    exercise(&store).await;
+}
+
+#[tokio::test]
+async fn store_on_postgres() {
+    let Ok(url) = std::env::var("AIRLOCK_TEST_POSTGRES_URL") else {
+        eprintln!("AIRLOCK_TEST_POSTGRES_URL is not set: PostgreSQL not tested here");
+        return;
+    };
+    // A fresh database per run.
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let db = format!("airlock_test_{}", std::process::id());
+    let mut admin = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let store = Store::open(&format!("{base}/{db}")).await.unwrap();
+    exercise(&store).await;
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
