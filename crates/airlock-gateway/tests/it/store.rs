@@ -118,12 +118,12 @@ async fn exercise(store: &Store) {
             mem_bytes: 1 << 30,
             mounts: &mounts,
             agent_id: "n1",
-            key_fingerprints: &[k.fingerprint.clone()],
+            key_fingerprints: std::slice::from_ref(&k.fingerprint),
         })
         .await
         .unwrap();
     assert_eq!(s.status, Status::Preparing);
-    assert_eq!(s.key_fingerprints, [k.fingerprint.clone()]);
+    assert_eq!(s.key_fingerprints, std::slice::from_ref(&k.fingerprint));
     // A second live session with the name is refused...
     assert!(
         store
