@@ -214,6 +214,10 @@ fn seed_flow(venv_name: &str, session: &str) {
         out.stdout
     );
 
+    // Files in the session's home (GET /session/<s>/files).
+    let out = c.ok(&["session", "ls", session]);
+    assert!(out.stdout.contains("id_container"), "{}", out.stdout);
+
     // $ backend.ai session download SESSION id_container
     let out = c.ok(&["session", "download", session, "id_container"]);
     assert!(
