@@ -290,7 +290,15 @@ impl Agent {
             .iter()
             .map(|m| m.container_path.as_str())
             .collect();
-        let env = vec![
+        // The session's own variables first (checked again here: the agent
+        // does not trust a spec to keep away from airlock's names).
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, v)| airlock_proto::validate::check_env_var(k, v).is_ok())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.extend([
             format!("LOCAL_USER_ID={}", self.config.uid),
             format!("LOCAL_GROUP_ID={}", self.config.gid),
             format!("AIRLOCK_SESSION_ID={}", spec.session_id),
@@ -300,7 +308,7 @@ impl Agent {
                 spec.authorized_keys.join("\n")
             ),
             format!("AIRLOCK_MOUNTS={}", mounts.join(",")),
-        ];
+        ]);
         let short = spec.session_id.get(..8).unwrap_or(&spec.session_id);
         let name = format!("airlock-{}-{short}", hostname(&spec.session_name));
         let body = ContainerSpec {

@@ -213,6 +213,10 @@ pub struct CreateArgs {
     /// starts with a dot (e.g. .ssh) are always mounted.
     #[arg(short, long = "mount", value_name = "FOLDER")]
     pub mounts: Vec<String>,
+    /// Set an environment variable in the session, also seen by SSH logins
+    /// (repeatable).
+    #[arg(short, long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
     /// CPU cores.
     #[arg(long)]
     pub cpu: Option<String>,

@@ -267,6 +267,7 @@ mod tests {
     #[test]
     fn close_explanations() {
         assert!(explain_close(&None).is_none());
+        assert!(explain_close(&Some((1000, String::new()))).is_none());
         assert!(explain_close(&Some((1001, String::new()))).is_none());
         let m = explain_close(&Some((
             1013,

@@ -103,6 +103,8 @@ pub struct CreateParams {
     pub image: Option<String>,
     /// Folder names to mount.
     pub mounts: Vec<String>,
+    /// Environment variables, already validated.
+    pub environ: Vec<(String, String)>,
     /// CPU millicores.
     pub cpu_milli: Option<i64>,
     /// Memory bytes.
@@ -225,6 +227,7 @@ pub async fn create(
             })
             .collect(),
         authorized_keys: keys,
+        env: params.environ.clone(),
     };
     for m in &mounts {
         // Folders created before a storage move, or by hand, get their

@@ -47,6 +47,9 @@ pub struct CreateContainer {
     pub mounts: Vec<Mount>,
     /// Account SSH public keys to authorise in the session.
     pub authorized_keys: Vec<String>,
+    /// Environment variables for the session (also seen by SSH logins).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// Where a session container is in its life.

@@ -190,6 +190,55 @@ pub fn parse_cpu(raw: &str) -> Result<i64, Invalid> {
     Ok((n * 1000.0).round() as i64)
 }
 
+/// A session environment variable: a portable name, not one airlock sets
+/// itself, and a value without NUL.
+pub fn check_env_var(name: &str, value: &str) -> Result<(), Invalid> {
+    let hint =
+        "use NAME=value with letters, digits and '_' in the name (not starting with a digit)";
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid_name {
+        return Err(Invalid::new(
+            format!("{name:?} is not a valid variable name"),
+            hint,
+        ));
+    }
+    if name.starts_with("AIRLOCK_")
+        || matches!(
+            name,
+            "LOCAL_USER_ID" | "LOCAL_GROUP_ID" | "HOME" | "USER" | "PATH"
+        )
+    {
+        return Err(Invalid::new(
+            format!("{name} is set by airlock and cannot be changed"),
+            "pick another name",
+        ));
+    }
+    if value.contains('\0') {
+        return Err(Invalid::new(
+            format!("the value of {name} contains a NUL byte"),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+/// A `NAME=VALUE` assignment (the CLI's `--env`, a line of the web form),
+/// checked with [`check_env_var`].
+pub fn parse_env_assignment(raw: &str) -> Result<(String, String), Invalid> {
+    let Some((name, value)) = raw.split_once('=') else {
+        return Err(Invalid::new(
+            format!("{raw:?} has no '='"),
+            "write NAME=VALUE, e.g. HF_HOME=/home/work/data/hf",
+        ));
+    };
+    check_env_var(name, value)?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +306,30 @@ mod tests {
         assert!(check_email("admin@airlock.local").is_ok());
         assert!(check_email("nope").is_err());
         assert!(check_email("a b@c").is_err());
+    }
+
+    #[test]
+    fn env_vars() {
+        assert!(check_env_var("MY_VAR", "hello world").is_ok());
+        assert!(check_env_var("_x1", "").is_ok());
+        for bad in [
+            "",
+            "1X",
+            "A-B",
+            "A B",
+            "PATH",
+            "HOME",
+            "AIRLOCK_TOKEN",
+            "LOCAL_USER_ID",
+        ] {
+            assert!(check_env_var(bad, "v").is_err(), "{bad:?} accepted");
+        }
+        assert!(check_env_var("OK", "a\0b").is_err());
+        assert_eq!(
+            parse_env_assignment("A=b=c"),
+            Ok(("A".to_owned(), "b=c".to_owned()))
+        );
+        assert!(parse_env_assignment("NOEQUALS").is_err());
     }
 }
 

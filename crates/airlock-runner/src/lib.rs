@@ -33,6 +33,38 @@ fn session_path_env() -> String {
     }
 }
 
+/// Variables of the runner's environment that sessions must not inherit:
+/// airlock's own, and those every login sets itself.
+fn private_var(name: &str) -> bool {
+    name.starts_with("AIRLOCK_")
+        || matches!(
+            name,
+            "LOCAL_USER_ID"
+                | "LOCAL_GROUP_ID"
+                | "HOME"
+                | "USER"
+                | "LOGNAME"
+                | "SHELL"
+                | "PATH"
+                | "LANG"
+                | "TERM"
+                | "PWD"
+                | "OLDPWD"
+                | "SHLVL"
+                | "HOSTNAME"
+                | "MAIL"
+                | "_"
+        )
+}
+
+/// The container environment handed on to sessions (image `ENV`, the
+/// session's `--env` variables).
+pub fn container_env() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !private_var(k)).collect();
+    v.sort();
+    v
+}
+
 fn session_lang() -> String {
     match std::env::var("LANG") {
         Ok(l) if !l.is_empty() => l,
@@ -72,6 +104,7 @@ pub fn standalone_settings(
         host_key,
         path_env: session_path_env(),
         lang: session_lang(),
+        base_env: Vec::new(),
         self_exe: self_exe(),
         tuning,
     })
@@ -101,6 +134,7 @@ pub fn container_settings(state_dir: &Path, tuning: Tuning) -> Result<(ServerSet
             host_key,
             path_env: session_path_env(),
             lang: session_lang(),
+            base_env: container_env(),
             self_exe: self_exe(),
             tuning,
         },

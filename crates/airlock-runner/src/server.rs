@@ -59,6 +59,10 @@ pub struct ServerSettings {
     pub path_env: String,
     /// Default `LANG` for sessions.
     pub lang: String,
+    /// The container's own environment (image `ENV` and the session's
+    /// variables), given to every shell and command; empty in standalone
+    /// mode.
+    pub base_env: Vec<(String, String)>,
     /// This executable (re-executed as `scp` when the image has none).
     pub self_exe: PathBuf,
     /// Transport tuning.

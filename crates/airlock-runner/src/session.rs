@@ -309,7 +309,7 @@ fn session_env(ctx: &ConnCtx, spec: &Spec, tty: Option<&str>) -> Vec<(String, St
         "SSH_AUTH_SOCK",
         "TERM",
     ];
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = s.base_env.clone();
     let mut has_lang = false;
     for (k, v) in &spec.client_env {
         if OURS.contains(&k.as_str()) || k.is_empty() || k.contains('=') {

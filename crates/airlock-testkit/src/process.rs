@@ -73,6 +73,7 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, deadline: Duration) -> Outpu
             break s;
         }
         if start.elapsed() > deadline {
+            kill_group(child.id());
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -308,6 +309,7 @@ impl Cli {
 pub struct Background {
     child: Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Background {
@@ -320,18 +322,33 @@ impl Background {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
         ] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            readers,
+        }
+    }
+
+    /// After the exit: waits (briefly) until the last lines are collected.
+    fn drain(&self) {
+        let start = Instant::now();
+        while !self.readers.iter().all(|r| r.is_finished())
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits until a line contains `needle`; returns that line.
@@ -374,6 +391,7 @@ impl Background {
         let start = Instant::now();
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {
+                self.drain();
                 return s.code();
             }
             if start.elapsed() > deadline {
@@ -389,12 +407,29 @@ impl Background {
 
     /// Whether it has exited (and its code).
     pub fn try_wait(&mut self) -> Option<Option<i32>> {
-        self.child.try_wait().ok().flatten().map(|s| s.code())
+        let code = self.child.try_wait().ok().flatten().map(|s| s.code());
+        if code.is_some() {
+            self.drain();
+        }
+        code
     }
+}
+
+/// Kills the process group led by `pid`, if there is one (commands run
+/// through `setsid` lead their own), so helpers they started do not outlive
+/// a failed test. Nothing happens for a process that leads no group.
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            kill_group(self.child.id());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -69,9 +69,10 @@ fn flash(b: &Browser) -> String {
 
 /// Creates a session through the form and waits (without reloading) until
 /// its row says RUNNING; returns its id.
-fn create_session(b: &Browser, name: &str, mounts: &[&str]) -> String {
+fn create_session(b: &Browser, name: &str, mounts: &[&str], env: &str) -> String {
     b.goto("/ui/sessions");
     b.fill("#s-name", name);
+    b.fill("#s-env", env);
     b.select("#s-mem", "256m");
     b.select("#s-cpu", "0.5");
     for m in mounts {
@@ -202,6 +203,18 @@ fn login_logout_errors_csrf_and_accessibility() {
     );
     b.check_accessibility();
 
+    // So is a bad environment variable on the session form, which keeps
+    // what was typed.
+    b.goto("/ui/sessions");
+    b.fill("#s-env", "GOOD=1\n1BAD=x");
+    b.click("#new-session button[type=submit]");
+    b.wait_text(".form-error", "not a valid variable name", WAIT);
+    assert_eq!(
+        b.exec("return document.querySelector('#s-env').value", vec![]),
+        json!("GOOD=1\n1BAD=x")
+    );
+    b.check_accessibility();
+
     // 404s and unknown sessions are pages, not JSON.
     b.goto("/ui/no/such/page");
     assert_eq!(b.text("h1"), "Page not found");
@@ -261,7 +274,7 @@ fn session_dialog_key_download_and_ssh() {
     b.click("form[action='/ui/folders'] button[type=submit]");
     b.wait_text(".flashes", "Folder data created", WAIT);
 
-    let id = create_session(&b, "demo", &["data"]);
+    let id = create_session(&b, "demo", &["data"], "WEB_VAR=from the form\nSECOND=2");
     b.check_accessibility();
     assert!(b.text("tr[data-session=demo]").contains("data"));
 
@@ -369,13 +382,13 @@ fn session_dialog_key_download_and_ssh() {
             "-p",
             &port.to_string(),
             "work@127.0.0.1",
-            "whoami; test -d ~/data && echo data-mounted",
+            "whoami; test -d ~/data && echo data-mounted; echo \"[$WEB_VAR][$SECOND]\"",
         ]),
         None,
         Duration::from_secs(120),
     );
     out.expect_code(0);
-    assert_eq!(out.stdout, "work\ndata-mounted\n");
+    assert_eq!(out.stdout, "work\ndata-mounted\n[from the form][2]\n");
     drop(app);
 
     // The PPK is the same key for PuTTY/FileZilla.
@@ -454,7 +467,7 @@ fn preferred_port_and_account_keys() {
     assert_eq!(v["ssh_port"], 12345, "{v}");
 
     // The dialog uses it.
-    create_session(&b, "porty", &[]);
+    create_session(&b, "porty", &[], "");
     let text = open_dialog(&b, "porty");
     assert!(text.contains("airlock app porty sshd -b 12345"), "{text}");
     assert!(text.contains("ssh -i id_container -p 12345 "), "{text}");
@@ -542,7 +555,7 @@ fn dot_ssh_folder_with_a_pasted_key_logs_in() {
     b.wait_text(".flashes", "already in authorized_keys", WAIT);
 
     // A new session accepts the key (the .ssh folder is mounted by itself).
-    let id = create_session(&b, "mykey", &[]);
+    let id = create_session(&b, "mykey", &[], "");
     let api = api_session(&b, &id);
     let c = container_of(&id).unwrap();
     let ip = ip_of(&c);
@@ -632,7 +645,7 @@ fn a_user_sees_only_their_own_things() {
     b.wait_text(".flashes", "Folder alice-data created", WAIT);
     let folder_path = b.path();
     let folder_path = folder_path.split('?').next().unwrap().to_owned();
-    let session = create_session(&b, "alice-s", &["alice-data"]);
+    let session = create_session(&b, "alice-s", &["alice-data"], "");
     b.click("form[action='/ui/logout'] button");
     b.wait_until("the login page", WAIT, |b| {
         b.path().starts_with("/ui/login")

@@ -100,6 +100,61 @@ impl Client {
     }
 }
 
+/// `backend.ai ssh …`: its exit code and merged output.
+///
+/// The client sends SIGINT to its `backend.ai app` helper the moment ssh
+/// exits. When the signal lands while the helper's event loop is closing
+/// that connection, Python raises the KeyboardInterrupt inside a
+/// finaliser (`StreamWriter.__del__`), reports it as "ignored", and the
+/// helper — and the client waiting for it — never exit. This is a race
+/// between the client's own two processes (seen in one run in four to ten
+/// against airlock, whatever the server's timing); a user would press
+/// Ctrl-C. The test does the same for the helper only, which leaves the
+/// client's exit code (ssh's) to be checked.
+fn ba_ssh(c: &Client, args: &[&str]) -> (Option<i32>, String) {
+    let mut p = Background::spawn(&mut c.command("backend.ai", args));
+    let pid = p.pid().to_string();
+    let children = |pattern: &str| -> Vec<String> {
+        let out = Command::new("pgrep")
+            .args(["-P", &pid, "-f", pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    let mut stuck_since: Option<std::time::Instant> = None;
+    loop {
+        if let Some(code) = p.try_wait() {
+            return (code, p.output());
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "backend.ai {args:?} did not finish:\n{}",
+            p.output()
+        );
+        // The stuck state: ssh is gone, the helper is still running.
+        let helper = children("ai.backend.cli app");
+        if !helper.is_empty() && children("^ssh ").is_empty() {
+            let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(15) {
+                eprintln!(
+                    "backend.ai's app helper ignored its SIGINT (client race); sending another"
+                );
+                for h in &helper {
+                    let _ = Command::new("kill").args(["-INT", h]).status();
+                }
+                stuck_since = None;
+            }
+        } else {
+            stuck_since = None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn no_traceback(out: &Output) {
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(!all.contains("Traceback"), "{all}");
@@ -289,12 +344,16 @@ fn seed_flow(venv_name: &str, session: &str) {
     let out = seed_ssh(&c, "sha256sum /home/work/myfolder/test_file.bin");
     assert!(out.stdout.starts_with(&sum), "{out:?}");
 
-    // Ctrl-C on the first terminal.
+    // Ctrl-C on the first terminal, once the user has read the output: a
+    // SIGINT within a millisecond of a connection's end can be lost in the
+    // client (see `ba_ssh`).
+    std::thread::sleep(Duration::from_secs(1));
     app.signal("INT", Duration::from_secs(20));
     assert!(app.output().contains("has terminated"), "{}", app.output());
 
     // $ backend.ai ssh SESSION  (a command instead of a shell)
-    let out = c.ba(
+    let (code, out) = ba_ssh(
+        &c,
         &[
             "ssh",
             session,
@@ -303,10 +362,10 @@ fn seed_flow(venv_name: &str, session: &str) {
             "echo",
             "hello-from-backend.ai-ssh",
         ],
-        None,
     );
-    no_traceback(&out);
-    assert!(out.stdout.contains("hello-from-backend.ai-ssh"), "{out:?}");
+    assert!(!out.contains("Traceback"), "{out}");
+    assert!(out.contains("hello-from-backend.ai-ssh"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
 
     // Destroy; the file stays in the folder (read back with airlock's CLI).
     let out = c.ok(&["session", "destroy", session]);
@@ -392,6 +451,7 @@ fn api_mode(venv_name: &str, session: &str) {
         Background::spawn(&mut c.command("backend.ai", &["app", session, "sshd", "-b", "9922"]));
     app.wait_for("tcp://127.0.0.1:9922", Duration::from_secs(60));
     seed_ssh(&c, "true").expect_code(0);
+    std::thread::sleep(Duration::from_secs(1)); // as above: not mid-teardown
     app.signal("INT", Duration::from_secs(20));
     // A wrong secret gets the client's normal error, not a traceback.
     std::fs::write(

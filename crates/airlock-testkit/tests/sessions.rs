@@ -73,7 +73,7 @@ fn create_run_ssh_and_remove() {
     assert!(docker::available(), "these tests need Docker");
     let d = Airlockd::start();
     let cli = admin(&d);
-    let created = create(&cli, &["--name", "demo"]);
+    let created = create(&cli, &["--name", "demo", "--env", "MY_VAR=hello world"]);
     let id = created["sessionId"].as_str().unwrap().to_owned();
     assert_eq!(created["servicePorts"][0]["name"], "sshd");
 
@@ -112,6 +112,15 @@ fn create_run_ssh_and_remove() {
         "{}",
         out.stdout
     );
+    // The session's variables reach SSH logins; airlock's own do not.
+    let out = ssh.ssh(&ip, 2200, "echo \"[$MY_VAR]\"; env");
+    out.expect_code(0);
+    assert!(out.stdout.starts_with("[hello world]\n"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("AIRLOCK_AUTHORIZED_KEYS"),
+        "{}",
+        out.stdout
+    );
 
     // Listing and info.
     let out = cli.run(&["session", "ls"], None);
@@ -123,6 +132,17 @@ fn create_run_ssh_and_remove() {
     let out = cli.run(&["session", "logs", "demo"], None);
     out.expect_code(0);
     assert!(out.stdout.contains("AIRLOCK-READY"), "{}", out.stdout);
+
+    // Variables airlock owns, or malformed ones, are refused up front.
+    for bad in ["PATH=/tmp", "1X=y", "NOEQUALS"] {
+        let out = cli.run(&["session", "create", "--env", bad], None);
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains("error:") && out.stderr.contains("hint:"),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
 
     // A second live session with the same name is refused.
     let out = cli.run(&["session", "create", "--name", "demo"], None);

@@ -122,9 +122,11 @@ where
             Ok(())
         }
         .await;
+        // 1000 for a clean end: the official client treats any other code
+        // as an error and writes an HTTP 503 into the SSH connection.
         let frame = CloseFrame {
             code: if result.is_ok() {
-                CloseCode::Away
+                CloseCode::Normal
             } else {
                 CloseCode::Error
             },

@@ -144,10 +144,15 @@ async fn create(client: &ApiClient, a: CreateArgs) -> CliResult<()> {
         validate::parse_size(m)?;
         resources.insert("mem".into(), m.clone().into());
     }
+    let mut environ = serde_json::Map::new();
+    for e in &a.env {
+        let (k, v) = validate::parse_env_assignment(e)?;
+        environ.insert(k, v.into());
+    }
     let body = serde_json::json!({
         "name": a.name,
         "image": a.image,
-        "config": {"mounts": a.mounts, "resources": resources},
+        "config": {"mounts": a.mounts, "resources": resources, "environ": environ},
         "enqueueOnly": a.no_wait,
         "maxWaitSeconds": 0,
         "reuseIfExists": false,

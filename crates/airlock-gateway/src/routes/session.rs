@@ -65,6 +65,30 @@ fn create_params(body: &Value) -> ApiResult<CreateParams> {
             mounts.push(k.clone());
         }
     }
+    let mut environ = Vec::new();
+    match config.get("environ").filter(|v| !v.is_null()) {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(_) | Value::Bool(_) => v.to_string(),
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "config.environ.{k} must be a string"
+                        )));
+                    }
+                };
+                validate::check_env_var(k, &value)?;
+                environ.push((k.clone(), value));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "config.environ must be an object of variable names to values",
+            ));
+        }
+    }
     let resources = config.get("resources").cloned().unwrap_or(Value::Null);
     let cpu_milli = match resources.get("cpu").and_then(str_or_num) {
         Some(c) => Some(validate::parse_cpu(&c)?),
@@ -85,6 +109,7 @@ fn create_params(body: &Value) -> ApiResult<CreateParams> {
         name,
         image,
         mounts,
+        environ,
         cpu_milli,
         mem_bytes,
         enqueue_only,

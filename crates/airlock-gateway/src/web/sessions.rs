@@ -56,6 +56,8 @@ struct CreateForm {
     mounts: Vec<String>,
     cpu: String,
     mem: String,
+    /// Environment variables, one `NAME=VALUE` per line.
+    env: String,
     error: Option<(String, Option<String>)>,
 }
 
@@ -299,6 +301,12 @@ async fn render_page(
                         }
                         p.help { "Mounted at " code { "/home/work/NAME" } "." }
                     }
+                    div.field {
+                        label for="s-env" { "Environment variables " span.muted { "(optional)" } }
+                        textarea #s-env name="env" rows="2" spellcheck="false" aria-describedby="s-env-help"
+                            placeholder="HF_HOME=/home/work/data/hf" { (form.env) }
+                        p.help #s-env-help { "One " code { "NAME=VALUE" } " per line; every shell and SSH command in the session sees them." }
+                    }
                     button.btn.btn-primary.btn-block type="submit" { "Start session" }
                 }
             }
@@ -368,6 +376,7 @@ pub(crate) async fn create(
         mounts: form.all("mount").into_iter().map(str::to_owned).collect(),
         cpu: form.get("cpu").trim().to_owned(),
         mem: form.get("mem").trim().to_owned(),
+        env: form.get("env").trim().to_owned(),
         error: None,
     };
     let result: Result<SessionRow, ApiError> = async {
@@ -385,6 +394,12 @@ pub(crate) async fn create(
             name: Some(shown.name.clone()).filter(|n| !n.is_empty()),
             image: Some(shown.image.clone()).filter(|i| !i.is_empty()),
             mounts: shown.mounts.clone(),
+            environ: shown
+                .env
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(validate::parse_env_assignment)
+                .collect::<Result<_, _>>()?,
             cpu_milli,
             mem_bytes,
             enqueue_only: true,
