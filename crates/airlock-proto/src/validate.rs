@@ -217,6 +217,17 @@ pub fn check_env_var(name: &str, value: &str) -> Result<(), Invalid> {
             "pick another name",
         ));
     }
+    if name.starts_with("SSH_")
+        || matches!(
+            name,
+            "LOGNAME" | "SHELL" | "TERM" | "PWD" | "OLDPWD" | "SHLVL" | "MAIL"
+        )
+    {
+        return Err(Invalid::new(
+            format!("{name} is set for each login and cannot be changed here"),
+            "set it in ~/.bashrc in the session instead, or pick another name",
+        ));
+    }
     if value.contains('\0') {
         return Err(Invalid::new(
             format!("the value of {name} contains a NUL byte"),
@@ -321,6 +332,8 @@ mod tests {
             "HOME",
             "AIRLOCK_TOKEN",
             "LOCAL_USER_ID",
+            "SHELL",
+            "SSH_AUTH_SOCK",
         ] {
             assert!(check_env_var(bad, "v").is_err(), "{bad:?} accepted");
         }
