@@ -439,7 +439,16 @@ fn api_mode(venv_name: &str, session: &str) {
             key("secret key:")
         ),
     );
-    let out = c.ok(&["session", "create", "-t", session, "airlock/base:bookworm"]);
+    // `-e` reaches SSH logins (config.environ).
+    let out = c.ok(&[
+        "session",
+        "create",
+        "-t",
+        session,
+        "-e",
+        "FROM_CLIENT=set by backend.ai",
+        "airlock/base:bookworm",
+    ]);
     assert!(
         format!("{}{}", out.stdout, out.stderr).contains("is created and ready"),
         "{out:?}"
@@ -450,7 +459,8 @@ fn api_mode(venv_name: &str, session: &str) {
     let mut app =
         Background::spawn(&mut c.command("backend.ai", &["app", session, "sshd", "-b", "9922"]));
     app.wait_for("tcp://127.0.0.1:9922", Duration::from_secs(60));
-    seed_ssh(&c, "true").expect_code(0);
+    let out = seed_ssh(&c, "echo \"[$FROM_CLIENT]\"");
+    assert_eq!(out.stdout, "[set by backend.ai]\n", "{out:?}");
     std::thread::sleep(Duration::from_secs(1)); // as above: not mid-teardown
     app.signal("INT", Duration::from_secs(20));
     // A wrong secret gets the client's normal error, not a traceback.
