@@ -302,7 +302,7 @@ async fn render_page(
                         p.help { "Mounted at " code { "/home/work/NAME" } "." }
                     }
                     div.field {
-                        label for="s-env" { "Environment variables " span.muted { "(optional)" } }
+                        label for="s-env" { "Environment variables" span.optional { "optional" } }
                         textarea #s-env name="env" rows="2" spellcheck="false" aria-describedby="s-env-help"
                             placeholder="HF_HOME=/home/work/data/hf" { (form.env) }
                         p.help #s-env-help { "One " code { "NAME=VALUE" } " per line; every shell and SSH command in the session sees them." }
