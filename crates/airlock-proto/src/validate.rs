@@ -190,6 +190,24 @@ pub fn parse_cpu(raw: &str) -> Result<i64, Invalid> {
     Ok((n * 1000.0).round() as i64)
 }
 
+/// Variables airlock itself sets in every session container.
+pub fn is_airlock_env(name: &str) -> bool {
+    name.starts_with("AIRLOCK_")
+        || matches!(
+            name,
+            "LOCAL_USER_ID" | "LOCAL_GROUP_ID" | "HOME" | "USER" | "PATH"
+        )
+}
+
+/// Variables the SSH server sets for each login.
+pub fn is_login_env(name: &str) -> bool {
+    name.starts_with("SSH_")
+        || matches!(
+            name,
+            "LOGNAME" | "SHELL" | "TERM" | "PWD" | "OLDPWD" | "SHLVL" | "MAIL"
+        )
+}
+
 /// A session environment variable: a portable name, not one airlock sets
 /// itself, and a value without NUL.
 pub fn check_env_var(name: &str, value: &str) -> Result<(), Invalid> {
@@ -206,23 +224,13 @@ pub fn check_env_var(name: &str, value: &str) -> Result<(), Invalid> {
             hint,
         ));
     }
-    if name.starts_with("AIRLOCK_")
-        || matches!(
-            name,
-            "LOCAL_USER_ID" | "LOCAL_GROUP_ID" | "HOME" | "USER" | "PATH"
-        )
-    {
+    if is_airlock_env(name) {
         return Err(Invalid::new(
             format!("{name} is set by airlock and cannot be changed"),
             "pick another name",
         ));
     }
-    if name.starts_with("SSH_")
-        || matches!(
-            name,
-            "LOGNAME" | "SHELL" | "TERM" | "PWD" | "OLDPWD" | "SHLVL" | "MAIL"
-        )
-    {
+    if is_login_env(name) {
         return Err(Invalid::new(
             format!("{name} is set for each login and cannot be changed here"),
             "set it in ~/.bashrc in the session instead, or pick another name",

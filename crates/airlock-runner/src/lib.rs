@@ -34,27 +34,11 @@ fn session_path_env() -> String {
 }
 
 /// Variables of the runner's environment that sessions must not inherit:
-/// airlock's own, and those every login sets itself.
+/// airlock's own, those every login sets itself, and `LANG` (passed as
+/// [`ServerSettings::lang`]).
 fn private_var(name: &str) -> bool {
-    name.starts_with("AIRLOCK_")
-        || matches!(
-            name,
-            "LOCAL_USER_ID"
-                | "LOCAL_GROUP_ID"
-                | "HOME"
-                | "USER"
-                | "LOGNAME"
-                | "SHELL"
-                | "PATH"
-                | "LANG"
-                | "TERM"
-                | "PWD"
-                | "OLDPWD"
-                | "SHLVL"
-                | "HOSTNAME"
-                | "MAIL"
-                | "_"
-        )
+    use airlock_proto::validate::{is_airlock_env, is_login_env};
+    is_airlock_env(name) || is_login_env(name) || matches!(name, "LANG" | "HOSTNAME" | "_")
 }
 
 /// The container environment handed on to sessions (image `ENV`, the

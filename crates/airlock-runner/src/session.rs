@@ -432,10 +432,7 @@ async fn run_pipes(
             return;
         }
     };
-    let pgid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .map(Pid::from_raw);
+    let pgid = group_of(&child);
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -515,20 +512,7 @@ async fn run_pipes(
         out_task.abort();
         err_task.abort();
         in_task.abort();
-        if let Some(p) = pgid {
-            let _ = nix::sys::signal::killpg(p, Signal::SIGHUP);
-        }
-        tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_err()
-            {
-                if let Some(p) = pgid {
-                    let _ = nix::sys::signal::killpg(p, Signal::SIGKILL);
-                }
-                let _ = child.wait().await;
-            }
-        });
+        hang_up(pgid, child);
         return;
     }
     in_task.abort();
@@ -575,6 +559,33 @@ fn sig_from_num(n: i32) -> Sig {
         Ok(s) => Sig::Custom(s.as_str().trim_start_matches("SIG").to_string()),
         Err(_) => Sig::Custom(format!("{n}")),
     }
+}
+
+/// The process group a spawned command leads.
+fn group_of(child: &tokio::process::Child) -> Option<Pid> {
+    child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw)
+}
+
+/// The client is gone: hang up the command's process group and reap it in
+/// the background (SIGKILL for the group if it is still there after 5 s).
+fn hang_up(pgid: Option<Pid>, mut child: tokio::process::Child) {
+    if let Some(p) = pgid {
+        let _ = nix::sys::signal::killpg(p, Signal::SIGHUP);
+    }
+    tokio::spawn(async move {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            if let Some(p) = pgid {
+                let _ = nix::sys::signal::killpg(p, Signal::SIGKILL);
+            }
+            let _ = child.wait().await;
+        }
+    });
 }
 
 fn signal_group(pgid: Option<Pid>, sig: &Sig) {
@@ -645,10 +656,7 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
             return;
         }
     };
-    let pgid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .map(Pid::from_raw);
+    let pgid = group_of(&child);
     let (pr, mut pw) = pty.into_split();
     let mut out_task = tokio::spawn(pump_output(pr, tx.clone(), None));
     let (in_tx, mut in_rx) = crate::queue::queue::<PtyIn>(STDIN_CAP);
@@ -715,20 +723,7 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
     in_task.abort();
     if closed || status.is_none() {
         out_task.abort();
-        if let Some(p) = pgid {
-            let _ = nix::sys::signal::killpg(p, Signal::SIGHUP);
-        }
-        tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_err()
-            {
-                if let Some(p) = pgid {
-                    let _ = nix::sys::signal::killpg(p, Signal::SIGKILL);
-                }
-                let _ = child.wait().await;
-            }
-        });
+        hang_up(pgid, child);
         return;
     }
     if !out_done {

@@ -226,6 +226,25 @@ impl Airlockd {
             Duration::from_secs(60),
         )
     }
+
+    /// `airlockd user add EMAIL` with `password`; returns the new user's
+    /// access and secret keys as printed.
+    pub fn add_user_with_keys(&self, email: &str, password: &str) -> (String, String) {
+        let out = self.admin_command(
+            &["user", "add", email],
+            Some(format!("{password}\n").as_bytes()),
+        );
+        out.expect_code(0);
+        let key = |label: &str| {
+            out.stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .unwrap_or_else(|| panic!("no {label:?} in {out:?}"))
+                .trim()
+                .to_owned()
+        };
+        (key("access key:"), key("secret key:"))
+    }
 }
 
 impl Drop for Airlockd {

@@ -111,6 +111,20 @@ pub fn sha256(path: &Path) -> String {
         .to_owned()
 }
 
+/// The SHA256 fingerprint of a public key file (via `ssh-keygen -lf`).
+pub fn fingerprint(public_key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
 /// Writes `mib` MiB of random data to `path`.
 pub fn random_file(path: &Path, mib: u64) {
     let st = Command::new("dd")

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use airlock_testkit::browser::{Browser, WAIT};
 use airlock_testkit::docker::{self, container_of, ip_of};
-use airlock_testkit::ssh::{SshClient, random_file, sha256};
+use airlock_testkit::ssh::{SshClient, fingerprint, random_file, sha256};
 use airlock_testkit::{Airlockd, Background, Cli, free_port};
 use serde_json::{Value, json};
 
@@ -490,16 +490,7 @@ fn preferred_port_and_account_keys() {
     b.wait_text(".form-error", "Not a valid OpenSSH public key", WAIT);
     assert!(b.text(".form-error").contains("Paste one line like"));
     let mine = SshClient::new();
-    let fp = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(mine.key.with_extension("pub"))
-        .output()
-        .unwrap();
-    let fp = String::from_utf8_lossy(&fp.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let fp = fingerprint(&mine.key.with_extension("pub"));
     b.fill("#key-name", "laptop");
     b.fill("#key-text", &mine.public_key());
     b.click("form[action='/ui/settings/keys'] button");

@@ -97,16 +97,7 @@ fn login_settings_keys_logout() {
         "{}",
         out.stderr
     );
-    let fp = std::process::Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(key.with_extension("pub"))
-        .output()
-        .unwrap();
-    let fp = String::from_utf8_lossy(&fp.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let fp = airlock_testkit::ssh::fingerprint(&key.with_extension("pub"));
     let out = cli.run(&["keys", "ls"], None);
     out.expect_code(0);
     assert!(
@@ -254,20 +245,7 @@ fn error_cases_are_one_line_with_a_hint() {
 #[test]
 fn api_mode_signs_requests() {
     let d = Airlockd::start();
-    let out = d.admin_command(
-        &["user", "add", "alice@example.com"],
-        Some(b"alice-password\n"),
-    );
-    out.expect_code(0);
-    let key = |label: &str| {
-        out.stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (ak, sk) = (key("access key:"), key("secret key:"));
+    let (ak, sk) = d.add_user_with_keys("alice@example.com", "alice-password");
     assert_eq!(ak.len(), 20);
     assert_eq!(sk.len(), 40);
     let cli = Cli::empty();

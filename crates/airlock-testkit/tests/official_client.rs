@@ -417,26 +417,12 @@ fn api_mode(venv_name: &str, session: &str) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = Airlockd::start();
-    let out = d.admin_command(
-        &["user", "add", "api@example.com"],
-        Some(b"api-user-password\n"),
-    );
-    out.expect_code(0);
-    let key = |label: &str| {
-        out.stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
+    let (access_key, secret_key) = d.add_user_with_keys("api@example.com", "api-user-password");
     let c = Client::new(
         venv_name,
         &format!(
             "BACKEND_ENDPOINT_TYPE=api\nBACKEND_ENDPOINT={}\nBACKEND_ACCESS_KEY={}\nBACKEND_SECRET_KEY={}\n",
-            d.url,
-            key("access key:"),
-            key("secret key:")
+            d.url, access_key, secret_key
         ),
     );
     // `-e` reaches SSH logins (config.environ).
@@ -469,7 +455,7 @@ fn api_mode(venv_name: &str, session: &str) {
         format!(
             "BACKEND_ENDPOINT_TYPE=api\nBACKEND_ENDPOINT={}\nBACKEND_ACCESS_KEY={}\nBACKEND_SECRET_KEY={}\n",
             d.url,
-            key("access key:"),
+            access_key,
             "x".repeat(40)
         ),
     )

@@ -22,9 +22,14 @@ pub struct AgentRow {
 impl Store {
     /// Records a heartbeat.
     pub async fn upsert_agent(&self, a: &AgentRow) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE agents SET url = $2, version = $3, cpu_milli = $4, mem_bytes = $5, last_seen = $6 \
-             WHERE id = $1",
+        // One atomic statement; `ON CONFLICT … DO UPDATE` is the same in
+        // SQLite and PostgreSQL.
+        sqlx::query(
+            "INSERT INTO agents (id, url, version, cpu_milli, mem_bytes, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET url = excluded.url, version = excluded.version, \
+             cpu_milli = excluded.cpu_milli, mem_bytes = excluded.mem_bytes, \
+             last_seen = excluded.last_seen",
         )
         .bind(&a.id)
         .bind(&a.url)
@@ -34,20 +39,6 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO agents (id, url, version, cpu_milli, mem_bytes, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&a.id)
-            .bind(&a.url)
-            .bind(&a.version)
-            .bind(a.cpu_milli)
-            .bind(a.mem_bytes)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        }
         Ok(())
     }
 

@@ -43,18 +43,14 @@ impl Store {
     /// Stores the preferred SSH port (`None` clears it).
     pub async fn set_ssh_port(&self, user_id: &str, port: Option<u16>) -> Result<(), StoreError> {
         let port = port.map(i64::from);
-        let updated = sqlx::query("UPDATE user_settings SET ssh_port = $1 WHERE user_id = $2")
-            .bind(port)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query("INSERT INTO user_settings (user_id, ssh_port) VALUES ($1, $2)")
-                .bind(user_id)
-                .bind(port)
-                .execute(&self.pool)
-                .await?;
-        }
+        sqlx::query(
+            "INSERT INTO user_settings (user_id, ssh_port) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET ssh_port = excluded.ssh_port",
+        )
+        .bind(user_id)
+        .bind(port)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

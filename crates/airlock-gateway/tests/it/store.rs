@@ -103,6 +103,21 @@ async fn exercise(store: &Store) {
         .await
         .unwrap();
     assert_eq!(store.online_agents(60_000).await.unwrap().len(), 1);
+    // A second heartbeat updates the row.
+    store
+        .upsert_agent(&AgentRow {
+            id: "n1".into(),
+            url: "http://n1:2".into(),
+            version: "1".into(),
+            cpu_milli: 4000,
+            mem_bytes: 8 << 30,
+            last_seen: 0,
+        })
+        .await
+        .unwrap();
+    let agents = store.online_agents(60_000).await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].url, "http://n1:2");
     let f = store.insert_folder(&u.id, "data", "local").await.unwrap();
     assert!(store.insert_folder(&u.id, "data", "local").await.is_err());
     let mounts = [MountRecord {
