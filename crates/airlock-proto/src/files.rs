@@ -10,6 +10,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The boundary of any `multipart/*` content type. Session downloads
+/// answer `multipart/mixed` (one tar archive per requested path), which
+/// form-data parsers do not look for themselves.
+pub fn multipart_boundary(content_type: &str) -> Option<String> {
+    let m: mime::Mime = content_type.parse().ok()?;
+    (m.type_() == mime::MULTIPART)
+        .then(|| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
+        .flatten()
+}
+
 /// A file begins; payload is a JSON [`FileHeader`].
 pub const START: u8 = 1;
 /// File data.
@@ -94,6 +104,15 @@ pub fn confine(path: &str, home: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boundary_of_mixed() {
+        assert_eq!(
+            multipart_boundary("multipart/mixed; boundary=abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(multipart_boundary("text/plain"), None);
+    }
 
     #[test]
     fn frames_round_trip() {

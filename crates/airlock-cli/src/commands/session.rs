@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use airlock_proto::api::{SessionCreated, SessionInfo};
+use airlock_proto::files::multipart_boundary;
 use airlock_proto::validate;
 use futures_util::TryStreamExt;
 use reqwest::Method;
@@ -399,15 +400,6 @@ async fn download(
     }
     output::success(&format!("Downloaded to {}.", dest.display()));
     Ok(())
-}
-
-/// The boundary of any `multipart/*` content type (multer only accepts
-/// form-data).
-fn multipart_boundary(content_type: &str) -> Option<String> {
-    let m: mime::Mime = content_type.parse().ok()?;
-    (m.type_() == mime::MULTIPART)
-        .then(|| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
-        .flatten()
 }
 
 /// The destination name of an uploaded file: its path relative to the

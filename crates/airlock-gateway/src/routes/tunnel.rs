@@ -102,22 +102,18 @@ pub(crate) async fn tcpproxy(
             Some(ws_config()),
         )
         .await;
-        let fresh = state.store().session(&session.id).await.ok().flatten();
-        let Some(s) = fresh.filter(|s| s.status == Status::Running) else {
-            let status = state
-                .store()
-                .session(&session.id)
-                .await
-                .ok()
-                .flatten()
-                .map_or("GONE", |s| s.status.as_str());
-            close_with(
-                ws,
-                TRY_AGAIN_LATER,
-                &format!("session {} is not running ({status})", session.name),
-            )
-            .await;
-            return;
+        let s = match state.store().session(&session.id).await.ok().flatten() {
+            Some(s) if s.status == Status::Running => s,
+            other => {
+                let status = other.as_ref().map_or("GONE", |s| s.status.as_str());
+                close_with(
+                    ws,
+                    TRY_AGAIN_LATER,
+                    &format!("session {} is not running ({status})", session.name),
+                )
+                .await;
+                return;
+            }
         };
         let agent = match sessions::agent_of(&state, &s).await {
             Ok(a) => a,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use airlock_proto::files::multipart_boundary;
 use airlock_proto::validate;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -695,13 +696,6 @@ pub(crate) async fn ssh_dialog(
     ))
 }
 
-fn multipart_boundary(content_type: &str) -> Option<String> {
-    let m: mime::Mime = content_type.parse().ok()?;
-    (m.type_() == mime::MULTIPART)
-        .then(|| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
-        .flatten()
-}
-
 /// Reads `~/id_container` of a running session through its agent (a
 /// multipart/mixed of tar archives) and returns the file's exact bytes.
 async fn fetch_key(
@@ -846,14 +840,5 @@ mod tests {
         let data = b.into_inner().unwrap();
         assert_eq!(extract_file(&data, "id_container").unwrap(), b"hello");
         assert!(extract_file(&data, "other").is_none());
-    }
-
-    #[test]
-    fn boundary_of_mixed() {
-        assert_eq!(
-            multipart_boundary("multipart/mixed; boundary=abc").as_deref(),
-            Some("abc")
-        );
-        assert_eq!(multipart_boundary("text/plain"), None);
     }
 }
