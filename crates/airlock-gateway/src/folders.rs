@@ -3,9 +3,6 @@
 //! streaming uploads (temporary file + atomic rename), downloads with
 //! `Range`, mkdir and file removal.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-
 use airlock_proto::api::{FolderEntry, FolderInfo};
 use airlock_proto::validate::{self, mode_string};
 use axum::body::Body;
@@ -13,23 +10,34 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderValue, StatusCode, header};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::beneath::{self, FolderDir, FsError, NewFile, RelPath};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{self, PathError, chown_quiet};
 use crate::store::{Folder, rfc3339};
 
-impl From<PathError> for ApiError {
-    fn from(e: PathError) -> Self {
+impl From<FsError> for ApiError {
+    fn from(e: FsError) -> Self {
         match e {
-            PathError::NotFound(_) => ApiError::not_found("file-not-found", e.to_string()),
-            PathError::Invalid(_) | PathError::Escape(_) => ApiError::invalid(e.to_string()),
-            PathError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-                ApiError::forbidden(io.to_string())
+            FsError::NotFound(_) => ApiError::not_found("file-not-found", e.to_string())
+                .hint("list the folder with `airlock vfolder ls NAME [DIR]`"),
+            FsError::Symlink(_) => ApiError::invalid(e.to_string())
+                .hint("work with links from inside a session (ssh, sftp)"),
+            FsError::Special { .. } => ApiError::invalid(e.to_string())
+                .hint("special files can only be used from inside a session"),
+            FsError::NotEmpty(_) => {
+                ApiError::conflict(e.to_string()).hint("delete it with recursive=true")
             }
-            PathError::Io(io) => ApiError::internal(io),
+            FsError::Exists(_) => ApiError::conflict(e.to_string()),
+            FsError::PermissionDenied(_) => ApiError::forbidden(e.to_string()),
+            FsError::Invalid(_)
+            | FsError::Escape(_)
+            | FsError::NotADirectory(_)
+            | FsError::IsADirectory(_) => ApiError::invalid(e.to_string()),
+            FsError::Io(io) => ApiError::internal(io),
         }
     }
 }
@@ -106,7 +114,9 @@ pub async fn create(
         .store()
         .insert_folder(&caller.user.id, name, state.storage().host())
         .await?;
-    if let Err(e) = state.storage().create(&f.id) {
+    let storage = state.storage_arc();
+    let id = f.id.clone();
+    if let Err(e) = beneath::run(move || storage.create(&id)).await {
         state.store().delete_folder(&f.id).await?;
         return Err(ApiError::internal(e));
     }
@@ -130,7 +140,11 @@ pub async fn refuse_if_mounted(state: &AppState, f: &Folder, what: &str) -> ApiR
 /// Deletes a folder and its contents (refused while mounted).
 pub async fn delete(state: &AppState, caller: &Caller, f: &Folder) -> ApiResult<()> {
     refuse_if_mounted(state, f, "delete").await?;
-    state.storage().delete(&f.id).map_err(ApiError::internal)?;
+    let storage = state.storage_arc();
+    let id = f.id.clone();
+    beneath::run(move || storage.delete(&id))
+        .await
+        .map_err(ApiError::internal)?;
     state.store().delete_folder(&f.id).await?;
     tracing::info!(folder = %f.name, user = %caller.user.email, "folder deleted");
     Ok(())
@@ -149,55 +163,82 @@ pub async fn rename(
     resolve(state, caller, new_name).await
 }
 
-fn entry(name: String, meta: &std::fs::Metadata) -> FolderEntry {
-    let ft = meta.file_type();
+fn entry(e: beneath::Entry) -> FolderEntry {
     FolderEntry {
-        name,
-        kind: if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else {
-            "file"
-        }
-        .into(),
-        size: meta.len(),
-        mode: mode_string(meta.mode()),
-        modified: rfc3339(meta.mtime() * 1000),
+        name: e.name,
+        kind: e.kind.as_str().into(),
+        size: e.size,
+        mode: mode_string(e.mode),
+        modified: rfc3339(e.mtime * 1000),
     }
 }
 
+/// Runs `op` on the folder's open root handle, on the blocking pool.
+async fn with_dir<T, F>(state: &AppState, f: &Folder, op: F) -> ApiResult<T>
+where
+    F: FnOnce(&FolderDir) -> Result<T, FsError> + Send + 'static,
+    T: Send + 'static,
+{
+    let storage = state.storage_arc();
+    let id = f.id.clone();
+    Ok(beneath::run(move || op(&storage.open(&id)?)).await?)
+}
+
 /// Lists a directory of a folder (directories first, then by name); a file
-/// path lists just that file. Unfinished uploads are hidden.
+/// path lists just that file. Unfinished uploads are hidden; links and
+/// special files are listed with their kind, never followed.
 pub async fn list_files(state: &AppState, f: &Folder, path: &str) -> ApiResult<Vec<FolderEntry>> {
-    let root = state.storage().path(&f.id);
-    let dir = storage::resolve_existing(&root, path)?;
-    tokio::task::spawn_blocking(move || -> Result<Vec<FolderEntry>, PathError> {
-        let meta = std::fs::metadata(&dir)?;
-        if !meta.is_dir() {
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            return Ok(vec![entry(name, &meta)]);
-        }
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains(".airlock-upload-") {
-                continue;
-            }
-            if let Ok(meta) = std::fs::symlink_metadata(e.path()) {
-                out.push(entry(name, &meta));
-            }
-        }
-        out.sort_by(|a, b| (a.kind != "dir", &a.name).cmp(&(b.kind != "dir", &b.name)));
-        Ok(out)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from)
+    let rel = RelPath::new(path)?;
+    let entries = with_dir(state, f, move |d| d.list(&rel)).await?;
+    Ok(entries.into_iter().map(entry).collect())
+}
+
+/// What `path` is inside the folder (a link is reported as a link).
+pub async fn stat(state: &AppState, f: &Folder, path: &str) -> ApiResult<beneath::Entry> {
+    let rel = RelPath::new(path)?;
+    with_dir(state, f, move |d| d.stat(&rel)).await
+}
+
+/// Reads a small regular file of the folder whole (`None` when it is
+/// missing, a link, special, or larger than `max`).
+pub async fn read_small(
+    state: &AppState,
+    f: &Folder,
+    path: &str,
+    max: u64,
+) -> ApiResult<Option<Vec<u8>>> {
+    let rel = RelPath::new(path)?;
+    with_dir(state, f, move |d| d.read_small(&rel, max)).await
+}
+
+/// Opens a regular file of the folder for reading (links, directories and
+/// special files are refused); returns it with its length.
+pub async fn open_file(
+    state: &AppState,
+    f: &Folder,
+    path: &str,
+) -> ApiResult<(std::fs::File, u64)> {
+    let rel = RelPath::new(path)?;
+    with_dir(state, f, move |d| d.open_read(&rel)).await
+}
+
+/// Starts a new file at `path` (nothing appears there until it is
+/// committed).
+pub async fn create_file(
+    state: &AppState,
+    f: &Folder,
+    path: &str,
+    mode: u32,
+) -> ApiResult<NewFile> {
+    let rel = RelPath::new(path)?;
+    with_dir(state, f, move |d| d.create(&rel, mode)).await
+}
+
+/// Gives a finished file its name (resolving its directory afresh).
+pub async fn commit_file(state: &AppState, folder_id: &str, file: NewFile) -> ApiResult<()> {
+    let storage = state.storage_arc();
+    let id = folder_id.to_owned();
+    Ok(beneath::run(move || file.commit(&storage.open(&id)?)).await?)
 }
 
 /// Streams `body` into `path` inside the folder. The file appears
@@ -216,45 +257,8 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let root = state.storage().path(&f.id);
-    let (uid, gid) = state.storage().owner();
-    let target = {
-        let root = root.clone();
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let t = storage::resolve_new(&root, &path, true)?;
-            // New directories belong to the session user too.
-            let mut dir = t.parent().map(std::path::Path::to_path_buf);
-            while let Some(d) = dir {
-                if d == root || !d.starts_with(&root) {
-                    break;
-                }
-                chown_quiet(&d, uid, gid);
-                dir = d.parent().map(std::path::Path::to_path_buf);
-            }
-            Ok::<_, PathError>(t)
-        })
-        .await
-        .map_err(ApiError::internal)??
-    };
-    if target.is_dir() {
-        return Err(ApiError::invalid(format!("{path:?} is a directory")));
-    }
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = target.with_file_name(format!(
-        ".{file_name}.airlock-upload-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .await
-        .map_err(ApiError::internal)?;
+    let new = create_file(state, f, path, mode).await?;
+    let mut file = tokio::fs::File::from_std(new.file().try_clone().map_err(ApiError::internal)?);
     let mut written: u64 = 0;
     let result: ApiResult<()> = async {
         while let Some(chunk) = body.next().await {
@@ -274,29 +278,21 @@ where
             )));
         }
         file.flush().await.map_err(ApiError::internal)?;
-        file.sync_all().await.map_err(ApiError::internal)?;
         Ok(())
     }
     .await;
     drop(file);
     if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = beneath::run(move || {
+            new.discard();
+            Ok(())
+        })
+        .await;
         tracing::info!(folder = %f.name, %path, "discarded an incomplete upload");
         return Err(e);
     }
-    chown_quiet(&tmp, uid, gid);
-    tokio::fs::rename(&tmp, &target)
-        .await
-        .map_err(ApiError::internal)?;
+    commit_file(state, &f.id, new).await?;
     Ok(written)
-}
-
-/// The host path of an existing file or directory inside the folder.
-pub fn existing_path(state: &AppState, f: &Folder, path: &str) -> ApiResult<PathBuf> {
-    Ok(storage::resolve_existing(
-        &state.storage().path(&f.id),
-        path,
-    )?)
 }
 
 /// Parses a single-range `Range` header against a length.
@@ -320,22 +316,13 @@ pub fn parse_range(h: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && end < len).then_some((start, end))
 }
 
-/// Streams `full` with Content-Length and single-range support.
-pub async fn serve_file(full: &std::path::Path, headers: &http::HeaderMap) -> ApiResult<Response> {
-    let mut file = tokio::fs::File::open(full)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => ApiError::forbidden(e.to_string()),
-            _ => ApiError::internal(e),
-        })?;
-    let meta = file.metadata().await.map_err(ApiError::internal)?;
-    if meta.is_dir() {
-        return Err(ApiError::invalid(format!(
-            "{} is a directory",
-            full.display()
-        )));
-    }
-    let len = meta.len();
+/// Streams an open file of `len` bytes with Content-Length and
+/// single-range support.
+pub fn serve_file(
+    mut file: std::fs::File,
+    len: u64,
+    headers: &http::HeaderMap,
+) -> ApiResult<Response> {
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -352,11 +339,10 @@ pub async fn serve_file(full: &std::path::Path, headers: &http::HeaderMap) -> Ap
         _ => (StatusCode::OK, 0, len),
     };
     if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))
             .map_err(ApiError::internal)?;
     }
-    let reader = tokio::io::AsyncReadExt::take(file, count);
+    let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), count);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
@@ -377,69 +363,28 @@ pub async fn serve_file(full: &std::path::Path, headers: &http::HeaderMap) -> Ap
     Ok(resp)
 }
 
-/// Deletes a file, symlink or (with `recursive`, non-empty) directory.
+/// Deletes a file, link, special file or (with `recursive`, non-empty)
+/// directory; links are removed, never followed.
 pub async fn delete_file(
     state: &AppState,
     f: &Folder,
     path: &str,
     recursive: bool,
 ) -> ApiResult<()> {
-    let root = state.storage().path(&f.id);
-    let rel = storage::relative(path)?;
-    if rel.as_os_str().is_empty() {
-        return Err(ApiError::invalid(
-            "refusing to delete the folder root; delete the folder instead",
-        ));
-    }
-    // Resolve the parent only, so that a symlink itself is removed, not its
-    // target.
-    let parent = storage::resolve_existing(
-        &root,
-        &rel.parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-    )?;
-    let full = parent.join(rel.file_name().unwrap_or_default());
-    let meta =
-        std::fs::symlink_metadata(&full).map_err(|_| PathError::NotFound(path.to_owned()))?;
-    let r = if meta.is_dir() {
-        if recursive {
-            tokio::fs::remove_dir_all(&full).await
-        } else {
-            tokio::fs::remove_dir(&full).await
-        }
-    } else {
-        tokio::fs::remove_file(&full).await
-    };
-    r.map_err(|e| match e.raw_os_error() {
-        Some(39) => ApiError::conflict(format!("{path:?} is a directory that is not empty"))
-            .hint("delete it with recursive=true"),
-        _ => ApiError::internal(e),
-    })
+    let rel = RelPath::new(path)?;
+    with_dir(state, f, move |d| d.remove(&rel, recursive)).await
 }
 
 /// Creates one directory; `Ok(false)` when it existed and `exist_ok`.
-pub fn mkdir(
+pub async fn mkdir(
     state: &AppState,
     f: &Folder,
     path: &str,
     parents: bool,
     exist_ok: bool,
 ) -> ApiResult<bool> {
-    let root = state.storage().path(&f.id);
-    let (uid, gid) = state.storage().owner();
-    let target = storage::resolve_new(&root, path, parents)?;
-    match std::fs::create_dir(&target) {
-        Ok(()) => {
-            chown_quiet(&target, uid, gid);
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && exist_ok => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(ApiError::conflict(format!("{path:?} already exists")))
-        }
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    let rel = RelPath::new(path)?;
+    with_dir(state, f, move |d| d.mkdir(&rel, parents, exist_ok)).await
 }
 
 #[cfg(test)]

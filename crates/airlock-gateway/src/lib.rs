@@ -13,6 +13,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod beneath;
 pub mod config;
 pub mod error;
 pub mod folders;
@@ -121,6 +122,11 @@ impl AppState {
     /// Folder storage.
     pub fn storage(&self) -> &dyn FolderStorage {
         self.inner.storage.as_ref()
+    }
+
+    /// Folder storage, shared (for blocking work on another thread).
+    pub fn storage_arc(&self) -> Arc<dyn FolderStorage> {
+        Arc::clone(&self.inner.storage)
     }
 
     /// Tells waiters that a session changed state.

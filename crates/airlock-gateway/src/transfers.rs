@@ -3,47 +3,63 @@
 //! then arrives as tus 1.0 `PATCH` requests with offsets (resumable, `HEAD`
 //! tells the offset); `request-download` hands out a token for a `GET` with
 //! Range support. Tokens are the only credential on those URLs, so they are
-//! random, single-purpose and expire.
+//! random, single-purpose, belong to the user who asked for them, and expire
+//! a fixed time after they were issued (use does not extend them).
 //!
-//! An upload is written to a hidden temporary file next to its target and
-//! renamed into place only when the last byte has arrived.
+//! A token records the folder id, the path inside it and the user — never
+//! a host path: every request resolves the path again beneath the folder
+//! root ([`crate::beneath`]). An upload's bytes go to an unnamed file held
+//! here by descriptor; it gets its name only when the last byte is in.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Idle uploads and unused download tokens expire after this long.
+use crate::beneath::NewFile;
+
+/// Tokens expire this long after they were issued.
 pub const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// An upload in progress.
+/// What a token grants: one path of one folder, to one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The folder's id.
+    pub folder_id: String,
+    /// The path inside the folder (normalised, relative).
+    pub path: String,
+    /// The user who asked for the token.
+    pub user_id: String,
+}
+
+/// An upload in progress, as seen by a request.
 #[derive(Debug, Clone)]
 pub struct Upload {
-    /// Final path.
-    pub target: PathBuf,
-    /// Temporary file being filled.
-    pub tmp: PathBuf,
+    /// What it writes.
+    pub grant: Grant,
     /// Declared size.
     pub size: u64,
     /// Bytes received so far.
     pub offset: u64,
-    /// Owner for the finished file.
-    pub owner: (u32, u32),
-    /// A PATCH is being applied.
-    pub busy: bool,
-    touched: Instant,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
+struct UploadSlot {
+    up: Upload,
+    /// The unnamed file; taken out while a PATCH writes to it.
+    file: Option<NewFile>,
+    expires: Instant,
+}
+
+#[derive(Debug)]
 struct Download {
-    path: PathBuf,
-    touched: Instant,
+    grant: Grant,
+    expires: Instant,
 }
 
 /// Outstanding transfer tokens.
 #[derive(Debug, Default)]
 pub struct Transfers {
-    uploads: Mutex<HashMap<String, Upload>>,
+    uploads: Mutex<HashMap<String, UploadSlot>>,
     downloads: Mutex<HashMap<String, Download>>,
 }
 
@@ -53,98 +69,138 @@ fn token() -> String {
 
 impl Transfers {
     fn purge(&self) {
+        let now = Instant::now();
+        let mut dropped = Vec::new();
         if let Ok(mut u) = self.uploads.lock() {
-            u.retain(|_, up| {
-                let keep = up.busy || up.touched.elapsed() < TOKEN_TTL;
-                if !keep {
-                    let _ = std::fs::remove_file(&up.tmp);
+            let expired: Vec<String> = u
+                .iter()
+                .filter(|(_, s)| s.expires <= now && s.file.is_some())
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in expired {
+                if let Some(s) = u.remove(&t) {
+                    dropped.extend(s.file);
                 }
-                keep
-            });
+            }
         }
         if let Ok(mut d) = self.downloads.lock() {
-            d.retain(|_, dl| dl.touched.elapsed() < TOKEN_TTL);
+            d.retain(|_, dl| dl.expires > now);
+        }
+        for f in dropped {
+            f.discard();
         }
     }
 
-    /// Registers an upload; returns its token.
-    pub fn start_upload(
-        &self,
-        target: PathBuf,
-        tmp: PathBuf,
-        size: u64,
-        owner: (u32, u32),
-    ) -> String {
+    /// Registers an upload whose bytes go to `file`; returns its token.
+    pub fn start_upload(&self, grant: Grant, file: NewFile, size: u64) -> String {
         self.purge();
         let t = token();
         if let Ok(mut u) = self.uploads.lock() {
             u.insert(
                 t.clone(),
-                Upload {
-                    target,
-                    tmp,
-                    size,
-                    offset: 0,
-                    owner,
-                    busy: false,
-                    touched: Instant::now(),
+                UploadSlot {
+                    up: Upload {
+                        grant,
+                        size,
+                        offset: 0,
+                    },
+                    file: Some(file),
+                    expires: Instant::now() + TOKEN_TTL,
                 },
             );
         }
         t
     }
 
-    /// The state of an upload.
+    /// The state of an upload (None if unknown or expired).
     pub fn upload(&self, token: &str) -> Option<Upload> {
-        self.uploads.lock().ok()?.get(token).cloned()
+        let u = self.uploads.lock().ok()?;
+        let s = u.get(token)?;
+        (s.expires > Instant::now()).then(|| s.up.clone())
     }
 
-    /// Claims an upload for one PATCH (None if unknown or busy).
-    pub fn claim(&self, token: &str) -> Option<Upload> {
+    /// Claims an upload for one PATCH: hands out its file (None if unknown,
+    /// expired or another request holds it).
+    pub fn claim(&self, token: &str) -> Option<(Upload, NewFile)> {
         let mut u = self.uploads.lock().ok()?;
-        let up = u.get_mut(token)?;
-        if up.busy {
+        let s = u.get_mut(token)?;
+        if s.expires <= Instant::now() {
             return None;
         }
-        up.busy = true;
-        up.touched = Instant::now();
-        Some(up.clone())
+        let file = s.file.take()?;
+        Some((s.up.clone(), file))
     }
 
-    /// Releases a claimed upload at a new offset; `done` forgets it.
-    pub fn release(&self, token: &str, offset: u64, done: bool) {
+    /// Gives a claimed upload's file back at a new offset.
+    pub fn release(&self, token: &str, offset: u64, file: NewFile) {
+        let back = match self.uploads.lock() {
+            Ok(mut u) => match u.get_mut(token) {
+                Some(s) => {
+                    s.up.offset = offset;
+                    s.file = Some(file);
+                    None
+                }
+                // Revoked while it was being written.
+                None => Some(file),
+            },
+            Err(_) => Some(file),
+        };
+        if let Some(f) = back {
+            f.discard();
+        }
+    }
+
+    /// Forgets a finished (or failed for good) upload.
+    pub fn finish(&self, token: &str) {
         if let Ok(mut u) = self.uploads.lock() {
-            if done {
-                u.remove(token);
-            } else if let Some(up) = u.get_mut(token) {
-                up.busy = false;
-                up.offset = offset;
-                up.touched = Instant::now();
-            }
+            u.remove(token);
         }
     }
 
     /// Registers a download; returns its token.
-    pub fn start_download(&self, path: PathBuf) -> String {
+    pub fn start_download(&self, grant: Grant) -> String {
         self.purge();
         let t = token();
         if let Ok(mut d) = self.downloads.lock() {
             d.insert(
                 t.clone(),
                 Download {
-                    path,
-                    touched: Instant::now(),
+                    grant,
+                    expires: Instant::now() + TOKEN_TTL,
                 },
             );
         }
         t
     }
 
-    /// The file of a download token (kept for resumes).
-    pub fn download(&self, token: &str) -> Option<PathBuf> {
-        let mut d = self.downloads.lock().ok()?;
-        let dl = d.get_mut(token)?;
-        dl.touched = Instant::now();
-        Some(dl.path.clone())
+    /// What a download token grants (kept until it expires, for resumes).
+    pub fn download(&self, token: &str) -> Option<Grant> {
+        let d = self.downloads.lock().ok()?;
+        let dl = d.get(token)?;
+        (dl.expires > Instant::now()).then(|| dl.grant.clone())
+    }
+
+    /// Ends every token of a user (password change, account disabled);
+    /// their unfinished uploads are thrown away.
+    pub fn revoke_user(&self, user_id: &str) {
+        let mut dropped = Vec::new();
+        if let Ok(mut u) = self.uploads.lock() {
+            let gone: Vec<String> = u
+                .iter()
+                .filter(|(_, s)| s.up.grant.user_id == user_id)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in gone {
+                if let Some(s) = u.remove(&t) {
+                    dropped.extend(s.file);
+                }
+            }
+        }
+        if let Ok(mut d) = self.downloads.lock() {
+            d.retain(|_, dl| dl.grant.user_id != user_id);
+        }
+        for f in dropped {
+            f.discard();
+        }
     }
 }

@@ -222,7 +222,8 @@ pub struct FolderInfo {
 pub struct FolderEntry {
     /// Name.
     pub name: String,
-    /// `file`, `dir` or `symlink`.
+    /// `file`, `dir`, `symlink`, or a special file: `fifo`, `socket`,
+    /// `char-device`, `block-device` (listed, never opened).
     pub kind: String,
     /// Size in bytes.
     pub size: u64,

@@ -11,11 +11,13 @@ use tokio::io::AsyncWriteExt;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::beneath::RelPath;
 use crate::error::{ApiError, ApiResult};
 use crate::folders;
 use crate::gql::{self, GqlRequest};
 use crate::json::Json;
-use crate::storage::{self, chown_quiet};
+use crate::store::Folder;
+use crate::transfers::Grant;
 
 /// `POST /admin/gql` (and the older `/admin/graphql`).
 pub(crate) async fn gql(
@@ -60,45 +62,50 @@ pub(crate) async fn request_upload(
     Json(TransferRequest { path, size }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
-    let root = state.storage().path(&f.id);
-    let target = tokio::task::spawn_blocking({
-        let root = root.clone();
-        let path = path.clone();
-        move || storage::resolve_new(&root, &path, true)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    if target.is_dir() {
-        return Err(ApiError::invalid(format!("{path:?} is a directory")));
-    }
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = target.with_file_name(format!(
-        ".{name}.airlock-upload-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    tokio::fs::File::create(&tmp)
-        .await
-        .map_err(ApiError::internal)?;
-    let owner = state.storage().owner();
+    let rel = RelPath::new(&path)?;
+    let file = folders::create_file(&state, &f, &path, 0o644).await?;
+    let grant = Grant {
+        folder_id: f.id.clone(),
+        path: rel.as_str().to_owned(),
+        user_id: caller.user.id.clone(),
+    };
     if size == 0 {
         // tus sends no PATCH for an empty file: it is complete now.
-        chown_quiet(&tmp, owner.0, owner.1);
-        tokio::fs::rename(&tmp, &target)
-            .await
-            .map_err(ApiError::internal)?;
+        folders::commit_file(&state, &f.id, file).await?;
+        tracing::info!(folder = %f.name, %path, "empty file uploaded");
+        return Ok(axum::Json(serde_json::json!({
+            // Nothing will use it: the file is complete.
+            "token": hex::encode(rand::random::<[u8; 24]>()),
+            "url": format!("{}/folders/_/tus/upload", base_url(&state, &headers)),
+        })));
     }
-    let token = state.transfers().start_upload(target, tmp, size, owner);
-    if size == 0 {
-        state.transfers().release(&token, 0, true);
-    }
+    let token = state.transfers().start_upload(grant, file, size);
     tracing::info!(folder = %f.name, %path, size, "upload requested");
     Ok(axum::Json(serde_json::json!({
         "token": token,
         "url": format!("{}/folders/_/tus/upload", base_url(&state, &headers)),
     })))
+}
+
+/// The folder a token's grant points at, if its user may still use it (the
+/// account is active and the folder is still theirs).
+async fn granted_folder(state: &AppState, grant: &Grant) -> ApiResult<Folder> {
+    let gone = || {
+        ApiError::not_found("transfer-not-found", "the folder of this transfer is gone")
+            .hint("request a new transfer")
+    };
+    let user = state
+        .store()
+        .user_by_id(&grant.user_id)
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or_else(gone)?;
+    state
+        .store()
+        .folder(&grant.folder_id)
+        .await?
+        .filter(|f| f.user_id == user.id || user.is_admin())
+        .ok_or_else(gone)
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,8 +152,7 @@ pub(crate) async fn tus_patch(
     Query(q): Query<TokenQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let claimed = state.transfers().claim(&q.token);
-    let Some(up) = claimed else {
+    let Some((up, file)) = state.transfers().claim(&q.token) else {
         return Err(match state.transfers().upload(&q.token) {
             Some(_) => ApiError::conflict("another request is writing this upload"),
             None => unknown_token(),
@@ -158,7 +164,7 @@ pub(crate) async fn tus_patch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     if offset != Some(up.offset) {
-        state.transfers().release(&q.token, up.offset, false);
+        state.transfers().release(&q.token, up.offset, file);
         let mut resp = ApiError::conflict(format!(
             "Upload-Offset must be {} (got {})",
             up.offset,
@@ -168,12 +174,16 @@ pub(crate) async fn tus_patch(
         tus_headers(&mut resp, up.offset, Some(up.size));
         return Ok(resp);
     }
+    if let Err(e) = granted_folder(&state, &up.grant).await {
+        state.transfers().finish(&q.token);
+        file.discard();
+        return Err(e);
+    }
     let result: ApiResult<u64> = async {
-        let mut file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&up.tmp)
-            .await
+        let mut std_file = file.file().try_clone().map_err(ApiError::internal)?;
+        std::io::Seek::seek(&mut std_file, std::io::SeekFrom::Start(up.offset))
             .map_err(ApiError::internal)?;
+        let mut out = tokio::fs::File::from_std(std_file);
         let mut pos = up.offset;
         let mut body = req.into_body().into_data_stream();
         while let Some(chunk) = body.next().await {
@@ -185,41 +195,30 @@ pub(crate) async fn tus_patch(
                     up.size
                 )));
             }
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            out.write_all(&chunk).await.map_err(ApiError::internal)?;
         }
-        file.flush().await.map_err(ApiError::internal)?;
-        if pos == up.size {
-            file.sync_all().await.map_err(ApiError::internal)?;
-        }
+        out.flush().await.map_err(ApiError::internal)?;
         Ok(pos)
     }
     .await;
     let pos = match result {
         Ok(p) => p,
         Err(e) => {
-            // Keep what is safely on disk; the client resumes from there.
-            let on_disk = tokio::fs::metadata(&up.tmp)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
+            // Keep what is safely written; the client resumes from there.
+            let on_disk = file.file().metadata().map(|m| m.len()).unwrap_or(0);
             let keep = on_disk.min(up.size);
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&up.tmp) {
-                let _ = f.set_len(keep);
-            }
-            state.transfers().release(&q.token, keep, false);
+            let _ = file.file().set_len(keep);
+            state.transfers().release(&q.token, keep, file);
             return Err(e);
         }
     };
-    let done = pos == up.size;
-    if done {
-        chown_quiet(&up.tmp, up.owner.0, up.owner.1);
-        if let Err(e) = tokio::fs::rename(&up.tmp, &up.target).await {
-            state.transfers().release(&q.token, pos, false);
-            return Err(ApiError::internal(e));
-        }
-        tracing::info!(path = %up.target.display(), size = up.size, "upload complete");
+    if pos == up.size {
+        state.transfers().finish(&q.token);
+        folders::commit_file(&state, &up.grant.folder_id, file).await?;
+        tracing::info!(path = %up.grant.path, size = up.size, "upload complete");
+    } else {
+        state.transfers().release(&q.token, pos, file);
     }
-    state.transfers().release(&q.token, pos, done);
     let mut resp = StatusCode::NO_CONTENT.into_response();
     tus_headers(&mut resp, pos, None);
     Ok(resp)
@@ -234,25 +233,33 @@ pub(crate) async fn request_download(
     Json(TransferRequest { path, .. }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
-    let full = folders::existing_path(&state, &f, &path)?;
-    if full.is_dir() {
-        return Err(ApiError::invalid(format!("{path:?} is a directory")));
-    }
-    let token = state.transfers().start_download(full);
+    let rel = RelPath::new(&path)?;
+    // Refuse now what would be refused later (directories, links, special
+    // files); the path is resolved again on every GET.
+    folders::open_file(&state, &f, &path).await?;
+    let token = state.transfers().start_download(Grant {
+        folder_id: f.id.clone(),
+        path: rel.as_str().to_owned(),
+        user_id: caller.user.id.clone(),
+    });
     Ok(axum::Json(serde_json::json!({
         "token": token,
         "url": format!("{}/folders/_/tus/download", base_url(&state, &headers)),
     })))
 }
 
-/// `GET /folders/_/tus/download?token=` (Range and If-Range honoured).
+/// `GET /folders/_/tus/download?token=` (Range and If-Range honoured). The
+/// path is resolved again beneath the folder root on every request.
 pub(crate) async fn download(
     State(state): State<AppState>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let path = state.transfers().download(&q.token).ok_or_else(|| {
+    let grant = state.transfers().download(&q.token).ok_or_else(|| {
         ApiError::not_found("download-not-found", "unknown or expired download token")
+            .hint("request a new download")
     })?;
-    folders::serve_file(&path, &headers).await
+    let f = granted_folder(&state, &grant).await?;
+    let (file, len) = folders::open_file(&state, &f, &grant.path).await?;
+    folders::serve_file(file, len, &headers)
 }

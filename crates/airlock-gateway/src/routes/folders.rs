@@ -164,8 +164,8 @@ pub(crate) async fn get_file(
     let path = q
         .path
         .ok_or_else(|| ApiError::invalid("the file ?path= is required"))?;
-    let full = folders::existing_path(&state, &f, &path)?;
-    folders::serve_file(&full, &headers).await
+    let (file, len) = folders::open_file(&state, &f, &path).await?;
+    folders::serve_file(file, len, &headers)
 }
 
 /// `DELETE /folders/{f}/file?path=[&recursive=true]`.
@@ -210,7 +210,7 @@ pub(crate) async fn mkdir(
         .unwrap_or(false);
     let mut results = Vec::new();
     for p in paths {
-        folders::mkdir(&state, &f, &p, parents, exist_ok)?;
+        folders::mkdir(&state, &f, &p, parents, exist_ok).await?;
         results.push(serde_json::json!({"item": p, "msg": null}));
     }
     Ok((

@@ -17,6 +17,7 @@ use super::{
     redirect_for, redirect_with,
 };
 use crate::AppState;
+use crate::beneath::Kind;
 use crate::error::ApiError;
 use crate::folders;
 use crate::store::Folder;
@@ -279,12 +280,10 @@ fn parse_keys(text: &str) -> Vec<Result<ParsedKey, (usize, String)>> {
 }
 
 async fn read_authorized_keys(state: &AppState, f: &Folder) -> Option<String> {
-    let p = folders::existing_path(state, f, AUTHORIZED_KEYS).ok()?;
-    let meta = tokio::fs::metadata(&p).await.ok()?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        return None;
-    }
-    tokio::fs::read_to_string(&p).await.ok()
+    let bytes = folders::read_small(state, f, AUTHORIZED_KEYS, 1 << 20)
+        .await
+        .ok()??;
+    String::from_utf8(bytes).ok()
 }
 
 fn breadcrumbs(f: &Folder, path: &str) -> Markup {
@@ -320,15 +319,18 @@ fn entry_row(user: &WebUser, f: &Folder, dir: &str, e: &FolderEntry) -> Markup {
             td data-label="Name" {
                 @if e.kind == "dir" {
                     a.cell-title.folder-link href=(folder_url(f, &path)) { (svg(icon::FOLDER)) (e.name) "/" }
-                } @else {
+                } @else if e.kind == "file" {
                     a.cell-title.file-link href=(download) download=(e.name) { (svg(icon::FILE)) (e.name) }
+                } @else {
+                    // Links and special files are shown, never followed or read.
+                    span.cell-title { (svg(icon::FILE)) (e.name) " " span.muted.small { "(" (e.kind) ")" } }
                 }
             }
             td data-label="Size" .num { @if e.kind == "dir" { span.muted { "—" } } @else { (layout::size(e.size)) } }
             td data-label="Modified" { (layout::time_str(&e.modified)) }
             td data-label="Mode" .mono.small { (e.mode) }
             td.actions-cell {
-                @if e.kind != "dir" {
+                @if e.kind == "file" {
                     a.btn.btn-ghost.btn-sm href=(download) download=(e.name) aria-label={"Download " (e.name)} title={"Download " (e.name)} {
                         (svg(icon::DOWNLOAD)) span { "Download" }
                     }
@@ -480,12 +482,12 @@ pub(crate) async fn browse(
     let f = folders::resolve(&state, &user.caller, &id).await?;
     let path = q.path();
     if !path.is_empty() {
-        let full = folders::existing_path(&state, &f, &path)?;
-        if !full.is_dir() {
+        let st = folders::stat(&state, &f, &path).await?;
+        if st.kind != Kind::Dir {
             return Err(PageError::new(
                 StatusCode::BAD_REQUEST,
                 "Not a directory",
-                format!("{path} is a file."),
+                format!("{path} is a {}, not a directory.", st.kind.as_str()),
             )
             .hint("Use its Download button to fetch it."));
         }
@@ -518,15 +520,17 @@ pub(crate) async fn download(
             "Choose a file to download.",
         ));
     }
-    let full = folders::existing_path(&state, &f, &path)?;
-    if full.is_dir() {
+    if folders::stat(&state, &f, &path).await?.kind == Kind::Dir {
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,
             "That is a directory",
             format!("{path} is a directory; download files one by one."),
         ));
     }
-    let mut resp = folders::serve_file(&full, &headers).await?;
+    // Resolved again, by descriptor: whatever it has become meanwhile,
+    // only a regular file inside the folder is served.
+    let (file, len) = folders::open_file(&state, &f, &path).await?;
+    let mut resp = folders::serve_file(file, len, &headers)?;
     let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
     attachment(&mut resp, &name);
     Ok(resp)
@@ -546,7 +550,7 @@ pub(crate) async fn mkdir(
             "a directory name must not be empty or contain '/'",
         ))
     } else {
-        folders::mkdir(&state, &f, &join(&dir, name), false, false)
+        folders::mkdir(&state, &f, &join(&dir, name), false, false).await
     };
     match result {
         Ok(_) => Ok(redirect_with(
