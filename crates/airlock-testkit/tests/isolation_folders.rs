@@ -40,7 +40,7 @@ impl Lab {
         cli.run(&["vfolder", "create", "data"], None).expect_code(0);
         let out = cli.run(
             &[
-                "session", "create", "--name", "s", "--cpu", "0.5", "--mem", "256m", "--mount",
+                "session", "create", "--name", "prey", "--cpu", "0.5", "--mem", "256m", "--mount",
                 "data", "--json",
             ],
             None,
