@@ -60,6 +60,10 @@ pub(crate) async fn request_upload(
     Json(TransferRequest { path, size }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
+    crate::quotas::check_announced(
+        crate::quotas::upload_limit(&state, &caller.user.id).await?,
+        size,
+    )?;
     let root = state.storage().path(&f.id);
     let target = tokio::task::spawn_blocking({
         let root = root.clone();
