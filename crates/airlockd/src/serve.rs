@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_agent::AgentConfig;
+use airlock_gateway::quotas::Limits;
 use airlock_gateway::store::{NewUser, Role};
-use airlock_gateway::{AppState, GatewayConfig, HostStorage, Store};
+use airlock_gateway::{AppState, GatewayConfig, HostStorage, HttpLimits, Store};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 use tokio::net::TcpListener;
@@ -95,6 +96,17 @@ pub fn gateway_state(
         trust_forwarded: opts.trust_forwarded,
         agent_token,
         default_image: opts.default_image.clone(),
+        default_limits: Limits {
+            sessions: opts.limits.max_sessions,
+            tunnels: opts.limits.max_tunnels,
+            upload_bytes: opts.limits.max_upload_size,
+            folders: opts.limits.max_folders,
+        },
+        http_limits: HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(opts.limits.header_timeout),
+            max_connections: opts.limits.max_connections,
+            max_connections_per_ip: opts.limits.max_connections_per_ip,
+        },
         ..GatewayConfig::default()
     };
     Ok(AppState::new(store, config, Arc::new(storage), shutdown))
