@@ -1,9 +1,54 @@
-//! Quotas end to end with the built binaries: `airlockd up --max-…` flags,
-//! `airlockd user limits`, and what the `airlock` CLI shows when a limit is
-//! hit (issue 11, point 8).
+//! Quotas end to end with the built binaries: `airlockd gateway --max-…`
+//! flags, `airlockd user limits`, and what the `airlock` CLI shows when a
+//! limit is hit (issue 11, point 8). Nothing here starts a container: the
+//! session quota refuses before any node is asked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use airlock_testkit::{Airlockd, Cli};
+use std::process::Command;
+use std::time::Duration;
+
+use airlock_testkit::Cli;
+use airlock_testkit::process::{Background, Output, bin, run};
+
+/// `airlockd gateway` on 127.0.0.1:0 with its own data directory.
+struct Gateway {
+    url: String,
+    data: tempfile::TempDir,
+    _proc: Background,
+}
+
+impl Gateway {
+    fn start(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let proc = Background::spawn(
+            Command::new(bin("airlockd"))
+                .args(["gateway", "--listen", "127.0.0.1:0", "--data"])
+                .arg(data.path())
+                .args(extra)
+                .env("AIRLOCK_AGENT_TOKEN", "quota-system-test-token-0123456789")
+                .env("AIRLOCK_ADMIN_PASSWORD", "admin-password-for-tests")
+                .env("AIRLOCK_LOG", "info,sqlx=warn"),
+        );
+        let line = proc.wait_for("airlock gateway is running at ", Duration::from_secs(60));
+        let url = line.split("running at ").nth(1).unwrap().trim().to_owned();
+        Self {
+            url,
+            data,
+            _proc: proc,
+        }
+    }
+
+    fn admin_command(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run(
+            Command::new(bin("airlockd"))
+                .args(args)
+                .arg("--data")
+                .arg(self.data.path()),
+            stdin,
+            Duration::from_secs(60),
+        )
+    }
+}
 
 fn login(cli: &Cli, email: &str, password: &str) {
     cli.run(&["login"], Some(&format!("{email}\n{password}\n")))
@@ -12,7 +57,7 @@ fn login(cli: &Cli, email: &str, password: &str) {
 
 #[test]
 fn server_defaults_user_overrides_and_clear_errors() {
-    let d = Airlockd::start_with(&["--max-folders", "1", "--max-upload-size", "1k"]);
+    let d = Gateway::start(&["--max-folders", "1", "--max-upload-size", "1k"]);
     d.admin_command(
         &["user", "add", "carol@example.com"],
         Some(b"carol-password\n"),
