@@ -279,6 +279,101 @@ async fn upload_size_limit_on_put_and_tus() {
     .await;
 }
 
+/// Posts one file through the web UI's upload form; returns the flash
+/// message the gateway left for the next page.
+async fn web_upload(
+    gw: &Gateway,
+    cookie: &str,
+    folder_hex: &str,
+    name: &str,
+    len: usize,
+) -> String {
+    let page = client()
+        .get(gw.url(&format!("/ui/folders/{folder_hex}")))
+        .header("Cookie", cookie_header(cookie))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field on the folder page")
+        .to_owned();
+    let mut body = format!(
+        "--XQUOTAX\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --XQUOTAX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(b'w', len));
+    body.extend_from_slice(b"\r\n--XQUOTAX--\r\n");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .post(gw.url(&format!("/ui/folders/{folder_hex}/upload?path=")))
+        .header("Cookie", cookie_header(cookie))
+        .header("Origin", format!("http://{}", gw.host()))
+        .header("Content-Type", "multipart/form-data; boundary=XQUOTAX")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let flash = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("airlock_flash="))
+        .expect("a flash message")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    percent_encoding::percent_decode_str(&flash)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn web_upload_is_counted_while_it_streams() {
+    within(async {
+        let gw = Gateway::start_with(config(Limits {
+            upload_bytes: Limit::Max(1000),
+            ..Limits::default()
+        }))
+        .await;
+        let cookie = login(&gw, &gw.user.email, &gw.user.password).await;
+        let r = create_folder(&gw, &cookie, "web").await;
+        assert_eq!(r.status(), 201);
+        let hex = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let flash = web_upload(&gw, &cookie, &hex, "big.bin", 3000).await;
+        assert!(
+            flash.starts_with("error:") && flash.contains("larger than your limit of 1000 bytes"),
+            "{flash}"
+        );
+        let flash = web_upload(&gw, &cookie, &hex, "small.bin", 1000).await;
+        assert!(flash.starts_with("ok:"), "{flash}");
+        let files = files_on_disk(&gw);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(
+            files[0].0.ends_with("/small.bin") && files[0].1 == 1000,
+            "{files:?}"
+        );
+    })
+    .await;
+}
+
 /// A fake agent: accepts containers after a short delay (to widen races),
 /// removes them, and answers tunnel connects by echoing bytes.
 async fn fake_agent() -> String {
