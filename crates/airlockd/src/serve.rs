@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_agent::AgentConfig;
-use airlock_gateway::quotas::Limits;
+use airlock_gateway::quotas::{Limit, Limits};
 use airlock_gateway::store::{NewUser, Role};
 use airlock_gateway::{AppState, GatewayConfig, HostStorage, HttpLimits, Store};
 use rand::RngExt;
@@ -91,6 +91,20 @@ pub fn gateway_state(
             "pass a writable directory with --storage DIR",
         )
     })?;
+    for (flag, cap) in [
+        ("--max-connections", opts.limits.max_connections),
+        (
+            "--max-connections-per-ip",
+            opts.limits.max_connections_per_ip,
+        ),
+    ] {
+        if cap == Limit::Max(0) {
+            return Err(hinted(
+                format!("{flag} 0 would refuse every connection"),
+                "use at least 1, or `unlimited`",
+            ));
+        }
+    }
     let config = GatewayConfig {
         secure_cookies: opts.secure_cookies,
         trust_forwarded: opts.trust_forwarded,
