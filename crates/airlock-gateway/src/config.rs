@@ -30,6 +30,10 @@ pub struct GatewayConfig {
     pub default_mem_bytes: i64,
     /// How long `POST /session` waits for a session to be ready.
     pub create_timeout: Duration,
+    /// Quotas of accounts an administrator has not given their own.
+    pub default_limits: crate::quotas::Limits,
+    /// Header-read timeout and connection caps.
+    pub http_limits: crate::listener::HttpLimits,
 }
 
 impl Default for GatewayConfig {
@@ -47,6 +51,8 @@ impl Default for GatewayConfig {
             default_cpu_milli: 1000,
             default_mem_bytes: 1 << 30,
             create_timeout: Duration::from_secs(300),
+            default_limits: crate::quotas::Limits::default(),
+            http_limits: crate::listener::HttpLimits::default(),
         }
     }
 }

@@ -110,6 +110,7 @@ pub async fn create(
             state.storage().host()
         )));
     }
+    let _slot = crate::quotas::folder_slot(state, &caller.user.id).await?;
     let f = state
         .store()
         .insert_folder(&caller.user.id, name, state.storage().host())

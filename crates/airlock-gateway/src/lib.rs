@@ -19,6 +19,8 @@ pub mod error;
 pub mod folders;
 pub mod gql;
 mod json;
+mod listener;
+pub mod quotas;
 pub mod ratelimit;
 mod routes;
 pub mod sessions;
@@ -28,7 +30,6 @@ pub mod transfers;
 pub mod tunnels;
 mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::GatewayConfig;
+pub use listener::HttpLimits;
 pub use storage::{FolderStorage, HostStorage};
 pub use store::Store;
 
@@ -60,6 +62,7 @@ struct Inner {
     session_events: tokio::sync::broadcast::Sender<String>,
     tunnels: tunnels::Tunnels,
     transfers: transfers::Transfers,
+    quotas: quotas::Quotas,
     local_agents:
         std::sync::RwLock<std::collections::HashMap<String, Arc<dyn tunnels::LocalAgent>>>,
 }
@@ -86,6 +89,7 @@ impl AppState {
                 session_events,
                 tunnels: tunnels::Tunnels::default(),
                 transfers: transfers::Transfers::default(),
+                quotas: quotas::Quotas::default(),
                 local_agents: std::sync::RwLock::new(std::collections::HashMap::new()),
             }),
         }
@@ -107,6 +111,11 @@ impl AppState {
     /// Outstanding folder transfer tokens.
     pub fn transfers(&self) -> &transfers::Transfers {
         &self.inner.transfers
+    }
+
+    /// Live quota bookkeeping (per-user locks, open tunnels).
+    pub fn quotas(&self) -> &quotas::Quotas {
+        &self.inner.quotas
     }
 
     /// Live tunnels.
@@ -173,7 +182,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves the gateway on `listener` until `state`'s shutdown token is
-/// cancelled, then drains in-flight requests.
+/// cancelled, then drains in-flight requests. Connections are limited by
+/// [`GatewayConfig::http_limits`] (header-read timeout, connection caps).
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeError> {
     let shutdown = state.shutdown_token().clone();
     let purge_state = state.clone();
@@ -190,14 +200,9 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeEr
             }
         }
     });
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Tunnels carry interactive SSH: no Nagle delays on any connection.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let limits = state.config().http_limits;
+    let result = listener::serve(listener, app(state), limits, shutdown).await;
     purge.abort();
+    result?;
     Ok(())
 }

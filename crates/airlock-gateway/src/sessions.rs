@@ -12,6 +12,7 @@ use crate::AppState;
 use crate::agents::{self, AgentCallError};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::quotas;
 use crate::store::{AgentRow, MountRecord, NewSession, SessionRow, Status, rfc3339};
 
 /// Finds the caller's session by UUID or name. Names prefer a live session;
@@ -197,6 +198,9 @@ pub async fn create(
         account_keys.iter().map(|k| k.fingerprint.clone()).collect();
     let keys: Vec<String> = account_keys.into_iter().map(|k| k.public_key).collect();
 
+    // The quota check and the insert are one step per account: parallel
+    // creates at the limit make exactly as many sessions as allowed.
+    let slot = quotas::session_slot(state, &caller.user.id).await?;
     let agent = agents::schedule(state, cpu_milli, mem_bytes).await?;
     let row = state
         .store()
@@ -211,6 +215,7 @@ pub async fn create(
             key_fingerprints: &key_fingerprints,
         })
         .await?;
+    drop(slot);
     let spec = CreateContainer {
         session_id: row.id.clone(),
         session_name: row.name.clone(),

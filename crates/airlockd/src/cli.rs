@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use airlock_gateway::quotas::{self, Limit};
 use clap::{Args, Parser, Subcommand};
 
 /// The airlock server: gateway (users connect here), agent (runs session
@@ -76,6 +77,46 @@ pub struct GatewayOpts {
         default_value = "airlock/base:bookworm"
     )]
     pub default_image: String,
+    #[command(flatten)]
+    pub limits: LimitOpts,
+}
+
+/// Server-wide quotas (per account, unless `airlockd user limits` sets the
+/// account's own) and HTTP connection limits.
+#[derive(Debug, Clone, Args)]
+pub struct LimitOpts {
+    /// Concurrent sessions per account (a number or `unlimited`).
+    #[arg(long, env = "AIRLOCK_MAX_SESSIONS", default_value = "10", value_parser = count_limit)]
+    pub max_sessions: Limit,
+    /// Concurrent tunnels (SSH connections) per account.
+    #[arg(long, env = "AIRLOCK_MAX_TUNNELS", default_value = "64", value_parser = count_limit)]
+    pub max_tunnels: Limit,
+    /// Largest single upload into a folder (e.g. 10G, or `unlimited`).
+    #[arg(long, env = "AIRLOCK_MAX_UPLOAD_SIZE", default_value = "unlimited", value_parser = size_limit)]
+    pub max_upload_size: Limit,
+    /// Folders per account.
+    #[arg(long, env = "AIRLOCK_MAX_FOLDERS", default_value = "100", value_parser = count_limit)]
+    pub max_folders: Limit,
+    /// Seconds a client may take to send a request's headers (idle
+    /// kept-alive connections are closed after this too).
+    #[arg(long, env = "AIRLOCK_HEADER_TIMEOUT", default_value = "30", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Concurrent HTTP connections (open tunnels included).
+    #[arg(long, env = "AIRLOCK_MAX_CONNECTIONS", default_value = "4096", value_parser = count_limit)]
+    pub max_connections: Limit,
+    /// Concurrent HTTP connections from one client address (behind a reverse
+    /// proxy every connection comes from the proxy: raise this or set
+    /// `unlimited`).
+    #[arg(long, env = "AIRLOCK_MAX_CONNECTIONS_PER_IP", default_value = "256", value_parser = count_limit)]
+    pub max_connections_per_ip: Limit,
+}
+
+fn count_limit(raw: &str) -> Result<Limit, String> {
+    quotas::parse_count(raw).map_err(|e| format!("{} ({})", e.message, e.hint))
+}
+
+fn size_limit(raw: &str) -> Result<Limit, String> {
+    quotas::parse_size(raw).map_err(|e| format!("{} ({})", e.message, e.hint))
 }
 
 /// Agent options shared by `up` and `agent`.
@@ -172,6 +213,31 @@ pub enum UserCommand {
         /// Login email.
         email: String,
     },
+    /// Show or set an account's quotas. Each takes a number, `unlimited`, or
+    /// `default` (the server's --max-… flag). Without options: show them.
+    Limits(LimitsArgs),
+}
+
+/// `airlockd user limits EMAIL [--sessions N] …`.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// Login email.
+    pub email: String,
+    /// Concurrent sessions.
+    #[arg(long, value_name = "N|unlimited|default")]
+    pub sessions: Option<String>,
+    /// Concurrent tunnels (SSH connections through the gateway).
+    #[arg(long, value_name = "N|unlimited|default")]
+    pub tunnels: Option<String>,
+    /// Largest single upload into a folder (bytes, or 500M, 10G, …).
+    #[arg(long, value_name = "SIZE|unlimited|default")]
+    pub upload_size: Option<String>,
+    /// Folders the account may own.
+    #[arg(long, value_name = "N|unlimited|default")]
+    pub folders: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod cli;
 mod data;
 mod gateway;
 mod image;
+mod limits;
 mod runner;
 mod serve;
 mod shutdown;

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_agent::AgentConfig;
+use airlock_gateway::quotas::{Limit, Limits};
 use airlock_gateway::store::{NewUser, Role};
-use airlock_gateway::{AppState, GatewayConfig, HostStorage, Store};
+use airlock_gateway::{AppState, GatewayConfig, HostStorage, HttpLimits, Store};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 use tokio::net::TcpListener;
@@ -90,11 +91,36 @@ pub fn gateway_state(
             "pass a writable directory with --storage DIR",
         )
     })?;
+    for (flag, cap) in [
+        ("--max-connections", opts.limits.max_connections),
+        (
+            "--max-connections-per-ip",
+            opts.limits.max_connections_per_ip,
+        ),
+    ] {
+        if cap == Limit::Max(0) {
+            return Err(hinted(
+                format!("{flag} 0 would refuse every connection"),
+                "use at least 1, or `unlimited`",
+            ));
+        }
+    }
     let config = GatewayConfig {
         secure_cookies: opts.secure_cookies,
         trust_forwarded: opts.trust_forwarded,
         agent_token,
         default_image: opts.default_image.clone(),
+        default_limits: Limits {
+            sessions: opts.limits.max_sessions,
+            tunnels: opts.limits.max_tunnels,
+            upload_bytes: opts.limits.max_upload_size,
+            folders: opts.limits.max_folders,
+        },
+        http_limits: HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(opts.limits.header_timeout),
+            max_connections: opts.limits.max_connections,
+            max_connections_per_ip: opts.limits.max_connections_per_ip,
+        },
         ..GatewayConfig::default()
     };
     Ok(AppState::new(store, config, Arc::new(storage), shutdown))

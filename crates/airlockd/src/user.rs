@@ -101,6 +101,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
             println!("password changed for {}", user.email);
             Ok(())
         }
+        UserCommand::Limits(args) => crate::limits::run(&store, args).await,
     };
     store.close().await;
     result

@@ -149,7 +149,20 @@ pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
     }
 }
 
+/// The account's upload limit in bytes, when the gateway has one (and says
+/// so: older gateways lack `/user/limits`). Checked before sending, since a
+/// refusal in the middle of a large body can reach us as a reset.
+async fn upload_limit(client: &ApiClient) -> Option<u64> {
+    let req = client
+        .request(Method::GET, "/user/limits", Body::Empty)
+        .ok()?;
+    let resp = client.send(req).await.ok()?;
+    let v: serde_json::Value = resp.json().await.ok()?;
+    v["limits"]["upload_size"].as_u64()
+}
+
 async fn upload(client: &ApiClient, folder: &str, files: &[PathBuf], dest: &str) -> CliResult<()> {
+    let limit = upload_limit(client).await;
     for f in files {
         let meta = std::fs::metadata(f)
             .map_err(|e| CliError::new(format!("cannot read {}: {e}", f.display())))?;
@@ -158,6 +171,16 @@ async fn upload(client: &ApiClient, folder: &str, files: &[PathBuf], dest: &str)
                 CliError::new(format!("{} is not a regular file", f.display()))
                     .hint("upload the files inside it, or archive the directory first"),
             );
+        }
+        if let Some(max) = limit
+            && meta.len() > max
+        {
+            return Err(CliError::new(format!(
+                "{} has {} bytes, more than your upload limit of {max} bytes per file",
+                f.display(),
+                meta.len()
+            ))
+            .hint("split it into smaller files, or ask an administrator to raise your limit"));
         }
         let base = f
             .file_name()

@@ -62,6 +62,10 @@ pub(crate) async fn request_upload(
     Json(TransferRequest { path, size }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
+    crate::quotas::check_announced(
+        crate::quotas::upload_limit(&state, &caller.user.id).await?,
+        size,
+    )?;
     let rel = RelPath::new(&path)?;
     let file = folders::create_file(&state, &f, &path, 0o644).await?;
     let grant = Grant {

@@ -13,6 +13,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::folders::{self, info, resolve};
 use crate::json::Json;
+use crate::quotas;
 
 /// `POST /folders` `{name, host?}`.
 pub(crate) async fn create(
@@ -142,8 +143,14 @@ pub(crate) async fn put_file(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body = req.into_body().into_data_stream();
-    let written = folders::write_file(&state, &f, &path, body, expected, 0o644).await?;
+    // The upload limit: the announced length up front, then the bytes as
+    // they stream (a chunked body announces nothing).
+    let (body, tripped, limit) =
+        quotas::limit_upload(&state, &caller.user.id, req.into_body().into_data_stream()).await?;
+    quotas::check_announced(limit, expected.unwrap_or(0))?;
+    let written = folders::write_file(&state, &f, &path, body, expected, 0o644)
+        .await
+        .map_err(|e| quotas::over_limit_or(e, &tripped, limit))?;
     Ok((
         StatusCode::CREATED,
         axum::Json(serde_json::json!({"path": path, "size": written})),

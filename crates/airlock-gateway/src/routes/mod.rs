@@ -3,6 +3,7 @@
 
 mod compat;
 mod folders;
+mod limits;
 mod login;
 mod session;
 mod tunnel;
@@ -59,6 +60,11 @@ pub fn router(state: AppState) -> Router {
             get(user::get_settings)
                 .patch(user::patch_settings)
                 .post(user::patch_settings),
+        )
+        .route("/user/limits", get(limits::mine))
+        .route(
+            "/admin/users/{email}/limits",
+            get(limits::get).patch(limits::patch).put(limits::patch),
         )
         .route("/user/ssh-keys", get(user::list_keys).post(user::add_key))
         .route("/user/ssh-keys/{key}", delete(user::remove_key))

@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::agents::AgentCallError;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::quotas;
 use crate::sessions;
 use crate::store::Status;
 use crate::tunnels::{TunnelInfo, connect_agent};
@@ -86,9 +87,12 @@ pub(crate) async fn tcpproxy(
     }
     // Ownership is checked before the upgrade: others get a plain 404.
     let session = sessions::resolve(&state, &caller, &ident, true).await?;
+    // Counted from here until the tunnel ends (429 past the account's limit).
+    let permit = quotas::tunnel_permit(&state, &caller.user.id).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let user = caller.user.email.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {

@@ -8,6 +8,7 @@
 mod accounts;
 mod agents;
 mod folders;
+mod limits;
 mod sessions;
 mod settings;
 
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, SqlSafeStr};
 pub use accounts::{Keypair, NewUser, Role, User};
 pub use agents::AgentRow;
 pub use folders::Folder;
+pub use limits::{Limit, UserLimits};
 pub use sessions::{MountRecord, NewSession, SessionRow, Status};
 
 /// Storage failures.
@@ -60,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "keys",
         include_str!("../../migrations/0003_session_keys.sql"),
+    ),
+    (
+        4,
+        "user limits",
+        include_str!("../../migrations/0004_user_limits.sql"),
     ),
 ];
 

@@ -768,10 +768,12 @@ pub(crate) async fn upload(
                     return Ok(failure(format!("{name:?} is not a file name.")));
                 }
                 let target = join(&dir, &name);
-                match folders::write_file(&state, &f, &target, Box::pin(field), None, 0o644).await {
+                let (field, tripped, limit) =
+                    crate::quotas::limit_upload(&state, user.id(), Box::pin(field)).await?;
+                match folders::write_file(&state, &f, &target, field, None, 0o644).await {
                     Ok(n) => names.push((name, n)),
                     Err(e) => {
-                        let (m, _) = explain(&e);
+                        let (m, _) = explain(&crate::quotas::over_limit_or(e, &tripped, limit));
                         return Ok(failure(m));
                     }
                 }

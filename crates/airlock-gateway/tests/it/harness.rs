@@ -84,6 +84,11 @@ impl Gateway {
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
+
+    /// The gateway's temporary data directory (folders live in `vfolders/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
 }
 
 impl Drop for Gateway {

@@ -4,5 +4,6 @@
 
 mod auth;
 mod harness;
+mod quotas;
 mod store;
 mod user;
