@@ -195,10 +195,32 @@ impl Agent {
                 buf.extend_from_slice(&message);
             }
         }
-        String::from_utf8_lossy(&buf)
+        let logged = String::from_utf8_lossy(&buf)
             .lines()
             .find_map(|l| l.strip_prefix("AIRLOCK-HOST-KEY "))
+            .map(|k| k.trim().to_owned());
+        if logged.is_some() {
+            return logged;
+        }
+        // The log is bounded: after enough output the line has rotated
+        // away; the runner keeps the key in its root-owned state directory.
+        let out = self
+            .engine
+            .exec_capture(
+                container,
+                "0:0",
+                vec!["cat".to_owned(), "/var/lib/airlock/host_key.pub".to_owned()],
+            )
+            .await
+            .ok()?;
+        if out.code != 0 {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
             .map(|k| k.trim().to_owned())
+            .filter(|k| k.starts_with("ssh-"))
     }
 
     /// Starts creating a session container; returns once the request is
