@@ -395,3 +395,40 @@ fn agent_mounts_nothing_outside_its_storage_root() {
     let n: serde_json::Value = serde_json::from_str(&mounts).unwrap();
     assert_eq!(n.as_array().unwrap().len(), 2, "{mounts}");
 }
+
+#[test]
+fn agent_refuses_to_start_without_its_firewall_unless_told() {
+    assert!(docker::available(), "these tests need Docker");
+    let data = tempfile::tempdir().unwrap();
+    // No iptables to be found: the agent must not serve sessions unfenced.
+    let empty_path = data.path().join("empty-bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let agent = |extra: &[&str]| {
+        let mut c = Command::new(bin("airlockd"));
+        c.args(["agent", "--gateway", "http://127.0.0.1:9", "--token", TOKEN])
+            .args(["--listen", "127.0.0.1:0", "--id", "node-nofw", "--data"])
+            .arg(data.path().join("agent"))
+            .args(extra)
+            .env("PATH", &empty_path);
+        c
+    };
+    let out = run(&mut agent(&[]), None, Duration::from_secs(60));
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("error: cannot set up the session firewall"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint:") && out.stderr.contains("--no-firewall"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("serving at"), "{}", out.stdout);
+
+    // The operator accepts the risk explicitly: it starts, and says so.
+    let started = Background::spawn(&mut agent(&["--no-firewall"]));
+    started.wait_for("serving at", Duration::from_secs(60));
+    started.wait_for("firewall is OFF", Duration::from_secs(10));
+}
