@@ -41,7 +41,7 @@ impl IntoResponse for AgentError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Problem::new("docker-error", "Container engine error"),
             ),
-            AgentError::Io(_) => (
+            AgentError::Io(_) | AgentError::Firewall(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Problem::new("agent-error", "Agent error"),
             ),
@@ -105,8 +105,10 @@ async fn destroy(
 
 async fn images(State(agent): State<Shared>) -> Result<Json<Vec<ImageInfo>>, AgentError> {
     let list = agent.engine().images().await?;
+    let allowed = &agent.config().allowed_images;
     Ok(Json(
         list.into_iter()
+            .filter(|(name, _)| crate::sessions::image_allowed(allowed, name))
             .map(|(name, size)| ImageInfo { name, size })
             .collect(),
     ))

@@ -30,6 +30,52 @@ pub struct AgentConfig {
     pub gid: u32,
     /// How long a container may take to become ready.
     pub ready_timeout: Duration,
+    /// The folder storage root: the only directory whose direct children
+    /// may be mounted into sessions. `None`: no folder mounts at all.
+    pub storage_root: Option<PathBuf>,
+    /// The session network and its firewall.
+    pub network: NetworkPolicy,
+    /// Image name globs users may start sessions from (`*` and `?`);
+    /// empty: any image the engine has.
+    pub allowed_images: Vec<String>,
+}
+
+/// Outbound traffic from sessions to the world beyond the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Egress {
+    /// Sessions may open connections out (to the internet, e.g. `pip
+    /// install`), but never to the node itself, other sessions or
+    /// link-local (cloud metadata) addresses.
+    #[default]
+    Open,
+    /// No connection may leave the session network.
+    None,
+}
+
+/// Where session containers are attached and how they are fenced in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    /// Docker network for new session containers (created if missing,
+    /// inter-container traffic off).
+    pub network: String,
+    /// Linux bridge interface name used when the network is created.
+    pub bridge: String,
+    /// Outbound policy.
+    pub egress: Egress,
+    /// Install the host firewall rules (iptables). `false` only when the
+    /// operator accepts that sessions can reach the node's services.
+    pub firewall: bool,
+}
+
+impl Default for NetworkPolicy {
+    fn default() -> Self {
+        Self {
+            network: crate::firewall::NETWORK.to_owned(),
+            bridge: crate::firewall::BRIDGE.to_owned(),
+            egress: Egress::Open,
+            firewall: true,
+        }
+    }
 }
 
 impl AgentConfig {
@@ -54,6 +100,9 @@ impl AgentConfig {
             uid: 1000,
             gid: 1000,
             ready_timeout: Duration::from_secs(90),
+            storage_root: None,
+            network: NetworkPolicy::default(),
+            allowed_images: Vec::new(),
         }
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -30,6 +32,27 @@ pub const LABEL_NAME: &str = "airlock.name";
 
 /// Where the runner binary is mounted in every container.
 pub const RUNNER_IN_CONTAINER: &str = "/opt/airlock/airlock-runner";
+
+/// The capabilities a session container keeps (all others are dropped):
+/// what the runner needs as root at start-up to create the account `work`
+/// (CHOWN, DAC_OVERRIDE, FOWNER: write its home and keys, hand them over),
+/// to become `work` (SETUID, SETGID) and, as PID 1, to pass SIGTERM on to
+/// the SSH server running as `work` (KILL). The SSH server and every login
+/// run as `work` with no capabilities at all (setuid clears them).
+pub const SESSION_CAPS: [&str; 6] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "KILL",
+];
+
+/// Container log bound: each session's log (json-file) is rotated at this
+/// size…
+pub const LOG_MAX_SIZE: &str = "10m";
+/// …keeping this many files.
+pub const LOG_MAX_FILE: &str = "3";
 
 /// A connection to the local Docker engine.
 #[derive(Debug, Clone)]
@@ -330,9 +353,32 @@ impl Engine {
         })
     }
 
-    /// The container's IP address on its network.
-    pub async fn ip(&self, id: &str) -> Result<Option<String>, AgentError> {
-        Ok(self.inspect(id).await?.and_then(|(_, _, _, ip)| ip))
+    /// The container's IP address: on `network` when it is attached to it
+    /// (new sessions), else on whichever network it has (containers started
+    /// before the session network existed).
+    pub async fn ip(&self, id: &str, network: &str) -> Result<Option<String>, AgentError> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => {
+                let mut networks = c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .unwrap_or_default();
+                let preferred = networks
+                    .remove(network)
+                    .and_then(|n| n.ip_address.filter(|ip| !ip.is_empty()));
+                Ok(preferred.or_else(|| {
+                    networks
+                        .into_values()
+                        .find_map(|n| n.ip_address.filter(|ip| !ip.is_empty()))
+                }))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -345,11 +391,14 @@ pub struct ContainerSpec<'a> {
     pub binds: Vec<String>,
     pub nano_cpus: i64,
     pub memory: i64,
+    /// Docker network to attach to.
+    pub network: String,
 }
 
 impl ContainerSpec<'_> {
     /// The Docker create body: the runner as entrypoint (PID 1), no
-    /// published ports, resource limits, no new privileges.
+    /// published ports, on the session network, resource limits, no new
+    /// privileges, only [`SESSION_CAPS`], a bounded log.
     pub fn into_body(self) -> ContainerCreateBody {
         ContainerCreateBody {
             image: Some(self.image.to_owned()),
@@ -367,6 +416,16 @@ impl ContainerSpec<'_> {
                 memory_swap: Some(self.memory),
                 pids_limit: Some(8192),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(SESSION_CAPS.iter().map(|c| (*c).to_owned()).collect()),
+                network_mode: Some(self.network),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".to_owned()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+                        ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
+                    ])),
+                }),
                 init: Some(false),
                 ..Default::default()
             }),

@@ -21,6 +21,9 @@ pub enum AgentError {
         /// Status to answer with.
         status: StatusCode,
     },
+    /// The host firewall for the session network could not be set up.
+    #[error("cannot set up the session firewall: {0}")]
+    Firewall(String),
     /// Local I/O failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -14,15 +14,16 @@ pub mod api;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod firewall;
 pub mod image;
 pub mod link;
 mod sessions;
 
 use std::sync::Arc;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, Egress, NetworkPolicy};
 pub use error::AgentError;
-pub use sessions::Agent;
+pub use sessions::{Agent, image_allowed};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -2,11 +2,11 @@
 //! re-adopt after a restart, and report.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use airlock_proto::agent::{ContainerPhase, ContainerReport, CreateContainer, Heartbeat};
+use airlock_proto::agent::{ContainerPhase, ContainerReport, CreateContainer, Heartbeat, Mount};
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use http::StatusCode;
@@ -36,6 +36,8 @@ pub struct Agent {
     config: AgentConfig,
     engine: Engine,
     runner: PathBuf,
+    /// The canonical folder storage root, if any.
+    storage_root: Option<PathBuf>,
     capacity: (f64, u64),
     entries: Mutex<HashMap<String, Entry>>,
     /// Container id → IP address (fixed while a container runs).
@@ -102,8 +104,20 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Result<Self, AgentError> {
         let runner = install_runner(&config.runner, &config.data_dir)?;
+        let storage_root = match &config.storage_root {
+            Some(root) => Some(std::fs::canonicalize(root).map_err(|e| {
+                AgentError::invalid(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot use {} as the folder storage root: {e}", root.display()),
+                )
+                .with_hint("pass the gateway's folder storage directory (the same path on this node) with --storage DIR")
+            })?),
+            None => None,
+        };
         let (cpus, mem) = engine.capacity().await?;
+        crate::firewall::prepare(&engine, &config.network).await?;
         let agent = Self {
+            storage_root,
             capacity: (cpus * config.cpu_overcommit, mem),
             config,
             engine,
@@ -181,10 +195,32 @@ impl Agent {
                 buf.extend_from_slice(&message);
             }
         }
-        String::from_utf8_lossy(&buf)
+        let logged = String::from_utf8_lossy(&buf)
             .lines()
             .find_map(|l| l.strip_prefix("AIRLOCK-HOST-KEY "))
+            .map(|k| k.trim().to_owned());
+        if logged.is_some() {
+            return logged;
+        }
+        // The log is bounded: after enough output the line has rotated
+        // away; the runner keeps the key in its root-owned state directory.
+        let out = self
+            .engine
+            .exec_capture(
+                container,
+                "0:0",
+                vec!["cat".to_owned(), "/var/lib/airlock/host_key.pub".to_owned()],
+            )
+            .await
+            .ok()?;
+        if out.code != 0 {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
             .map(|k| k.trim().to_owned())
+            .filter(|k| k.starts_with("ssh-"))
     }
 
     /// Starts creating a session container; returns once the request is
@@ -198,6 +234,22 @@ impl Agent {
                 return Ok(());
             }
         }
+        if !image_allowed(&self.config.allowed_images, &spec.image) {
+            tracing::warn!(session = %spec.session_id, image = %spec.image, "refused an image that is not allowed on this node");
+            return Err(AgentError::invalid(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "image {:?} is not allowed on node {}",
+                    spec.image, self.config.agent_id
+                ),
+            )
+            .with_hint(format!(
+                "use one of the images the administrator allows ({}); `airlock session images` lists them",
+                self.config.allowed_images.join(", ")
+            )));
+        }
+        let mut spec = spec;
+        spec.mounts = self.check_mounts(&spec)?;
         if !self.engine.has_image(&spec.image).await? {
             return Err(AgentError::invalid(
                 StatusCode::BAD_REQUEST,
@@ -207,17 +259,6 @@ impl Agent {
                 ),
             )
             .with_hint("list the images with `airlock session images`, build the default one with `airlockd image build-base`, or load yours with `docker load`"));
-        }
-        for m in &spec.mounts {
-            if !std::path::Path::new(&m.host_path).is_dir() {
-                return Err(AgentError::invalid(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "folder storage {} is not reachable from node {}",
-                        m.host_path, self.config.agent_id
-                    ),
-                ));
-            }
         }
         lock(&self.entries).insert(
             spec.session_id.clone(),
@@ -319,6 +360,7 @@ impl Agent {
             binds,
             nano_cpus: (spec.cpu * 1e9) as i64,
             memory: i64::try_from(spec.mem_bytes).unwrap_or(i64::MAX),
+            network: self.config.network.network.clone(),
         }
         .into_body();
         let cid = self.engine.create_and_start(&name, body).await?;
@@ -382,6 +424,35 @@ impl Agent {
         )))
     }
 
+    /// Checks every requested mount: the host side must be a directory
+    /// that is a direct child of the storage root (no symlink anywhere),
+    /// the container side `/home/work/<valid folder name>`, each used once.
+    /// Returns the mounts with their canonical host paths.
+    fn check_mounts(&self, spec: &CreateContainer) -> Result<Vec<Mount>, AgentError> {
+        let mut out: Vec<Mount> = Vec::with_capacity(spec.mounts.len());
+        for m in &spec.mounts {
+            let checked = check_mount(self.storage_root.as_deref(), m).inspect_err(|e| {
+                tracing::warn!(
+                    session = %spec.session_id,
+                    host_path = %m.host_path,
+                    container_path = %m.container_path,
+                    error = %e,
+                    "refused a mount"
+                );
+            })?;
+            if out.iter().any(|o| {
+                o.container_path == checked.container_path || o.host_path == checked.host_path
+            }) {
+                return Err(AgentError::invalid(
+                    StatusCode::BAD_REQUEST,
+                    format!("folder {} is mounted twice", m.container_path),
+                ));
+            }
+            out.push(checked);
+        }
+        Ok(out)
+    }
+
     /// Removes a session container.
     pub async fn destroy(&self, session_id: &str) -> Result<(), AgentError> {
         let cid = lock(&self.entries)
@@ -422,9 +493,13 @@ impl Agent {
         let ip = match cached {
             Some(ip) => ip,
             None => {
-                let ip = self.engine.ip(&cid).await?.ok_or_else(|| {
-                    AgentError::Docker("the session container has no IP address".into())
-                })?;
+                let ip = self
+                    .engine
+                    .ip(&cid, &self.config.network.network)
+                    .await?
+                    .ok_or_else(|| {
+                        AgentError::Docker("the session container has no IP address".into())
+                    })?;
                 lock(&self.addresses).insert(cid.clone(), ip.clone());
                 ip
             }
@@ -592,6 +667,122 @@ pub async fn watch_events(agent: Arc<Agent>, shutdown: CancellationToken) {
     }
 }
 
+/// Whether `image` matches one of the allowed globs (none: any image).
+/// A name without a tag also matches as `name:latest`.
+pub fn image_allowed(globs: &[String], image: &str) -> bool {
+    if globs.is_empty() {
+        return true;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let with_tag = if last.contains(':') || last.contains('@') {
+        None
+    } else {
+        Some(format!("{image}:latest"))
+    };
+    globs.iter().any(|g| {
+        glob_match(g.as_bytes(), image.as_bytes())
+            || with_tag
+                .as_deref()
+                .is_some_and(|t| glob_match(g.as_bytes(), t.as_bytes()))
+    })
+}
+
+/// `*` (any run, including `/`) and `?` (one byte); everything else
+/// literal.
+fn glob_match(pat: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+fn refuse(message: String) -> AgentError {
+    AgentError::invalid(StatusCode::FORBIDDEN, message).with_hint(
+        "the agent mounts only folders directly under its storage root, at /home/work/<folder name>",
+    )
+}
+
+/// Validates one mount against the storage root (see
+/// [`Agent::check_mounts`]).
+fn check_mount(root: Option<&Path>, m: &Mount) -> Result<Mount, AgentError> {
+    let Some(root) = root else {
+        return Err(AgentError::invalid(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this node has no folder storage configured; cannot mount {}",
+                m.container_path
+            ),
+        )
+        .with_hint("start the agent with --storage DIR (the gateway's folder storage, at the same path on this node)"));
+    };
+    let name = m
+        .container_path
+        .strip_prefix(airlock_proto::CONTAINER_HOME)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| {
+            refuse(format!(
+                "mount point {:?} is not under /home/work",
+                m.container_path
+            ))
+        })?;
+    airlock_proto::validate::check_folder_name(name)
+        .map_err(|e| refuse(format!("mount point {:?}: {e}", m.container_path)))?;
+    let host = Path::new(&m.host_path);
+    let plain = host.is_absolute()
+        && host
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain || host.parent() != Some(root) {
+        return Err(refuse(format!(
+            "{} is not a folder in this node's storage",
+            m.host_path
+        )));
+    }
+    let meta = std::fs::symlink_metadata(host).map_err(|e| {
+        AgentError::invalid(
+            StatusCode::BAD_REQUEST,
+            format!("folder storage {} is not reachable: {e}", m.host_path),
+        )
+    })?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(refuse(format!("{} is not a plain directory", m.host_path)));
+    }
+    // No symlink anywhere on the way (the root is canonical already).
+    let canonical = std::fs::canonicalize(host).map_err(|e| {
+        AgentError::invalid(
+            StatusCode::BAD_REQUEST,
+            format!("folder storage {} is not reachable: {e}", m.host_path),
+        )
+    })?;
+    if canonical != host {
+        return Err(refuse(format!("{} is not a plain directory", m.host_path)));
+    }
+    Ok(Mount {
+        host_path: canonical.display().to_string(),
+        container_path: format!("{}/{name}", airlock_proto::CONTAINER_HOME),
+        read_only: m.read_only,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::hostname;
@@ -601,5 +792,60 @@ mod tests {
         assert_eq!(hostname("demo"), "demo");
         assert_eq!(hostname("My_Session.1"), "my-session-1");
         assert_eq!(hostname("___"), "session");
+    }
+
+    #[test]
+    fn image_globs() {
+        use super::image_allowed;
+        assert!(image_allowed(&[], "anything:1"));
+        let g = vec![
+            "airlock/*".to_owned(),
+            "python:3.1?".to_owned(),
+            "ubuntu:latest".to_owned(),
+        ];
+        assert!(image_allowed(&g, "airlock/base:bookworm"));
+        assert!(image_allowed(&g, "python:3.12"));
+        assert!(!image_allowed(&g, "python:3.9"));
+        assert!(image_allowed(&g, "ubuntu"));
+        assert!(!image_allowed(&g, "ubuntu:22.04"));
+        assert!(!image_allowed(&g, "evil/airlock/x"));
+        assert!(!image_allowed(&g, "sha256:0123"));
+    }
+
+    #[test]
+    fn mounts_stay_in_the_storage_root() {
+        use super::check_mount;
+        use airlock_proto::agent::Mount;
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("f1")).unwrap();
+        std::fs::create_dir_all(root.join("f2/deeper")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        std::os::unix::fs::symlink(root.join("f1"), root.join("sibling")).unwrap();
+        let m = |host: &str, inside: &str| Mount {
+            host_path: host.to_owned(),
+            container_path: inside.to_owned(),
+            read_only: false,
+        };
+        let r = |p: &str| root.join(p).display().to_string();
+        let ok = check_mount(Some(&root), &m(&r("f1"), "/home/work/data")).unwrap();
+        assert_eq!(ok.host_path, r("f1"));
+        for (host, inside) in [
+            ("/etc".to_owned(), "/home/work/data"),
+            (r("link"), "/home/work/data"),
+            (r("sibling"), "/home/work/data"),
+            (r("f2/deeper"), "/home/work/data"),
+            (r("f1/../f2"), "/home/work/data"),
+            (r("missing"), "/home/work/data"),
+            (r(""), "/home/work/data"),
+            (r("f1"), "/etc/cron.d"),
+            (r("f1"), "/home/work/a/b"),
+            (r("f1"), "/home/work/.."),
+            (r("f1"), "/home/work/"),
+        ] {
+            let e = check_mount(Some(&root), &m(&host, inside));
+            assert!(e.is_err(), "{host} -> {inside} must be refused");
+        }
+        assert!(check_mount(None, &m(&r("f1"), "/home/work/data")).is_err());
     }
 }

@@ -25,7 +25,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
     let id = args.id.clone().unwrap_or_else(hostname);
-    let config = serve::agent_config(
+    let mut config = serve::agent_config(
         &args.agent,
         id.clone(),
         args.gateway.clone(),
@@ -34,10 +34,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.data.clone(),
         1.0,
     )?;
+    config.storage_root = args.storage.clone();
+    let agent = airlock_agent::start(config, shutdown.clone())
+        .await
+        .map_err(serve::agent_start_error)?;
     println!(
         "airlock agent {id} serving at {advertise}, reporting to {}",
         args.gateway
     );
-    airlock_agent::run(listener, config, shutdown).await?;
+    airlock_agent::serve(agent, listener, shutdown).await?;
     Ok(())
 }

@@ -132,6 +132,39 @@ pub struct AgentOpts {
     /// Extra label for every session container (KEY=VALUE, repeatable).
     #[arg(long = "container-label", value_name = "KEY=VALUE")]
     pub container_labels: Vec<String>,
+    /// Outbound connections from sessions beyond this node: `open` (e.g.
+    /// `pip install` works) or `none`. Sessions never reach this node's own
+    /// services, other sessions or link-local (cloud metadata) addresses.
+    #[arg(
+        long,
+        env = "AIRLOCK_SESSION_EGRESS",
+        value_enum,
+        default_value = "open"
+    )]
+    pub session_egress: EgressArg,
+    /// Do not install the host firewall for the session network. Sessions
+    /// can then connect to every service on this node (the gateway, the
+    /// agent, cloud metadata): only for nodes fenced in some other way.
+    #[arg(long)]
+    pub no_firewall: bool,
+    /// Images users may start sessions from: comma-separated globs (`*`,
+    /// `?`), e.g. `airlock/*,python:3.*`. Default: any image on the node.
+    #[arg(
+        long,
+        env = "AIRLOCK_ALLOWED_IMAGES",
+        value_delimiter = ',',
+        value_name = "GLOB,…"
+    )]
+    pub allowed_images: Vec<String>,
+}
+
+/// `--session-egress` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EgressArg {
+    /// Sessions may connect out to the world beyond the node.
+    Open,
+    /// Sessions cannot open any connection beyond the node.
+    None,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +212,11 @@ pub struct AgentArgs {
         default_value = "./airlock-agent-data"
     )]
     pub data: PathBuf,
+    /// The gateway's folder storage (`--storage` there), at the same path
+    /// on this node. The agent mounts only its direct subdirectories into
+    /// sessions; without it, sessions get no folders.
+    #[arg(long, env = "AIRLOCK_STORAGE")]
+    pub storage: Option<PathBuf>,
     #[command(flatten)]
     pub agent: AgentOpts,
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use airlock_agent::AgentConfig;
+use airlock_agent::{AgentConfig, Egress};
 use airlock_gateway::quotas::{Limit, Limits};
 use airlock_gateway::store::{NewUser, Role};
 use airlock_gateway::{AppState, GatewayConfig, HostStorage, HttpLimits, Store};
@@ -12,7 +12,7 @@ use rand::distr::Alphanumeric;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentOpts, GatewayOpts, hinted};
+use crate::cli::{AgentOpts, EgressArg, GatewayOpts, hinted};
 
 /// The account created on first start.
 pub const ADMIN_EMAIL: &str = "admin@airlock.local";
@@ -71,6 +71,13 @@ pub async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpL
     })
 }
 
+/// The folder storage directory of a gateway.
+pub fn storage_root(opts: &GatewayOpts) -> PathBuf {
+    opts.storage
+        .clone()
+        .unwrap_or_else(|| opts.data.data.join("vfolders"))
+}
+
 /// Builds the gateway state.
 pub fn gateway_state(
     opts: &GatewayOpts,
@@ -78,10 +85,7 @@ pub fn gateway_state(
     agent_token: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<AppState> {
-    let storage_root = opts
-        .storage
-        .clone()
-        .unwrap_or_else(|| opts.data.data.join("vfolders"));
+    let storage_root = storage_root(opts);
     let storage = HostStorage::new(&storage_root, SESSION_UID, SESSION_UID).map_err(|e| {
         hinted(
             format!(
@@ -159,5 +163,32 @@ pub fn agent_config(
     cfg.extra_labels = labels(&opts.container_labels)?;
     cfg.uid = SESSION_UID;
     cfg.gid = SESSION_UID;
+    cfg.network.egress = match opts.session_egress {
+        EgressArg::Open => Egress::Open,
+        EgressArg::None => Egress::None,
+    };
+    cfg.network.firewall = !opts.no_firewall;
+    cfg.allowed_images = opts
+        .allowed_images
+        .iter()
+        .map(|g| g.trim().to_owned())
+        .filter(|g| !g.is_empty())
+        .collect();
     Ok(cfg)
+}
+
+/// An agent start-up error, with advice.
+pub fn agent_start_error(e: airlock_agent::AgentError) -> anyhow::Error {
+    match e {
+        airlock_agent::AgentError::Firewall(detail) => hinted(
+            format!("cannot set up the session firewall: {detail}"),
+            "run airlockd as root on a host with iptables (the same backend Docker uses), or pass --no-firewall to accept that sessions can reach this node's services",
+        ),
+        airlock_agent::AgentError::Invalid {
+            message,
+            hint: Some(hint),
+            ..
+        } => hinted(message, hint),
+        other => anyhow::Error::new(other),
+    }
 }

@@ -126,7 +126,7 @@ async fn start_agent(
     let canonical = std::fs::canonicalize(&args.gateway.data.data)?;
     let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
     let agent_id = format!("local-{}", hex::encode(&digest[..4]));
-    let config = serve::agent_config(
+    let mut config = serve::agent_config(
         &args.agent,
         agent_id,
         gateway_url.to_owned(),
@@ -135,6 +135,7 @@ async fn start_agent(
         data_dir.clone(),
         4.0,
     )?;
+    config.storage_root = Some(serve::storage_root(&args.gateway));
     let engine = airlock_agent::docker::Engine::connect()
         .await
         .map_err(|e| {
@@ -158,7 +159,9 @@ async fn start_agent(
         }
     }
     let agent_id = config.agent_id.clone();
-    let agent = airlock_agent::start(config, shutdown.clone()).await?;
+    let agent = airlock_agent::start(config, shutdown.clone())
+        .await
+        .map_err(serve::agent_start_error)?;
     state.register_local_agent(&agent_id, std::sync::Arc::new(LocalAgent(agent.clone())));
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
