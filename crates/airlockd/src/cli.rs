@@ -42,7 +42,8 @@ pub struct DataArgs {
         long,
         global = true,
         env = "AIRLOCK_DATA",
-        default_value = "./airlock-data"
+        default_value = "./airlock-data",
+        value_parser = absolute_path
     )]
     pub data: PathBuf,
     /// Database URL; default: SQLite in the data directory.
@@ -62,7 +63,7 @@ pub struct GatewayOpts {
     /// Where folder contents are stored (default: DATA/vfolders). With
     /// several nodes this must be a shared filesystem at the same path on
     /// every node.
-    #[arg(long, env = "AIRLOCK_STORAGE")]
+    #[arg(long, env = "AIRLOCK_STORAGE", value_parser = absolute_path)]
     pub storage: Option<PathBuf>,
     /// Add `Secure` to login cookies (when users reach the gateway over https).
     #[arg(long)]
@@ -124,7 +125,7 @@ fn size_limit(raw: &str) -> Result<Limit, String> {
 pub struct AgentOpts {
     /// The static airlock-runner binary mounted into sessions (default: next
     /// to airlockd, or the static build in the source tree).
-    #[arg(long, env = "AIRLOCK_RUNNER")]
+    #[arg(long, env = "AIRLOCK_RUNNER", value_parser = absolute_path)]
     pub runner: Option<PathBuf>,
     /// Schedule this many times the node's CPU cores.
     #[arg(long, env = "AIRLOCK_CPU_OVERCOMMIT")]
@@ -209,13 +210,14 @@ pub struct AgentArgs {
     #[arg(
         long,
         env = "AIRLOCK_AGENT_DATA",
-        default_value = "./airlock-agent-data"
+        default_value = "./airlock-agent-data",
+        value_parser = absolute_path
     )]
     pub data: PathBuf,
     /// The gateway's folder storage (`--storage` there), at the same path
     /// on this node. The agent mounts only its direct subdirectories into
     /// sessions; without it, sessions get no folders.
-    #[arg(long, env = "AIRLOCK_STORAGE")]
+    #[arg(long, env = "AIRLOCK_STORAGE", value_parser = absolute_path)]
     pub storage: Option<PathBuf>,
     #[command(flatten)]
     pub agent: AgentOpts,
@@ -316,4 +318,48 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
         message: message.into(),
         hint: hint.into(),
     })
+}
+
+/// Makes a path argument absolute, once, at start-up (against the working
+/// directory airlockd was started in): nothing relative is ever stored or
+/// handed to Docker, which takes `./x` in a bind mount for a volume name.
+fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("a path must not be empty".into());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot make {s:?} absolute: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn every_path_is_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let cli = Cli::try_parse_from(["airlockd", "up", "--storage", "st", "--runner", "bin/r"])
+            .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up.gateway.data.data, cwd.join("airlock-data"));
+        assert_eq!(up.gateway.storage, Some(cwd.join("st")));
+        assert!(up.gateway.data.data.is_absolute());
+        let cli = Cli::try_parse_from([
+            "airlockd",
+            "agent",
+            "--gateway",
+            "http://g:1",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.data, cwd.join("airlock-agent-data"));
+        assert!(Cli::try_parse_from(["airlockd", "up", "--data", ""]).is_err());
+    }
 }
