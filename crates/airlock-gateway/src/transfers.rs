@@ -68,27 +68,33 @@ fn token() -> String {
 }
 
 impl Transfers {
-    fn purge(&self) {
-        let now = Instant::now();
+    /// Forgets the uploads and downloads that `drop_it` picks; unfinished
+    /// uploads (not being written right now) are thrown away.
+    fn forget(&self, drop_it: impl Fn(&Grant, Instant) -> bool) {
         let mut dropped = Vec::new();
         if let Ok(mut u) = self.uploads.lock() {
-            let expired: Vec<String> = u
+            let gone: Vec<String> = u
                 .iter()
-                .filter(|(_, s)| s.expires <= now && s.file.is_some())
+                .filter(|(_, s)| drop_it(&s.up.grant, s.expires))
                 .map(|(t, _)| t.clone())
                 .collect();
-            for t in expired {
+            for t in gone {
                 if let Some(s) = u.remove(&t) {
                     dropped.extend(s.file);
                 }
             }
         }
         if let Ok(mut d) = self.downloads.lock() {
-            d.retain(|_, dl| dl.expires > now);
+            d.retain(|_, dl| !drop_it(&dl.grant, dl.expires));
         }
         for f in dropped {
             f.discard();
         }
+    }
+
+    fn purge(&self) {
+        let now = Instant::now();
+        self.forget(|_, expires| expires <= now);
     }
 
     /// Registers an upload whose bytes go to `file`; returns its token.
@@ -183,24 +189,51 @@ impl Transfers {
     /// Ends every token of a user (password change, account disabled);
     /// their unfinished uploads are thrown away.
     pub fn revoke_user(&self, user_id: &str) {
-        let mut dropped = Vec::new();
-        if let Ok(mut u) = self.uploads.lock() {
-            let gone: Vec<String> = u
-                .iter()
-                .filter(|(_, s)| s.up.grant.user_id == user_id)
-                .map(|(t, _)| t.clone())
-                .collect();
-            for t in gone {
-                if let Some(s) = u.remove(&t) {
-                    dropped.extend(s.file);
-                }
-            }
+        self.forget(|g, _| g.user_id == user_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::beneath::{FolderDir, RelPath};
+
+    fn grant(user: &str) -> Grant {
+        Grant {
+            folder_id: "f".into(),
+            path: "a.txt".into(),
+            user_id: user.into(),
         }
-        if let Ok(mut d) = self.downloads.lock() {
-            d.retain(|_, dl| dl.grant.user_id != user_id);
-        }
-        for f in dropped {
-            f.discard();
-        }
+    }
+
+    #[test]
+    fn tokens_are_per_user_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("f")).unwrap();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let m = root.metadata().unwrap();
+        let f = FolderDir::open(root.as_fd(), "f", (m.uid(), m.gid())).unwrap();
+        let t = Transfers::default();
+        let up = t.start_upload(
+            grant("alice"),
+            f.create(&RelPath::new("a.txt").unwrap(), 0o644).unwrap(),
+            3,
+        );
+        let down = t.start_download(grant("alice"));
+        let other = t.start_download(grant("bob"));
+        // One PATCH at a time.
+        let (u, file) = t.claim(&up).unwrap();
+        assert_eq!(u.grant.user_id, "alice");
+        assert!(t.claim(&up).is_none());
+        t.release(&up, 1, file);
+        assert_eq!(t.upload(&up).unwrap().offset, 1);
+        t.revoke_user("alice");
+        assert!(t.upload(&up).is_none());
+        assert!(t.download(&down).is_none());
+        assert_eq!(t.download(&other).unwrap().user_id, "bob");
+        assert!(t.download("nope").is_none());
     }
 }
