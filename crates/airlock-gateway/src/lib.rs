@@ -16,8 +16,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod folders;
+pub mod forwarded;
 pub mod gql;
 mod json;
+pub mod origin;
 pub mod ratelimit;
 mod routes;
 pub mod sessions;
@@ -71,7 +73,7 @@ impl AppState {
         storage: Arc<dyn FolderStorage>,
         shutdown: CancellationToken,
     ) -> Self {
-        let logins = LoginLimiter::new(config.login_window);
+        let logins = LoginLimiter::new(ratelimit::LoginPolicy::from(&config));
         let agents = AgentClient::new(config.agent_token.clone());
         let (session_events, _) = tokio::sync::broadcast::channel(1024);
         Self {

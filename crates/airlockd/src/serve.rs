@@ -92,7 +92,13 @@ pub fn gateway_state(
     })?;
     let config = GatewayConfig {
         secure_cookies: opts.secure_cookies,
-        trust_forwarded: opts.trust_forwarded,
+        trust_forwarded: !opts.trusted_proxies.is_empty(),
+        trusted_proxies: opts.trusted_proxies.clone(),
+        public_origins: opts
+            .public_urls
+            .iter()
+            .map(|u| public_origin(u))
+            .collect::<anyhow::Result<_>>()?,
         agent_token,
         default_image: opts.default_image.clone(),
         ..GatewayConfig::default()
@@ -134,4 +140,19 @@ pub fn agent_config(
     cfg.uid = SESSION_UID;
     cfg.gid = SESSION_UID;
     Ok(cfg)
+}
+
+/// `https://host[:port][/path]` → `https://host[:port]` (the origin browsers send).
+fn public_origin(url: &str) -> anyhow::Result<String> {
+    let bad = || {
+        hinted(
+            format!("--public-url {url:?} is not an http(s) URL"),
+            "give the address users open, like https://airlock.example.com",
+        )
+    };
+    let parsed = url::Url::parse(url).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(parsed.origin().ascii_serialization())
 }

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
+mod cross_origin;
 mod harness;
+mod logins;
 mod store;
 mod user;

@@ -1,0 +1,175 @@
+//! Cross-site attacks in a real browser (issue 11, class 7): a logged-in
+//! user visits a page on another origin (here another port on 127.0.0.1 —
+//! the same *site*, so even `SameSite=Lax` cookies ride along) that
+//! auto-submits forms to the gateway in every encoding that needs no CORS
+//! preflight and opens a WebSocket to the user's tunnel. Nothing may change
+//! and the socket must be refused; the same WebSocket from the gateway's own
+//! pages still opens.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use airlock_testkit::browser::{Browser, WAIT};
+use airlock_testkit::{Airlockd, Cli, docker};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+struct LogOnPanic<'a>(&'a Airlockd);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- airlockd log\n{}", self.0.log());
+        }
+    }
+}
+
+/// Serves `page` to every request on a fresh 127.0.0.1 port (until the
+/// test process exits); returns the origin.
+fn evil_server(page: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    origin
+}
+
+/// The attacker's page: three forms (text/plain forging JSON, urlencoded,
+/// multipart) posted into hidden frames, and a WebSocket to the tunnel.
+fn attack_page(gateway: &str, folder_id: &str, session: &str) -> String {
+    let ws = gateway.replacen("http://", "ws://", 1);
+    format!(
+        r#"<!doctype html><html><head><title>innocent</title></head><body>
+<iframe name="f1"></iframe><iframe name="f2"></iframe><iframe name="f3"></iframe>
+<form id="a" method="post" enctype="text/plain" target="f1" action="{gateway}/folders/{folder_id}/rename">
+  <input name='{{"new_name":"pwned","x":"' value='"}}'>
+</form>
+<form id="b" method="post" target="f2" action="{gateway}/folders">
+  <input name="name" value="evil-urlencoded">
+</form>
+<form id="c" method="post" enctype="multipart/form-data" target="f3" action="{gateway}/ui/folders/{folder_id}/delete">
+  <input name="confirmed" value="1">
+</form>
+<script>
+window.ws = 'pending';
+document.getElementById('a').submit();
+document.getElementById('b').submit();
+document.getElementById('c').submit();
+const s = new WebSocket('{ws}/stream/session/{session}/tcpproxy?app=sshd');
+s.binaryType = 'arraybuffer';
+s.onopen = () => {{ window.ws = 'open'; }};
+s.onerror = () => {{ if (window.ws === 'pending') window.ws = 'refused'; }};
+s.onclose = () => {{ if (window.ws === 'pending') window.ws = 'refused'; }};
+</script></body></html>"#
+    )
+}
+
+/// Opens the tunnel WebSocket from the current page; returns `open` or
+/// `refused`.
+fn websocket_from_page(b: &Browser, url: &str) -> String {
+    b.exec_async(
+        r#"const [url, done] = arguments;
+           const s = new WebSocket(url);
+           let settled = false;
+           const end = r => { if (!settled) { settled = true; try { s.close(); } catch (e) {} done(r); } };
+           s.onopen = () => end('open');
+           s.onerror = () => end('refused');
+           s.onclose = () => end('refused');
+           setTimeout(() => end('timeout'), 15000);"#,
+        vec![json!(url)],
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+fn folders(cli: &Cli, d: &Airlockd) -> Vec<Value> {
+    cli.get_json(&format!("{}/folders", d.url))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn cross_origin_form_posts_and_websocket_are_refused_in_a_real_browser() {
+    assert!(docker::available(), "this test needs Docker");
+    let d = Airlockd::start();
+    let _log = LogOnPanic(&d);
+    let password = "victim-password";
+    d.admin_command(
+        &["user", "add", "victim@example.com"],
+        Some(format!("{password}\n").as_bytes()),
+    )
+    .expect_code(0);
+    let cli = Cli::new(&d.url);
+    cli.run(
+        &["login"],
+        Some(&format!("victim@example.com\n{password}\n")),
+    )
+    .expect_code(0);
+    cli.run(&["vfolder", "create", "data"], None).expect_code(0);
+    let out = cli.run(
+        &[
+            "session", "create", "--name", "demo", "--cpu", "0.5", "--mem", "256m", "--json",
+        ],
+        None,
+    );
+    out.expect_code(0);
+    let before = folders(&cli, &d);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let folder_id = before[0]["id"].as_str().unwrap().to_owned();
+
+    let b = Browser::start("cross_origin", &d.url, LIMIT);
+    b.login("victim@example.com", password);
+    let ws_url = format!(
+        "{}/stream/session/demo/tcpproxy?app=sshd",
+        d.url.replacen("http://", "ws://", 1)
+    );
+    // Control: from the gateway's own page the tunnel opens (so a refusal
+    // below is the origin check, not a broken session).
+    assert_eq!(websocket_from_page(&b, &ws_url), "open");
+
+    let evil = evil_server(attack_page(&d.url, &folder_id, "demo"));
+    b.goto(&format!("{evil}/"));
+    b.wait_until("the attack page's WebSocket to settle", WAIT, |b| {
+        b.exec("return window.ws", vec![]) != json!("pending")
+    });
+    assert_eq!(b.exec("return window.ws", vec![]), json!("refused"));
+    // Let the three form posts land (they target frames on the page).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(websocket_from_page(&b, &ws_url), "refused");
+
+    // Nothing changed: same single folder, same name; the session lives.
+    let after = folders(&cli, &d);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["name"], "data", "{after:?}");
+    assert_eq!(after[0]["id"], folder_id.as_str());
+    let s = cli.run(&["session", "info", "demo", "--json"], None);
+    s.expect_code(0);
+    assert!(s.stdout.contains("RUNNING"), "{}", s.stdout);
+    let log = d.log();
+    assert!(log.contains("refused a cross-site request"), "{log}");
+
+    // The victim's own pages still work (same-origin posts are accepted).
+    b.goto("/ui/settings");
+    b.fill("#ssh-port", "10022");
+    b.click("form[action='/ui/settings/port'] button[type=submit]");
+    b.wait_text(".flashes", "10022", WAIT);
+}
