@@ -62,6 +62,15 @@ fn split_authority(authority: &str, scheme: &str) -> Option<(String, u16)> {
     Some((host, port))
 }
 
+fn has_explicit_port(authority: &str) -> bool {
+    let a = authority.trim();
+    if a.starts_with('[') {
+        a.contains("]:")
+    } else {
+        a.contains(':')
+    }
+}
+
 /// `scheme://host[:port]` → (scheme, host, port).
 fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
     let (scheme, rest) = origin.trim().split_once("://")?;
@@ -103,13 +112,16 @@ fn is_own_origin(state: &AppState, parts: &http::request::Parts, origin: &str) -
         header(&parts.headers, HOST.as_str()),
         parts.uri.authority().map(|a| a.as_str()),
     ];
-    // Ports are explicit on both sides (defaults filled in per scheme), so
-    // http://host and https://host never compare equal.
+    // An explicit port must match. A Host without a port (behind a proxy
+    // on 80/443 that may not send X-Forwarded-Proto) matches an origin on
+    // its own scheme's default port.
+    let origin_on_default = default_port(&scheme) == Some(port);
     matches!(scheme.as_str(), "http" | "https")
-        && hosts
-            .into_iter()
-            .flatten()
-            .any(|h| split_authority(h, &own_scheme).is_some_and(|(h, p)| h == host && p == port))
+        && hosts.into_iter().flatten().any(|h| {
+            let explicit = has_explicit_port(h);
+            split_authority(h, &own_scheme)
+                .is_some_and(|(h, p)| h == host && (p == port || (!explicit && origin_on_default)))
+        })
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -204,5 +216,9 @@ mod tests {
             split_authority("example.com", "https"),
             Some(("example.com".into(), 443))
         );
+        assert!(has_explicit_port("127.0.0.1:8090"));
+        assert!(has_explicit_port("[::1]:80"));
+        assert!(!has_explicit_port("[::1]"));
+        assert!(!has_explicit_port("example.com"));
     }
 }

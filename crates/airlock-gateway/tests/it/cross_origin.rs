@@ -216,3 +216,51 @@ async fn cross_origin_tunnel_websocket_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn origin_behind_a_proxy_and_configured_public_url() {
+    within(async {
+        let gw = Gateway::start_with(airlock_gateway::GatewayConfig {
+            public_origins: vec!["https://airlock.example.org".into()],
+            ..airlock_gateway::GatewayConfig::default()
+        })
+        .await;
+        let cookie = login(&gw, &gw.user.email, &gw.user.password).await;
+        let create = |host: &str, origin: &str, name: &str| {
+            client()
+                .post(gw.url("/folders"))
+                .header("Cookie", format!("AIOHTTP_SESSION={cookie}"))
+                .header("Host", host)
+                .header("Origin", origin)
+                .json(&serde_json::json!({ "name": name }))
+                .send()
+        };
+        // A TLS proxy passing `Host: name` (no port, no X-Forwarded-Proto).
+        let r = create("airlock.example.com", "https://airlock.example.com", "p1")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        // The configured public URL.
+        let r = create("10.0.0.1:8090", "https://airlock.example.org", "p2")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        // Other names and explicit other ports are foreign.
+        for (host, origin) in [
+            ("airlock.example.com", "https://evil.example.com"),
+            ("airlock.example.com", "https://airlock.example.com:8443"),
+            ("airlock.example.com:8090", "http://airlock.example.com"),
+            (
+                "airlock.example.com",
+                "https://airlock.example.com.evil.net",
+            ),
+        ] {
+            let r = create(host, origin, "p3").await.unwrap();
+            assert_refused(r, origin).await;
+        }
+        let mut names = folders(&gw, &cookie).await;
+        names.sort();
+        assert_eq!(names, ["p1", "p2"]);
+    })
+    .await;
+}
