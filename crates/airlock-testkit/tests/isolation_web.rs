@@ -173,3 +173,87 @@ fn cross_origin_form_posts_and_websocket_are_refused_in_a_real_browser() {
     b.click("form[action='/ui/settings/port'] button[type=submit]");
     b.wait_text(".flashes", "10022", WAIT);
 }
+
+fn api_cli(d: &Airlockd, ak: &str, sk: &str) -> Cli {
+    let cli = Cli::empty();
+    cli.write_env(&format!(
+        "BACKEND_ENDPOINT={}\nBACKEND_ENDPOINT_TYPE=api\nBACKEND_ACCESS_KEY={ak}\nBACKEND_SECRET_KEY={sk}\n",
+        d.url
+    ));
+    cli
+}
+
+fn printed(out: &str, label: &str) -> String {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {out}"))
+        .trim()
+        .to_owned()
+}
+
+/// Keypairs are regenerated and revoked from the CLI and by the admin, and
+/// old keys stop working at once; a disabled account cannot log in.
+#[test]
+fn keypair_regenerate_revoke_and_disable_from_cli_and_airlockd() {
+    let d = Airlockd::start();
+    let _log = LogOnPanic(&d);
+    let (ak, sk) = d.add_user_with_keys("kp@example.com", "kp-password");
+    api_cli(&d, &ak, &sk)
+        .run(&["settings"], None)
+        .expect_code(0);
+
+    // The user regenerates (logged in with a password).
+    let cli = Cli::new(&d.url);
+    cli.run(&["login"], Some("kp@example.com\nkp-password\n"))
+        .expect_code(0);
+    let out = cli.run(&["keypair", "regenerate"], None);
+    out.expect_code(0);
+    let (ak2, sk2) = (
+        printed(&out.stdout, "BACKEND_ACCESS_KEY="),
+        printed(&out.stdout, "BACKEND_SECRET_KEY="),
+    );
+    assert_ne!(ak2, ak);
+    api_cli(&d, &ak, &sk)
+        .run(&["settings"], None)
+        .expect_code(1);
+    api_cli(&d, &ak2, &sk2)
+        .run(&["settings"], None)
+        .expect_code(0);
+    let shown = cli.run(&["keypair", "show"], None);
+    shown.expect_code(0);
+    assert!(shown.stdout.contains(&ak2), "{}", shown.stdout);
+    assert!(!shown.stdout.contains(&sk2), "{}", shown.stdout);
+
+    // The user revokes it.
+    cli.run(&["keypair", "revoke"], None).expect_code(0);
+    api_cli(&d, &ak2, &sk2)
+        .run(&["settings"], None)
+        .expect_code(1);
+
+    // The admin gives a new one.
+    let out = d.admin_command(&["user", "keypair", "kp@example.com", "--regenerate"], None);
+    out.expect_code(0);
+    let (ak3, sk3) = (
+        printed(&out.stdout, "access key:"),
+        printed(&out.stdout, "secret key:"),
+    );
+    api_cli(&d, &ak3, &sk3)
+        .run(&["settings"], None)
+        .expect_code(0);
+
+    // Disabling ends the login and refuses the keys.
+    d.admin_command(&["user", "disable", "kp@example.com"], None)
+        .expect_code(0);
+    let out = cli.run(&["settings"], None);
+    out.expect_code(1);
+    api_cli(&d, &ak3, &sk3)
+        .run(&["settings"], None)
+        .expect_code(1);
+    let out = Cli::new(&d.url).run(&["login"], Some("kp@example.com\nkp-password\n"));
+    out.expect_code(1);
+    d.admin_command(&["user", "enable", "kp@example.com"], None)
+        .expect_code(0);
+    api_cli(&d, &ak3, &sk3)
+        .run(&["settings"], None)
+        .expect_code(0);
+}
