@@ -257,3 +257,51 @@ fn keypair_regenerate_revoke_and_disable_from_cli_and_airlockd() {
         .run(&["settings"], None)
         .expect_code(0);
 }
+
+/// The settings page regenerates the keypair (secret shown once) and
+/// changes the password, which ends every login of the account.
+#[test]
+fn web_keypair_regenerate_and_password_change_end_logins() {
+    let d = Airlockd::start();
+    let _log = LogOnPanic(&d);
+    let (ak, sk) = d.add_user_with_keys("web@example.com", "web-password");
+    let cli = Cli::new(&d.url);
+    cli.run(&["login"], Some("web@example.com\nweb-password\n"))
+        .expect_code(0);
+    let b = Browser::start("web_credentials", &d.url, LIMIT);
+    b.login("web@example.com", "web-password");
+    b.goto("/ui/settings");
+    assert_eq!(b.text("#access-key"), ak);
+    assert!(!b.body_text().contains(&sk));
+    b.click("#regenerate-keypair");
+    b.accept_confirm();
+    b.wait_for("#new-keypair");
+    let shown = b.text("#new-keypair");
+    let new_ak = printed(&shown, "BACKEND_ACCESS_KEY=");
+    let new_sk = printed(&shown, "BACKEND_SECRET_KEY=");
+    assert_ne!(new_ak, ak);
+    api_cli(&d, &ak, &sk)
+        .run(&["settings"], None)
+        .expect_code(1);
+    api_cli(&d, &new_ak, &new_sk)
+        .run(&["settings"], None)
+        .expect_code(0);
+    // Reloading does not show the secret again.
+    b.goto("/ui/settings");
+    assert!(!b.body_text().contains(&new_sk));
+
+    b.fill("#old-password", "web-password");
+    b.fill("#new-password", "web-password-2");
+    b.fill("#repeat-password", "web-password-2");
+    b.click("form[action='/ui/settings/password'] button[type=submit]");
+    b.wait_until("the login page", WAIT, |b| {
+        b.path().starts_with("/ui/login")
+    });
+    assert!(b.body_text().contains("Password changed"));
+    let (_, body) = b.fetch("GET", "/server/login-check", None);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["authenticated"], false, "{v}");
+    // The CLI's login ended too.
+    cli.run(&["settings"], None).expect_code(1);
+    b.login("web@example.com", "web-password-2");
+}
