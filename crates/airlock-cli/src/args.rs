@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage the SSH public keys of your account (used in new sessions).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Your API keypair (BACKEND_ACCESS_KEY/SECRET_KEY): show, regenerate, revoke.
+    #[command(subcommand)]
+    Keypair(KeypairCommand),
     /// Compute sessions: create, list, inspect, remove, copy files.
     #[command(subcommand)]
     Session(SessionCommand),
@@ -113,6 +116,10 @@ pub struct ConfigSshArgs {
     /// The ssh directory (default ~/.ssh).
     #[arg(long, value_name = "DIR")]
     pub ssh_dir: Option<PathBuf>,
+    /// Write `ForwardAgent yes` (default: no). Risk: whoever controls the
+    /// session can use your laptop's SSH agent keys while you are connected.
+    #[arg(long)]
+    pub forward_agent: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +328,18 @@ pub struct SettingsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeypairCommand {
+    /// Show your access key (the secret key is never shown again).
+    Show,
+    /// Replace your keypair with a new one; the old one stops working at
+    /// once. Prints the new secret key (once).
+    Regenerate,
+    /// Delete your keypair: signed (api mode) requests stop working until
+    /// you regenerate one.
+    Revoke,
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Logout => commands::login::logout(&client).await,
         Command::Settings(args) => commands::settings::run(&client, args).await,
         Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
+        Command::Keypair(cmd) => commands::keys::keypair(&client, cmd).await,
         Command::Session(cmd) => commands::session::run(&client, cmd).await,
         Command::Vfolder(cmd) => commands::vfolder::run(&client, cmd).await,
         Command::App(args) => commands::app::run(&client, args).await,

@@ -197,3 +197,62 @@ impl FromRequestParts<AppState> for Admin {
         }
     }
 }
+
+/// What a password login came to.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Right password, active account.
+    Ok(User),
+    /// Wrong email or password (counted).
+    Wrong,
+    /// Right password, but the account is disabled (counted).
+    Inactive,
+    /// Refused before checking: too many failures.
+    Limited(crate::ratelimit::Refused),
+}
+
+/// Checks a password login from `client`, charging the attempt against
+/// the failed-login limits first (atomically, so concurrent guesses cannot
+/// overshoot them).
+pub async fn password_login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    client: std::net::IpAddr,
+) -> Result<LoginOutcome, ApiError> {
+    let attempt = match state.logins().begin(email.trim(), client) {
+        Ok(a) => a,
+        Err(refused) => {
+            tracing::warn!(%client, scope = refused.scope, "login refused: rate limited");
+            return Ok(LoginOutcome::Limited(refused));
+        }
+    };
+    let user = state.store().check_password(email.trim(), password).await?;
+    Ok(match user {
+        None => {
+            tracing::info!(%client, "login failed: wrong email or password");
+            LoginOutcome::Wrong
+        }
+        Some(u) if !u.is_active => {
+            tracing::info!(%client, "login failed: account inactive");
+            LoginOutcome::Inactive
+        }
+        Some(u) => {
+            state.logins().succeeded(attempt);
+            LoginOutcome::Ok(u)
+        }
+    })
+}
+
+/// Ends everything that keeps an account logged in without its password:
+/// every web session (login cookie) and every outstanding folder transfer
+/// token. Called after a password change and when an account is disabled.
+pub async fn end_logins(state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    let n = state.store().delete_web_sessions_of(user_id).await?;
+    state.transfers().revoke_user(user_id);
+    tracing::info!(user = %user_id, web_sessions = n, "ended the account's logins and transfer tokens");
+    Ok(())
+}
+
+/// Minimum length of a new password (the same rule as `airlockd user`).
+pub const MIN_PASSWORD: usize = 8;

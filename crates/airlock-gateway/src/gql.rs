@@ -166,7 +166,9 @@ async fn keypair(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
             "user_id": caller.user.email,
             "user": caller.user.id,
             "access_key": k.access_key,
-            "secret_key": k.secret_key,
+            // Never echoed: the client only reads `is_admin` from this
+            // query (and a caller who signs requests already has it).
+            "secret_key": null,
             "is_active": caller.user.is_active,
             "is_admin": caller.user.is_admin(),
             "resource_policy": "default",

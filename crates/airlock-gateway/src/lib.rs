@@ -17,10 +17,12 @@ pub mod beneath;
 pub mod config;
 pub mod error;
 pub mod folders;
+pub mod forwarded;
 pub mod gql;
 mod json;
 mod listener;
 pub mod quotas;
+pub mod origin;
 pub mod ratelimit;
 mod routes;
 pub mod sessions;
@@ -75,7 +77,7 @@ impl AppState {
         storage: Arc<dyn FolderStorage>,
         shutdown: CancellationToken,
     ) -> Self {
-        let logins = LoginLimiter::new(config.login_window);
+        let logins = LoginLimiter::new(ratelimit::LoginPolicy::from(&config));
         let agents = AgentClient::new(config.agent_token.clone());
         let (session_events, _) = tokio::sync::broadcast::channel(1024);
         Self {

@@ -111,6 +111,41 @@ pub struct AddSshKey {
     pub public_key: String,
 }
 
+/// `GET/POST /user/keypair` answer: the API keypair. The secret key is
+/// present only in the answer that created it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeypairInfo {
+    /// Access key; `None` when the account has no keypair (revoked).
+    pub access_key: Option<String>,
+    /// Secret key; only right after regeneration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for KeypairInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeypairInfo")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
+}
+
+/// `POST /user/password` body.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChangePassword {
+    /// The current password.
+    pub old_password: String,
+    /// The new one (at least 8 characters).
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangePassword { <secret> }")
+    }
+}
+
 /// A session service (Backend.AI's `servicePorts` item).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePort {

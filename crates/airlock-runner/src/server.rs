@@ -206,6 +206,12 @@ impl Drop for ConnHandler {
     }
 }
 
+/// Whether user-key signatures of this algorithm are accepted: everything
+/// russh verifies except `ssh-rsa` (RSA with SHA-1).
+pub fn accepted_signature_algorithm(algorithm: &ssh_key::Algorithm) -> bool {
+    !matches!(algorithm, ssh_key::Algorithm::Rsa { hash: None })
+}
+
 impl ConnHandler {
     fn ctx(&self, session: &Session) -> ConnCtx {
         ConnCtx {
@@ -216,6 +222,17 @@ impl ConnHandler {
             conn_id: self.conn_id,
             token: self.token.clone(),
         }
+    }
+
+    /// Refuses signature algorithms OpenSSH (>= 8.8) no longer accepts by
+    /// default: `ssh-rsa` means RSA with SHA-1. RSA keys stay usable with
+    /// `rsa-sha2-256`/`rsa-sha2-512` signatures.
+    fn refuse_algorithm(&self, user: &str, algorithm: &ssh_key::Algorithm) -> Option<Auth> {
+        if accepted_signature_algorithm(algorithm) {
+            return None;
+        }
+        info!(peer = %self.peer, "refused publickey for {user:?}: signature algorithm {algorithm} (SHA-1) is not accepted; use rsa-sha2-256/512 or an ed25519 key");
+        Some(Auth::reject())
     }
 
     fn check_key(&self, user: &str, key: &PublicKey, stage: &str) -> Auth {
@@ -264,10 +281,16 @@ impl russh::server::Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth> {
+        if let Some(refusal) = self.refuse_algorithm(user, offer.algorithm) {
+            return Ok(refusal);
+        }
         Ok(self.check_key(user, offer.public_key, "publickey offer"))
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth> {
+        if let Some(refusal) = self.refuse_algorithm(user, key.algorithm) {
+            return Ok(refusal);
+        }
         Ok(self.check_key(user, key.public_key, "publickey"))
     }
 
@@ -491,5 +514,26 @@ impl russh::server::Handler for ConnHandler {
             }
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ssh_key::{Algorithm, HashAlg};
+
+    use super::accepted_signature_algorithm;
+
+    #[test]
+    fn sha1_rsa_signatures_are_not_accepted() {
+        assert!(!accepted_signature_algorithm(&Algorithm::Rsa {
+            hash: None
+        }));
+        assert!(accepted_signature_algorithm(&Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256)
+        }));
+        assert!(accepted_signature_algorithm(&Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512)
+        }));
+        assert!(accepted_signature_algorithm(&Algorithm::Ed25519));
     }
 }

@@ -808,3 +808,45 @@ fn sftp_get_big(size: usize, limit: Duration) {
     // The client asked for limits and got the big-read path.
     assert!(s.log_text().contains("sftp"), "no sftp in log");
 }
+
+/// OpenSSH >= 8.8 semantics: an RSA key signing with SHA-1 (`ssh-rsa`) is
+/// refused; the same key with rsa-sha2-256/512 (the client default) works.
+#[test]
+fn ssh_rsa_sha1_signatures_refused_rsa_sha2_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = dir.path().join("id_rsa");
+    let o = run_timeout(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "rsa", "-f"])
+            .arg(&rsa)
+            .stdin(Stdio::null()),
+        T,
+    );
+    assert!(o.status.success(), "ssh-keygen: {}", text(&o.stderr));
+    let ak = dir.path().join("authorized_keys");
+    std::fs::copy(rsa.with_extension("pub"), &ak).unwrap();
+    let s = Server::start_with(ServerOpts {
+        authorized_keys: Some(ak),
+        ..ServerOpts::default()
+    });
+    // Default client algorithms: rsa-sha2-512/256.
+    let o = run_timeout(s.ssh_with_key(&rsa).arg(s.dest()).arg("echo ok"), T);
+    assert!(o.status.success(), "rsa-sha2 refused: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), "ok");
+    // Forced SHA-1.
+    let o = run_timeout(
+        s.ssh_with_key(&rsa)
+            .args(["-o", "PubkeyAcceptedAlgorithms=ssh-rsa"])
+            .arg(s.dest())
+            .arg("echo ok"),
+        T,
+    );
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).is_empty());
+    assert!(
+        text(&o.stderr).contains("Permission denied (publickey)"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(s.log_text().contains("SHA-1"), "{}", s.log_text());
+}

@@ -329,6 +329,13 @@ fn config_ssh_proxycommand_and_host_key_changes() {
     let out = cli.run(&["config-ssh", "--dry-run"], None);
     out.expect_code(0);
     assert!(out.stdout.contains("+Host airlock-demo"), "{}", out.stdout);
+    // The laptop's agent is not forwarded unless asked for, with the risk said.
+    assert!(out.stdout.contains("+  ForwardAgent no"), "{}", out.stdout);
+    assert!(!out.stdout.contains("ForwardAgent yes"), "{}", out.stdout);
+    let fwd = cli.run(&["config-ssh", "--dry-run", "--forward-agent"], None);
+    fwd.expect_code(0);
+    assert!(fwd.stdout.contains("+  ForwardAgent yes"), "{}", fwd.stdout);
+    assert!(fwd.stderr.contains("SSH keys"), "{}", fwd.stderr);
     assert!(
         !ssh_dir.join("airlock/config").exists(),
         "dry run must not write"

@@ -68,9 +68,16 @@ pub struct GatewayOpts {
     /// Add `Secure` to login cookies (when users reach the gateway over https).
     #[arg(long)]
     pub secure_cookies: bool,
-    /// Trust X-Forwarded-For/-Proto from a reverse proxy in front.
-    #[arg(long)]
-    pub trust_forwarded: bool,
+    /// A reverse proxy in front whose X-Forwarded-For/-Proto/-Host headers
+    /// are believed (address or CIDR, repeatable; e.g. 127.0.0.1 or
+    /// 10.0.0.0/8). From any other peer those headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<airlock_gateway::config::IpCidr>,
+    /// The URL users open (https://airlock.example.com), when it differs
+    /// from the Host header the gateway sees; browsers may send
+    /// state-changing requests from this origin (repeatable).
+    #[arg(long = "public-url", value_name = "URL")]
+    pub public_urls: Vec<String>,
     /// Image for sessions created without one.
     #[arg(
         long,
@@ -252,6 +259,29 @@ pub enum UserCommand {
     Passwd {
         /// Login email.
         email: String,
+    },
+    /// Disable an account: it can no longer log in or call the API; its web
+    /// sessions end.
+    Disable {
+        /// Login email.
+        email: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// Login email.
+        email: String,
+    },
+    /// Show, regenerate or revoke an account's API keypair.
+    Keypair {
+        /// Login email.
+        email: String,
+        /// Replace the keypair with a new one (the old keys stop working at
+        /// once) and print it.
+        #[arg(long, conflicts_with = "revoke")]
+        regenerate: bool,
+        /// Delete the keypair: signed requests stop working.
+        #[arg(long)]
+        revoke: bool,
     },
     /// Show or set an account's quotas. Each takes a number, `unlimited`, or
     /// `default` (the server's --max-… flag). Without options: show them.

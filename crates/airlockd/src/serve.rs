@@ -111,7 +111,12 @@ pub fn gateway_state(
     }
     let config = GatewayConfig {
         secure_cookies: opts.secure_cookies,
-        trust_forwarded: opts.trust_forwarded,
+        trusted_proxies: opts.trusted_proxies.clone(),
+        public_origins: opts
+            .public_urls
+            .iter()
+            .map(|u| public_origin(u))
+            .collect::<anyhow::Result<_>>()?,
         agent_token,
         default_image: opts.default_image.clone(),
         default_limits: Limits {
@@ -191,4 +196,19 @@ pub fn agent_start_error(e: airlock_agent::AgentError) -> anyhow::Error {
         } => hinted(message, hint),
         other => anyhow::Error::new(other),
     }
+}
+
+/// `https://host[:port][/path]` → `https://host[:port]` (the origin browsers send).
+fn public_origin(url: &str) -> anyhow::Result<String> {
+    let bad = || {
+        hinted(
+            format!("--public-url {url:?} is not an http(s) URL"),
+            "give the address users open, like https://airlock.example.com",
+        )
+    };
+    let parsed = url::Url::parse(url).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(parsed.origin().ascii_serialization())
 }

@@ -2,7 +2,8 @@
 
 use std::io::{BufRead, IsTerminal};
 
-use airlock_gateway::store::{NewUser, Role, StoreError};
+use airlock_gateway::Store;
+use airlock_gateway::store::{NewUser, Role, StoreError, User};
 use airlock_proto::validate::check_email;
 
 use crate::cli::{UserArgs, UserCommand, hinted};
@@ -32,6 +33,15 @@ pub fn read_new_password() -> anyhow::Result<String> {
         ));
     }
     Ok(password)
+}
+
+async fn find(store: &Store, email: &str) -> anyhow::Result<User> {
+    store.user_by_email(email).await?.ok_or_else(|| {
+        hinted(
+            format!("no account for {email}"),
+            "list accounts with `airlockd user list`",
+        )
+    })
 }
 
 pub async fn run(args: UserArgs) -> anyhow::Result<()> {
@@ -90,15 +100,62 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::Passwd { email } => {
-            let user = store.user_by_email(&email).await?.ok_or_else(|| {
-                hinted(
-                    format!("no account for {email}"),
-                    "list accounts with `airlockd user list`",
-                )
-            })?;
+            let user = find(&store, &email).await?;
             let password = read_new_password()?;
             store.set_password(&user.id, &password).await?;
-            println!("password changed for {}", user.email);
+            println!(
+                "password changed for {}; its web sessions ended",
+                user.email
+            );
+            Ok(())
+        }
+        UserCommand::Disable { email } => {
+            let user = find(&store, &email).await?;
+            store.set_active(&user.id, false).await?;
+            println!(
+                "disabled {}; its web sessions ended and its keys are refused",
+                user.email
+            );
+            Ok(())
+        }
+        UserCommand::Enable { email } => {
+            let user = find(&store, &email).await?;
+            store.set_active(&user.id, true).await?;
+            println!("enabled {}", user.email);
+            Ok(())
+        }
+        UserCommand::Keypair {
+            email,
+            regenerate,
+            revoke,
+        } => {
+            let user = find(&store, &email).await?;
+            if regenerate {
+                let kp = store.regenerate_keypair(&user.id).await?;
+                println!(
+                    "new keypair for {} (the old one no longer works)",
+                    user.email
+                );
+                println!("  access key: {}", kp.access_key);
+                println!("  secret key: {}", kp.secret_key);
+                println!("(shown once; keep the secret key private)");
+            } else if revoke {
+                let n = store.revoke_keypairs(&user.id).await?;
+                println!(
+                    "revoked {n} keypair{} of {}; signed requests are refused until `airlockd user keypair {} --regenerate`",
+                    if n == 1 { "" } else { "s" },
+                    user.email,
+                    user.email
+                );
+            } else {
+                match store.keypair_of(&user.id).await? {
+                    Some(kp) => println!("access key: {}", kp.access_key),
+                    None => println!(
+                        "{} has no keypair (generate one with --regenerate)",
+                        user.email
+                    ),
+                }
+            }
             Ok(())
         }
         UserCommand::Limits(args) => crate::limits::run(&store, args).await,

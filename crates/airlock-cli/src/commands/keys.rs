@@ -3,11 +3,11 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use airlock_proto::api::{AddSshKey, SshKeyInfo};
+use airlock_proto::api::{AddSshKey, KeypairInfo, SshKeyInfo};
 use airlock_proto::sshkey::parse_public_key;
 use reqwest::Method;
 
-use crate::args::KeysCommand;
+use crate::args::{KeypairCommand, KeysCommand};
 use crate::client::{ApiClient, Body};
 use crate::error::{CliError, CliResult};
 use crate::output;
@@ -102,6 +102,44 @@ pub async fn run(client: &ApiClient, cmd: KeysCommand) -> CliResult<()> {
                 "Removed key {:?} ({}).",
                 info.name, info.fingerprint
             ));
+            Ok(())
+        }
+    }
+}
+
+/// Runs a `keypair` subcommand.
+pub async fn keypair(client: &ApiClient, cmd: KeypairCommand) -> CliResult<()> {
+    match cmd {
+        KeypairCommand::Show => {
+            let kp: KeypairInfo = client.get("/user/keypair").await?;
+            match kp.access_key {
+                Some(ak) => println!("access key: {ak}"),
+                None => println!("No keypair. Create one with `airlock keypair regenerate`."),
+            }
+            Ok(())
+        }
+        KeypairCommand::Regenerate => {
+            let kp: KeypairInfo = client
+                .call(Method::POST, "/user/keypair", Body::Empty)
+                .await?;
+            let (Some(ak), Some(sk)) = (kp.access_key, kp.secret_key) else {
+                return Err(CliError::new("the gateway returned no keypair")
+                    .hint("is the gateway the same version as this CLI?"));
+            };
+            println!("BACKEND_ACCESS_KEY={ak}");
+            println!("BACKEND_SECRET_KEY={sk}");
+            output::success(
+                "New keypair created; the old one no longer works. The secret key is shown only now.",
+            );
+            Ok(())
+        }
+        KeypairCommand::Revoke => {
+            let _: serde_json::Value = client
+                .call(Method::DELETE, "/user/keypair", Body::Empty)
+                .await?;
+            output::success(
+                "Keypair revoked: signed requests are refused until `airlock keypair regenerate`.",
+            );
             Ok(())
         }
     }

@@ -29,19 +29,14 @@ pub(crate) async fn gql(
 }
 
 /// `scheme://host` of this request, for URLs handed to the client.
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let scheme = if state.config().trust_forwarded {
-        h("x-forwarded-proto").unwrap_or("http")
-    } else {
-        "http"
-    };
-    let host = if state.config().trust_forwarded {
-        h("x-forwarded-host").or(h("host"))
-    } else {
-        h("host")
-    }
-    .unwrap_or("127.0.0.1");
+/// `X-Forwarded-*` count only from a trusted proxy.
+fn base_url(state: &AppState, parts: &http::request::Parts) -> String {
+    let peer = crate::forwarded::peer_of(parts);
+    let fwd = |n: &str| crate::forwarded::forwarded(state.config(), &parts.headers, peer, n);
+    let scheme = fwd("proto").unwrap_or("http");
+    let host = fwd("host")
+        .or_else(|| parts.headers.get("host").and_then(|v| v.to_str().ok()))
+        .unwrap_or("127.0.0.1");
     format!("{scheme}://{host}")
 }
 
@@ -58,7 +53,7 @@ pub(crate) async fn request_upload(
     State(state): State<AppState>,
     caller: Caller,
     Path(ident): Path<String>,
-    headers: HeaderMap,
+    parts: http::request::Parts,
     Json(TransferRequest { path, size }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
@@ -80,14 +75,14 @@ pub(crate) async fn request_upload(
         return Ok(axum::Json(serde_json::json!({
             // Nothing will use it: the file is complete.
             "token": hex::encode(rand::random::<[u8; 24]>()),
-            "url": format!("{}/folders/_/tus/upload", base_url(&state, &headers)),
+            "url": format!("{}/folders/_/tus/upload", base_url(&state, &parts)),
         })));
     }
     let token = state.transfers().start_upload(grant, file, size);
     tracing::info!(folder = %f.name, %path, size, "upload requested");
     Ok(axum::Json(serde_json::json!({
         "token": token,
-        "url": format!("{}/folders/_/tus/upload", base_url(&state, &headers)),
+        "url": format!("{}/folders/_/tus/upload", base_url(&state, &parts)),
     })))
 }
 
@@ -233,7 +228,7 @@ pub(crate) async fn request_download(
     State(state): State<AppState>,
     caller: Caller,
     Path(ident): Path<String>,
-    headers: HeaderMap,
+    parts: http::request::Parts,
     Json(TransferRequest { path, .. }): Json<TransferRequest>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let f = folders::resolve(&state, &caller, &ident).await?;
@@ -248,7 +243,7 @@ pub(crate) async fn request_download(
     });
     Ok(axum::Json(serde_json::json!({
         "token": token,
-        "url": format!("{}/folders/_/tus/download", base_url(&state, &headers)),
+        "url": format!("{}/folders/_/tus/download", base_url(&state, &parts)),
     })))
 }
 

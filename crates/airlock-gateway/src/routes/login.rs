@@ -1,6 +1,6 @@
 //! `/server/login`, `/server/logout`, `/server/login-check` (web server mode).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use airlock_proto::SESSION_COOKIE;
 use airlock_proto::api::{AccountInfo, LoginCheck, LoginResponse};
@@ -13,8 +13,9 @@ use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::AppState;
-use crate::auth::session_token;
+use crate::auth::{LoginOutcome, password_login, session_token};
 use crate::error::{ApiError, ApiResult};
+use crate::forwarded::{client_ip, forwarded};
 use crate::store::User;
 
 pub(crate) async fn account_info(state: &AppState, user: &User) -> ApiResult<AccountInfo> {
@@ -37,23 +38,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
-    if state.config().trust_forwarded
-        && let Some(first) = header(headers, "x-forwarded-for").and_then(|v| v.split(',').next())
-    {
-        return first.trim().to_owned();
-    }
-    peer.ip().to_string()
-}
-
-fn parse_body(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<LoginRequest> {
+fn parse_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    body: &[u8],
+) -> ApiResult<LoginRequest> {
     let encoded = header(headers, ENCODED_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if encoded {
-        let scheme = if state.config().trust_forwarded {
-            header(headers, "x-forwarded-proto").unwrap_or("http")
-        } else {
-            "http"
-        };
+        let scheme = forwarded(state.config(), headers, peer, "proto").unwrap_or("http");
         let host = header(headers, HOST.as_str()).unwrap_or_default();
         return login::decrypt_login(&login::endpoint_candidates(scheme, host), body).map_err(
             |e| {
@@ -107,37 +100,18 @@ pub(crate) async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req = parse_body(&state, &headers, &body)?;
-    let account_key = format!("account:{}", req.username.to_lowercase());
-    let address_key = format!("address:{}", client_ip(&state, &headers, peer));
+    let req = parse_body(&state, &headers, peer.ip(), &body)?;
+    let client = client_ip(state.config(), &headers, peer.ip());
     let cfg = state.config();
-    for (key, limit) in [
-        (&account_key, cfg.login_failures_per_account),
-        (&address_key, cfg.login_failures_per_address),
-    ] {
-        if let Some(secs) = state.logins().locked_for(key, limit) {
-            tracing::warn!(%peer, "login refused: rate limited");
-            return Err(too_many(secs));
-        }
-    }
-    let user = state
-        .store()
-        .check_password(&req.username, &req.password)
-        .await?;
-    let Some(user) = user else {
-        state.logins().fail(&account_key);
-        state.logins().fail(&address_key);
-        tracing::info!(%peer, "login failed: wrong email or password");
-        return Ok(failure("Invalid email or password."));
+    let user = match password_login(&state, &req.username, &req.password, client).await? {
+        LoginOutcome::Ok(user) => user,
+        LoginOutcome::Wrong => return Ok(failure("Invalid email or password.")),
+        LoginOutcome::Inactive => return Ok(failure("This account is inactive.")),
+        LoginOutcome::Limited(r) => return Err(too_many(r.retry_after)),
     };
-    if !user.is_active {
-        state.logins().fail(&address_key);
-        return Ok(failure("This account is inactive."));
-    }
-    state.logins().clear(&account_key);
     let max_age = i64::try_from(cfg.session_max_age.as_secs()).unwrap_or(i64::MAX / 2000);
     let token = state.store().create_web_session(&user.id, max_age).await?;
-    tracing::info!(email = %user.email, %peer, "login succeeded");
+    tracing::info!(email = %user.email, %client, "login succeeded");
     let info = account_info(&state, &user).await?;
     let mut cookie =
         format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Max-Age={max_age}; SameSite=Lax");
@@ -191,7 +165,10 @@ pub(crate) async fn login_check(
         return Ok(Json(LoginCheck {
             authenticated: true,
             data: serde_json::to_value(info).map_err(ApiError::internal)?,
-            session_id: Some(token),
+            // The cookie is HttpOnly: its value is never handed to scripts.
+            // (No client flow reads it; the official client keeps the
+            // cookie from the login response.)
+            session_id: None,
         }));
     }
     Ok(Json(LoginCheck {

@@ -68,6 +68,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/user/ssh-keys", get(user::list_keys).post(user::add_key))
         .route("/user/ssh-keys/{key}", delete(user::remove_key))
+        .route(
+            "/user/keypair",
+            get(user::get_keypair)
+                .post(user::regenerate_keypair)
+                .delete(user::revoke_keypair),
+        )
+        .route("/user/password", post(user::change_password))
         .route("/session", get(session::list).post(session::create))
         .route(
             "/session/{s}",
@@ -115,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .nest(crate::web::BASE, crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::origin::guard,
+        ))
         .with_state(state);
     // Rewrite before routing: wrap the finished router.
     Router::new().fallback_service(api.map_request(strip_func))

@@ -1,17 +1,19 @@
 //! The caller's own settings and SSH public keys.
 
 use airlock_proto::api::{
-    AddSshKey, SshKeyInfo, UserSettings, UserSettingsSaved, UserSettingsUpdate,
+    AddSshKey, ChangePassword, KeypairInfo, SshKeyInfo, UserSettings, UserSettingsSaved,
+    UserSettingsUpdate,
 };
 use airlock_proto::sshkey::parse_public_key;
 use airlock_proto::validate::{self, check_ssh_port, ssh_port_warning};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::response::IntoResponse;
 use http::StatusCode;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, LoginOutcome, MIN_PASSWORD, end_logins, password_login};
 use crate::error::{ApiError, ApiResult};
+use crate::forwarded::client_ip;
 use crate::json::Json;
 
 /// `GET /user/settings`.
@@ -109,4 +111,93 @@ pub(crate) async fn remove_key(
             )
             .hint("list your keys with `airlock keys ls`")
         })
+}
+
+/// `GET /user/keypair`: the access key (never the secret).
+pub(crate) async fn get_keypair(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<KeypairInfo>> {
+    let kp = state.store().keypair_of(&caller.user.id).await?;
+    Ok(axum::Json(KeypairInfo {
+        access_key: kp.map(|k| k.access_key),
+        secret_key: None,
+    }))
+}
+
+/// `POST /user/keypair`: a new keypair replaces the old one at once. The
+/// secret key is in this response and nowhere else, ever again.
+pub(crate) async fn regenerate_keypair(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    let kp = state.store().regenerate_keypair(&caller.user.id).await?;
+    tracing::info!(email = %caller.user.email, access_key = %kp.access_key, "API keypair regenerated");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(KeypairInfo {
+            access_key: Some(kp.access_key),
+            secret_key: Some(kp.secret_key),
+        }),
+    ))
+}
+
+/// `DELETE /user/keypair`: signed requests stop working until a new
+/// keypair is generated.
+pub(crate) async fn revoke_keypair(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let n = state.store().revoke_keypairs(&caller.user.id).await?;
+    tracing::info!(email = %caller.user.email, revoked = n, "API keypair revoked");
+    Ok(axum::Json(serde_json::json!({ "revoked": n })))
+}
+
+/// `POST /user/password` `{old_password, new_password}`: changes the
+/// caller's password and ends every login cookie and transfer token of the
+/// account (the caller's own cookie included).
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: http::HeaderMap,
+    caller: Caller,
+    Json(req): Json<ChangePassword>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    if req.new_password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::invalid(format!(
+            "the new password is too short (at least {MIN_PASSWORD} characters)"
+        ))
+        .hint("choose a longer password"));
+    }
+    let client = client_ip(state.config(), &headers, peer.ip());
+    match password_login(&state, &caller.user.email, &req.old_password, client).await? {
+        LoginOutcome::Ok(_) => {}
+        LoginOutcome::Limited(r) => {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many failed login attempts",
+            )
+            .msg(format!(
+                "too many wrong passwords; try again in {} seconds",
+                r.retry_after
+            ));
+            e.retry_after = Some(r.retry_after);
+            return Err(e);
+        }
+        LoginOutcome::Wrong | LoginOutcome::Inactive => {
+            return Err(ApiError::forbidden("the current password is wrong")
+                .hint("give the password you log in with now as old_password"));
+        }
+    }
+    state
+        .store()
+        .set_password(&caller.user.id, &req.new_password)
+        .await?;
+    end_logins(&state, &caller.user.id).await?;
+    tracing::info!(email = %caller.user.email, "password changed");
+    Ok(axum::Json(serde_json::json!({
+        "changed": true,
+        "logged_out": true,
+    })))
 }

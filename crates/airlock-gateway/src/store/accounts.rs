@@ -124,9 +124,45 @@ fn new_access_key() -> String {
     format!("AKIA{}", random_string(16).to_ascii_uppercase())
 }
 
+/// argon2id memory cost per hash, KiB (19 MiB: the OWASP minimum for m).
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// argon2id passes.
+pub const ARGON2_ITERATIONS: u32 = 2;
+/// Stored hashes with a larger memory cost than this are refused rather
+/// than verified (bounds the memory a verification can take).
+const ARGON2_MAX_MEMORY_KIB: u32 = 64 * 1024;
+
+fn argon2() -> Argon2<'static> {
+    let params =
+        argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, None).unwrap_or_default();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// At most this many password hashes are computed at once (about one per
+/// CPU), so a login flood costs bounded CPU and at most
+/// `slots × ARGON2_MEMORY_KIB` of memory; the rest wait their turn.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(n.clamp(1, 16))
+    })
+}
+
+/// Runs CPU-heavy password work on a blocking thread, within the hashing
+/// concurrency bound.
+async fn with_hash_slot<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    let _permit = hash_slots().acquire().await.map_err(|_| StoreError::Hash)?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| StoreError::Hash)
+}
+
 /// Hashes a password with argon2id (CPU-heavy: call from a blocking thread).
 pub fn hash_password(password: &str) -> Result<String, StoreError> {
-    Argon2::default()
+    argon2()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|_| StoreError::Hash)
@@ -135,9 +171,9 @@ pub fn hash_password(password: &str) -> Result<String, StoreError> {
 /// Checks a password against a stored hash (CPU-heavy).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
+        let bounded = argon2::Params::try_from(&h)
+            .is_ok_and(|p| p.m_cost() <= ARGON2_MAX_MEMORY_KIB && p.t_cost() <= 16);
+        bounded && argon2().verify_password(password.as_bytes(), &h).is_ok()
     })
 }
 
@@ -165,9 +201,7 @@ impl Store {
     /// Creates a user and their keypair.
     pub async fn create_user(&self, new: NewUser<'_>) -> Result<(User, Keypair), StoreError> {
         let password = new.password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|_| StoreError::Hash)??;
+        let hash = with_hash_slot(move || hash_password(&password)).await??;
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
             // Emails are case-insensitive: store them lower-cased so that the
@@ -246,23 +280,88 @@ impl Store {
         Ok(rows.into_iter().map(User::from).collect())
     }
 
-    /// Sets a new password.
+    /// Sets a new password and ends every web session of the account
+    /// (in-memory transfer tokens are the caller's to revoke).
     pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), StoreError> {
         let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|_| StoreError::Hash)??;
+        let hash = with_hash_slot(move || hash_password(&password)).await??;
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         // A new password ends every web session of the account.
         sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
             .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Enables or disables an account; disabling ends its web sessions.
+    pub async fn set_active(&self, user_id: &str, active: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET is_active = $1 WHERE id = $2")
+            .bind(i32::from(active))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if !active {
+            sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every web session (login cookie) of an account; returns how many.
+    pub async fn delete_web_sessions_of(&self, user_id: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
+            .bind(user_id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(r.rows_affected())
+    }
+
+    /// Replaces every API keypair of an account with a new one (the old
+    /// access keys stop working at once) and returns it.
+    pub async fn regenerate_keypair(&self, user_id: &str) -> Result<Keypair, StoreError> {
+        let keypair = Keypair {
+            access_key: new_access_key(),
+            secret_key: random_string(40),
+            user_id: user_id.to_owned(),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM keypairs WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO keypairs (access_key, secret_key, user_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&keypair.access_key)
+        .bind(&keypair.secret_key)
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(keypair)
+    }
+
+    /// Deletes every API keypair of an account (signed requests stop
+    /// working until one is generated again); returns how many.
+    pub async fn revoke_keypairs(&self, user_id: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM keypairs WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Checks an email/password pair; `None` when wrong or unknown.
@@ -281,7 +380,7 @@ impl Store {
             None => (None, dummy_hash().to_owned()),
         };
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        let ok = with_hash_slot(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
         match (ok, id) {

@@ -3,12 +3,9 @@
 //! a CLI login are the same kind of thing. Failed attempts count against the
 //! same per-account and per-address limits as the API login.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -16,6 +13,8 @@ use subtle::ConstantTimeEq;
 use super::layout;
 use super::{FormData, HOME, PageResult, PostForm, cookie, redirect_with, safe_next, web_user};
 use crate::AppState;
+use crate::auth::{LoginOutcome, password_login};
+use crate::forwarded::{client_ip, peer_of};
 
 const LOGIN_COOKIE: &str = "airlock_login";
 
@@ -94,22 +93,6 @@ pub(crate) async fn form(
     Ok(resp)
 }
 
-fn client_ip(state: &AppState, headers: &HeaderMap, parts: &Parts) -> String {
-    if state.config().trust_forwarded
-        && let Some(first) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-    {
-        return first.trim().to_owned();
-    }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default()
-}
-
 /// `POST /ui/login`.
 pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageResult {
     let (parts, body) = req.into_parts();
@@ -143,41 +126,26 @@ pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageR
         ));
     }
 
-    let account_key = format!("account:{}", email.to_lowercase());
-    let address_key = format!("address:{}", client_ip(&state, &parts.headers, &parts));
+    let client = client_ip(state.config(), &parts.headers, peer_of(&parts));
     let cfg = state.config();
-    for (key, limit) in [
-        (&account_key, cfg.login_failures_per_account),
-        (&address_key, cfg.login_failures_per_address),
-    ] {
-        if let Some(secs) = state.logins().locked_for(key, limit) {
-            tracing::warn!("web login refused: rate limited");
-            return Ok(login_page(
-                &next,
-                &email,
-                Some(&format!(
-                    "Too many failed login attempts. Try again in {} minute(s).",
-                    secs.div_ceil(60)
-                )),
-                None,
-                StatusCode::TOO_MANY_REQUESTS,
-            ));
+    let wrong = |msg: &str, status| Ok(login_page(&next, &email, Some(msg), None, status));
+    let user = match password_login(&state, &email, password, client).await? {
+        LoginOutcome::Ok(user) => user,
+        LoginOutcome::Wrong | LoginOutcome::Inactive => {
+            return wrong("Invalid email or password.", StatusCode::UNAUTHORIZED);
         }
-    }
-    let user = state.store().check_password(&email, password).await?;
-    let Some(user) = user.filter(|u| u.is_active) else {
-        state.logins().fail(&account_key);
-        state.logins().fail(&address_key);
-        tracing::info!("web login failed: wrong email or password");
-        return Ok(login_page(
-            &next,
-            &email,
-            Some("Invalid email or password."),
-            None,
-            StatusCode::UNAUTHORIZED,
-        ));
+        LoginOutcome::Limited(r) => {
+            let wait = if r.retry_after < 120 {
+                format!("{} second(s)", r.retry_after)
+            } else {
+                format!("{} minute(s)", r.retry_after.div_ceil(60))
+            };
+            return wrong(
+                &format!("Too many failed login attempts. Try again in {wait}."),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
     };
-    state.logins().clear(&account_key);
     let max_age = i64::try_from(cfg.session_max_age.as_secs()).unwrap_or(i64::MAX / 2000);
     let token = state.store().create_web_session(&user.id, max_age).await?;
     tracing::info!(email = %user.email, "web login succeeded");

@@ -73,6 +73,12 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/settings/port", post(settings::set_port))
         .route("/settings/keys", post(settings::add_key))
         .route("/settings/keys/{id}/remove", post(settings::remove_key))
+        .route(
+            "/settings/keypair/regenerate",
+            post(settings::regenerate_keypair),
+        )
+        .route("/settings/keypair/revoke", post(settings::revoke_keypair))
+        .route("/settings/password", post(settings::change_password))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(security_headers))

@@ -502,7 +502,7 @@ fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> M
         .as_deref()
         .map(|k| format!("{alias} {}", k.trim()));
     let config = format!(
-        "Host {alias}\n  User work\n  ProxyCommand airlock proxy {name}\n  IdentityFile ~/.ssh/airlock/id_{name}\n  HostKeyAlias {alias}\n  UserKnownHostsFile ~/.ssh/airlock/known_hosts\n  StrictHostKeyChecking yes\n  ForwardAgent yes"
+        "Host {alias}\n  User work\n  ProxyCommand airlock proxy {name}\n  IdentityFile ~/.ssh/airlock/id_{name}\n  HostKeyAlias {alias}\n  UserKnownHostsFile ~/.ssh/airlock/known_hosts\n  StrictHostKeyChecking yes\n  ForwardAgent no"
     );
     let base = format!("/ui/sessions/{}", s.id);
     let running = s.status == Status::Running;
@@ -652,6 +652,16 @@ fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> M
                         (code("airlock config-ssh", "config-ssh command"))
                         p.small.muted { "It adds this block to " code { "~/.ssh/config" } ":" }
                         (code(&config, "ssh config block"))
+                        p.small.muted #forward-agent-note {
+                            "To use your laptop's SSH keys inside the session (for example "
+                            code { "git push" } " from VS Code), generate the block with "
+                            code { "ForwardAgent yes" } " instead:"
+                        }
+                        (code("airlock config-ssh --forward-agent", "config-ssh with agent forwarding"))
+                        p.small.muted {
+                            "Only do this for sessions you trust: while you are connected, anything running in the session "
+                            "can use your loaded keys (not copy them) to log in wherever they work."
+                        }
                     }
                     li {
                         p {

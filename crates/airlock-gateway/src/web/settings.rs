@@ -21,6 +21,9 @@ struct SettingsForm {
     key_name: String,
     key_text: String,
     key_error: Msg,
+    /// A keypair just generated: shown once, on this response only.
+    new_keypair: Option<(String, String)>,
+    password_error: Msg,
 }
 
 async fn render(
@@ -39,6 +42,12 @@ async fn render(
         .ssh_keys(user.id())
         .await
         .map_err(ApiError::from)?;
+    let access_key = state
+        .store()
+        .keypair_of(user.id())
+        .await
+        .map_err(ApiError::from)?
+        .map(|k| k.access_key);
     let port_value = form
         .port
         .clone()
@@ -121,6 +130,56 @@ async fn render(
                         p.help #key-help { "One line from your " code { ".pub" } " file, e.g. " code { "~/.ssh/id_ed25519.pub" } "." }
                     }
                     button.btn.btn-primary type="submit" { "Add key" }
+                }
+            }
+            section.card #keypair aria-labelledby="keypair-title" {
+                h2 #keypair-title { (svg(icon::KEY)) "API keypair" }
+                p.small {
+                    "For " code { "BACKEND_ENDPOINT_TYPE=api" } " (signed requests without a login). "
+                    "The secret key is shown only when it is created."
+                }
+                @if let Some((ak, sk)) = &form.new_keypair {
+                    div.flash.flash-ok role="status" #new-keypair {
+                        p { "New keypair created; the old one no longer works. Copy the secret key now — it is not shown again." }
+                        pre.mono { "BACKEND_ACCESS_KEY=" (ak) "\nBACKEND_SECRET_KEY=" (sk) }
+                    }
+                }
+                @match &access_key {
+                    Some(ak) => { p { "Access key: " code #access-key { (ak) } } }
+                    None => { p.muted #no-keypair { "No keypair: signed requests are refused." } }
+                }
+                form.inline method="post" action="/ui/settings/keypair/regenerate"
+                    data-confirm="Create a new keypair? The current one stops working at once." {
+                    (csrf(user))
+                    button.btn.btn-secondary type="submit" #regenerate-keypair { "Regenerate keypair" }
+                }
+                @if access_key.is_some() {
+                    " "
+                    (danger_button(user, "/ui/settings/keypair/revoke", &[],
+                        "Revoke your keypair? Signed requests stop working until you regenerate one.",
+                        "Revoke keypair", "Revoke API keypair"))
+                }
+            }
+            section.card #password aria-labelledby="password-title" {
+                h2 #password-title { (svg(icon::SHIELD)) "Password" }
+                p.small { "Changing it logs you out everywhere (browsers and CLI logins) and cancels pending folder transfers." }
+                (form_error(form.password_error.as_ref()))
+                form method="post" action="/ui/settings/password" {
+                    (csrf(user))
+                    div.field {
+                        label for="old-password" { "Current password" }
+                        input #old-password type="password" name="old_password" autocomplete="current-password" required;
+                    }
+                    div.field {
+                        label for="new-password" { "New password" }
+                        input #new-password type="password" name="new_password" autocomplete="new-password"
+                            minlength=(crate::auth::MIN_PASSWORD) required;
+                    }
+                    div.field {
+                        label for="repeat-password" { "Repeat new password" }
+                        input #repeat-password type="password" name="repeat_password" autocomplete="new-password" required;
+                    }
+                    button.btn.btn-primary type="submit" { "Change password" }
                 }
             }
         }
@@ -298,4 +357,131 @@ pub(crate) async fn remove_key(
             key.name, key.fingerprint
         ))],
     ))
+}
+
+/// `POST /ui/settings/keypair/regenerate`: shows the new secret once.
+pub(crate) async fn regenerate_keypair(
+    State(state): State<AppState>,
+    PostForm { user, .. }: PostForm,
+) -> PageResult {
+    let kp = state
+        .store()
+        .regenerate_keypair(user.id())
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(email = %user.email(), access_key = %kp.access_key, "API keypair regenerated (web)");
+    let form = SettingsForm {
+        new_keypair: Some((kp.access_key, kp.secret_key)),
+        ..Default::default()
+    };
+    let mut resp = render(&state, &user, form, StatusCode::OK).await?;
+    // The page holds a secret: never cache it.
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// `POST /ui/settings/keypair/revoke`.
+pub(crate) async fn revoke_keypair(
+    State(state): State<AppState>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    if form.get("confirmed") != "1" {
+        return Ok(layout::confirm_page(
+            &user,
+            Nav::Settings,
+            layout::Confirm {
+                title: "Revoke keypair?",
+                question: "Revoke your keypair? Signed requests stop working until you regenerate one.",
+                action: "/ui/settings/keypair/revoke",
+                fields: &[],
+                button: "Revoke keypair",
+                back: "/ui/settings#keypair",
+            },
+        ));
+    }
+    state
+        .store()
+        .revoke_keypairs(user.id())
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(email = %user.email(), "API keypair revoked (web)");
+    Ok(redirect_with(
+        "/ui/settings#keypair",
+        &[Flash::ok(
+            "Keypair revoked; signed requests are refused now.",
+        )],
+    ))
+}
+
+/// `POST /ui/settings/password` `{old_password, new_password, repeat_password}`.
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> PageResult {
+    let client = crate::forwarded::client_ip(
+        state.config(),
+        req.headers(),
+        crate::forwarded::peer_of_request(&req),
+    );
+    let PostForm { user, form } =
+        <PostForm as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
+    let old = form.get("old_password").to_owned();
+    let new = form.get("new_password").to_owned();
+    let fail = |msg: &str, hint: Option<&str>| SettingsForm {
+        password_error: Some((msg.to_owned(), hint.map(str::to_owned))),
+        ..Default::default()
+    };
+    if new != form.get("repeat_password") {
+        let f = fail(
+            "The new passwords do not match.",
+            Some("Type the same new password twice."),
+        );
+        return render(&state, &user, f, StatusCode::BAD_REQUEST).await;
+    }
+    if new.chars().count() < crate::auth::MIN_PASSWORD {
+        let f = fail(
+            &format!(
+                "The new password is too short (at least {} characters).",
+                crate::auth::MIN_PASSWORD
+            ),
+            None,
+        );
+        return render(&state, &user, f, StatusCode::BAD_REQUEST).await;
+    }
+    match crate::auth::password_login(&state, user.email(), &old, client).await? {
+        crate::auth::LoginOutcome::Ok(_) => {}
+        crate::auth::LoginOutcome::Limited(r) => {
+            let f = fail(
+                &format!(
+                    "Too many wrong passwords. Try again in {} second(s).",
+                    r.retry_after
+                ),
+                None,
+            );
+            return render(&state, &user, f, StatusCode::TOO_MANY_REQUESTS).await;
+        }
+        _ => {
+            let f = fail("The current password is wrong.", None);
+            return render(&state, &user, f, StatusCode::FORBIDDEN).await;
+        }
+    }
+    state
+        .store()
+        .set_password(user.id(), &new)
+        .await
+        .map_err(ApiError::from)?;
+    crate::auth::end_logins(&state, user.id()).await?;
+    tracing::info!(email = %user.email(), "password changed (web)");
+    let mut resp = redirect_with(
+        "/ui/login",
+        &[Flash::ok("Password changed. Log in with the new password.")],
+    );
+    resp.headers_mut().append(
+        http::header::SET_COOKIE,
+        http::HeaderValue::from_static("AIOHTTP_SESSION=; Path=/; HttpOnly; Max-Age=0"),
+    );
+    Ok(resp)
 }

@@ -21,6 +21,7 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: TestUser,
     pub user: TestUser,
+    pub store: Store,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -72,6 +73,7 @@ impl Gateway {
             addr,
             admin,
             user,
+            store,
             shutdown,
             _dir: dir,
         }

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
+mod cross_origin;
 mod harness;
+mod logins;
 mod quotas;
 mod store;
 mod user;
