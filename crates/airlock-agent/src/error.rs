@@ -50,6 +50,14 @@ impl AgentError {
         }
     }
 
+    /// What to do about it, when the error says.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            AgentError::Invalid { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Adds a hint to an invalid-request error.
     pub fn with_hint(self, h: impl Into<String>) -> Self {
         match self {

@@ -137,8 +137,14 @@ pub struct AgentOpts {
     /// Schedule this many times the node's CPU cores.
     #[arg(long, env = "AIRLOCK_CPU_OVERCOMMIT")]
     pub cpu_overcommit: Option<f64>,
-    /// Extra label for every session container (KEY=VALUE, repeatable).
-    #[arg(long = "container-label", value_name = "KEY=VALUE")]
+    /// Extra label for every session container (KEY=VALUE, repeatable; in
+    /// the environment, comma-separated).
+    #[arg(
+        long = "container-label",
+        value_name = "KEY=VALUE",
+        env = "AIRLOCK_CONTAINER_LABELS",
+        value_delimiter = ','
+    )]
     pub container_labels: Vec<String>,
     /// Outbound connections from sessions beyond this node: `open` (e.g.
     /// `pip install` works) or `none`. Sessions never reach this node's own

@@ -24,14 +24,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state = serve::gateway_state(gw, store.clone(), token.clone(), shutdown.clone())?;
 
     // The local agent: Docker, the runner, the default image.
-    let agent_task = match start_agent(&args, &url, token, &state, &shutdown).await {
-        Ok(task) => Some(task),
+    // What the banner says about sessions: `Ok` when they can start, else
+    // why not and what to do.
+    let (agent_task, sessions) = match start_agent(&args, &url, token, &state, &shutdown).await {
+        Ok((task, image)) => (Some(task), image),
         Err(e) => {
             tracing::error!("sessions are unavailable: {e:#}");
-            if let Some(h) = e.downcast_ref::<crate::cli::Hinted>() {
-                tracing::error!("hint: {}", h.hint);
+            let hint = e
+                .downcast_ref::<crate::cli::Hinted>()
+                .map(|h| h.hint.clone());
+            if let Some(h) = &hint {
+                tracing::error!("hint: {h}");
             }
-            None
+            (None, Err((format!("{e:#}"), hint)))
         }
     };
 
@@ -61,6 +66,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     println!("airlock is running at {url}");
     println!("  data directory: {}", gw.data.data.display());
+    match &sessions {
+        Ok(image) => println!("  sessions: ready (default image {image})"),
+        Err((why, hint)) => {
+            println!("  sessions: CANNOT START — {why}");
+            if let Some(h) = hint {
+                println!("  hint: {h}");
+            }
+        }
+    }
     match admin {
         AdminBootstrap::Generated(password) => {
             println!();
@@ -116,7 +130,7 @@ async fn start_agent(
     token: String,
     state: &airlock_gateway::AppState,
     shutdown: &CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, SessionsState)> {
     let data_dir = args.gateway.data.data.join("agent");
     std::fs::create_dir_all(&data_dir)?;
     let listener = serve::bind("127.0.0.1:0".parse()?, "local agent").await?;
@@ -144,29 +158,58 @@ async fn start_agent(
                 "start Docker (and make its socket reachable), then restart `airlockd up`",
             )
         })?;
-    if !args.no_build_image {
+    let image = &args.gateway.default_image;
+    let image_state: SessionsState = if !args.no_build_image
+        && image.as_str() == airlock_agent::image::BASE_IMAGE
+    {
         let opts = BaseImageOptions {
-            tag: args.gateway.default_image.clone(),
+            tag: image.clone(),
             work_dir: data_dir.join("build"),
             ..BaseImageOptions::default()
         };
-        if args.gateway.default_image == airlock_agent::image::BASE_IMAGE {
-            match ensure_base_image(&engine, &opts).await {
-                Ok(true) => tracing::info!(image = %opts.tag, "built the default session image"),
-                Ok(false) => {}
-                Err(e) => tracing::error!("cannot build the default session image: {e}"),
+        match ensure_base_image(&engine, &opts).await {
+            Ok(built) => {
+                if built {
+                    tracing::info!(image = %opts.tag, "built the default session image");
+                }
+                Ok(image.clone())
+            }
+            Err(e) => {
+                tracing::error!("cannot build the default session image: {e}");
+                let hint = e.hint().map(str::to_owned);
+                if let Some(h) = &hint {
+                    tracing::error!("hint: {h}");
+                }
+                Err((format!("the default image {image} is missing: {e}"), hint))
             }
         }
-    }
+    } else {
+        match engine.has_image(image).await {
+            Ok(true) => Ok(image.clone()),
+            Ok(false) => Err((
+                format!("the default image {image} is not on this Docker engine"),
+                Some(
+                    "build it with `airlockd image build-base`, or load it with `docker load` (or start without --no-build-image)"
+                        .to_owned(),
+                ),
+            )),
+            Err(e) => Err((format!("cannot ask Docker for {image}: {e}"), None)),
+        }
+    };
     let agent_id = config.agent_id.clone();
     let agent = airlock_agent::start(config, shutdown.clone())
         .await
         .map_err(serve::agent_start_error)?;
     state.register_local_agent(&agent_id, std::sync::Arc::new(LocalAgent(agent.clone())));
     let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = airlock_agent::serve(agent, listener, shutdown).await {
             tracing::error!("the local agent stopped: {e}");
         }
-    }))
+    });
+    Ok((task, image_state))
 }
+
+/// Whether sessions can start: the default image's name, or why not (and
+/// what to do).
+type SessionsState = Result<String, (String, Option<String>)>;
