@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 /// (`session` to log in with email/password, `api` for access keys),
 /// BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY. AIRLOCK_* names work as well.
 #[derive(Debug, Parser)]
-#[command(name = "airlock", version, propagate_version = true)]
+#[command(name = "airlock", version = crate::version_line(), propagate_version = true)]
 pub struct Cli {
     /// More log output on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -55,6 +55,38 @@ pub enum Command {
     /// Write ~/.ssh config entries (Host airlock-SESSION) for your running
     /// sessions: ssh, sftp, rsync and VS Code connect without a local port.
     ConfigSsh(ConfigSshArgs),
+    /// Show the endpoint, your login, and whether the gateway answers (and
+    /// its version). Exits non-zero when the gateway cannot be reached.
+    Status(StatusArgs),
+    /// Print a shell completion script: `airlock completion bash >
+    /// ~/.local/share/bash-completion/completions/airlock` (zsh: into a
+    /// directory on $fpath as `_airlock`; fish: ~/.config/fish/completions/airlock.fish).
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// Shells `airlock completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -20,8 +20,25 @@ use crate::config::{Config, Vars};
 use crate::error::CliResult;
 use crate::state::StateDir;
 
+/// `VERSION (API v…)`: the `--version` text, with the Backend.AI API
+/// version this build speaks.
+pub fn version_line() -> &'static str {
+    static LINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (API {})",
+            env!("CARGO_PKG_VERSION"),
+            airlock_proto::API_VERSION
+        )
+    });
+    LINE.as_str()
+}
+
 /// Resolves configuration and state, then runs the command.
 pub async fn run(cli: Cli) -> CliResult<()> {
+    // Needs no configuration: works before any `.env` exists.
+    if let Command::Completion(args) = &cli.command {
+        return commands::completion::run(args.shell);
+    }
     let vars = match &cli.env_file {
         Some(path) => Vars::load_file(path)?,
         None => Vars::load(&std::env::current_dir()?)?,
@@ -42,5 +59,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Scp(args) => commands::ssh::scp(&client, args).await,
         Command::Proxy(args) => commands::proxy::run(&client, args).await,
         Command::ConfigSsh(args) => commands::config_ssh::run(&client, args).await,
+        Command::Status(args) => commands::status::run(&client, args).await,
+        Command::Completion(args) => commands::completion::run(args.shell),
     }
 }

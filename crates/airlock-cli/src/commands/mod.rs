@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod app;
+pub mod completion;
 pub mod config_ssh;
 pub mod keys;
 pub mod login;
@@ -8,4 +9,5 @@ pub mod proxy;
 pub mod session;
 pub mod settings;
 pub mod ssh;
+pub mod status;
 pub mod vfolder;
