@@ -317,6 +317,16 @@ fn official_client(d: &Airlockd, pki: &Pki, venv_name: &str, session: &str) {
     let out = ba(&["vfolder", "list"], None);
     assert!(out.stdout.contains("data"), "{venv_name}: {out:?}");
     ba(&["session", "download", session, "id_container"], None);
+    // Folder transfers: the upload/download URLs handed out are https too.
+    let name = format!("up-{venv_name}.txt");
+    std::fs::write(dir.path().join(&name), format!("hello from {venv_name}\n")).unwrap();
+    ba(&["vfolder", "upload", "data", &name], None);
+    std::fs::remove_file(dir.path().join(&name)).unwrap();
+    ba(&["vfolder", "download", "data", &name], None);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&name)).unwrap(),
+        format!("hello from {venv_name}\n")
+    );
 
     let port = free_port();
     let mut app = Background::spawn(&mut command(
