@@ -48,6 +48,7 @@ impl Body {
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
+    tls: std::sync::Arc<rustls::ClientConfig>,
     config: Config,
     state: StateDir,
     login: Option<Login>,
@@ -66,7 +67,11 @@ impl ApiClient {
     /// A client for `config`; the saved login is used if it belongs to the
     /// same endpoint.
     pub fn new(config: Config, state: StateDir) -> CliResult<Self> {
+        // One trust configuration for REST and tunnels (system roots plus
+        // AIRLOCK_CA_FILE).
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
             .user_agent(concat!("airlock-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -75,6 +80,7 @@ impl ApiClient {
         let login = state.login().filter(|l| l.endpoint == config.base());
         Ok(Self {
             http,
+            tls: std::sync::Arc::new(tls),
             config,
             state,
             login,
@@ -94,6 +100,11 @@ impl ApiClient {
     /// The underlying HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The TLS client configuration (for `wss://` tunnels).
+    pub fn tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     /// The saved login for this endpoint.
@@ -242,6 +253,9 @@ impl ApiClient {
             Some(p) => format!("BACKEND_ENDPOINT (from {})", p.display()),
             None => "BACKEND_ENDPOINT".to_owned(),
         };
+        if let Some(tls) = crate::tls::tls_failure(e) {
+            return crate::tls::verification_error(&base, &tls);
+        }
         if e.is_connect() || e.is_timeout() {
             CliError::new(format!(
                 "cannot reach the airlock gateway at {base}: {reason}"

@@ -62,6 +62,9 @@ pub struct Config {
     pub endpoint_type: EndpointType,
     /// Keypair (api mode).
     pub keypair: Option<Keypair>,
+    /// Extra CA certificates (PEM) trusted besides the system's roots
+    /// (`AIRLOCK_CA_FILE`), as an absolute path.
+    pub ca_file: Option<PathBuf>,
     /// The `.env` file that was read, if any.
     pub dotenv: Option<PathBuf>,
 }
@@ -125,6 +128,32 @@ impl Vars {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.raw(&format!("AIRLOCK_{key}"))
             .or_else(|| self.raw(&format!("BACKEND_{key}")))
+    }
+
+    /// A path setting, made absolute: one from `.env` is relative to that
+    /// file's directory, one from the environment to the working directory.
+    pub fn get_path(&self, key: &str) -> CliResult<Option<PathBuf>> {
+        let Some(raw) = self.get(key) else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(raw);
+        if path.is_absolute() {
+            return Ok(Some(path));
+        }
+        let in_env = [format!("AIRLOCK_{key}"), format!("BACKEND_{key}")]
+            .iter()
+            .any(|n| self.env.get(n).is_some_and(|v| !v.trim().is_empty()));
+        let base = match (&self.dotenv, in_env) {
+            (Some(file), false) => file.parent().map(Path::to_path_buf),
+            _ => None,
+        };
+        let joined = match base {
+            Some(dir) => dir.join(path),
+            None => std::path::absolute(&path).map_err(|e| {
+                CliError::new(format!("cannot make AIRLOCK_{key} {raw:?} absolute: {e}"))
+            })?,
+        };
+        Ok(Some(joined))
     }
 }
 
@@ -209,6 +238,7 @@ impl Config {
             endpoint_raw,
             endpoint_type,
             keypair,
+            ca_file: vars.get_path("CA_FILE")?,
             dotenv: vars.dotenv.clone(),
         })
     }
@@ -263,6 +293,20 @@ mod tests {
         assert!(Config::from_vars(&vars(&[("BACKEND_ENDPOINT", "not a url")])).is_err());
         let e = Config::from_vars(&vars(&[("BACKEND_ENDPOINT_TYPE", "api")])).unwrap_err();
         assert!(e.message.contains("ACCESS_KEY"));
+    }
+
+    #[test]
+    fn ca_file_is_absolute() {
+        let mut v = vars(&[("AIRLOCK_CA_FILE", "certs/ca.pem")]);
+        v.dotenv = Some(PathBuf::from("/home/u/project/.env"));
+        let c = Config::from_vars(&v).unwrap();
+        assert_eq!(
+            c.ca_file,
+            Some(PathBuf::from("/home/u/project/certs/ca.pem"))
+        );
+        let c = Config::from_vars(&vars(&[("AIRLOCK_CA_FILE", "/etc/ca.pem")])).unwrap();
+        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(Config::from_vars(&vars(&[])).unwrap().ca_file, None);
     }
 
     #[test]

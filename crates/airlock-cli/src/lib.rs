@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod output;
 pub mod state;
+pub mod tls;
 pub mod transfer;
 pub mod tunnel;
 

@@ -52,7 +52,12 @@ pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("airlock-cli/", env!("CARGO_PKG_VERSION"))),
     );
-    let connect = tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(ws_config()),
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(client.tls())),
+    );
     let (ws, _resp) = tokio::time::timeout(std::time::Duration::from_secs(20), connect)
         .await
         .map_err(|_| {
@@ -67,6 +72,14 @@ pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
 }
 
 fn handshake_error(client: &ApiClient, session: &str, e: WsError) -> CliError {
+    let tls = match &e {
+        WsError::Tls(t) => Some(crate::tls::tls_failure(t).unwrap_or_else(|| t.to_string())),
+        WsError::Io(io) => crate::tls::tls_failure(io),
+        _ => None,
+    };
+    if let Some(reason) = tls {
+        return crate::tls::verification_error(&client.config().base(), &reason);
+    }
     match e {
         WsError::Http(resp) => {
             let status = resp.status();

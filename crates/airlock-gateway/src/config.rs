@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     pub default_limits: crate::quotas::Limits,
     /// Header-read timeout and connection caps.
     pub http_limits: crate::listener::HttpLimits,
+    /// Serve HTTPS with this configuration ([`crate::tls::server_config`]);
+    /// `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +81,7 @@ impl Default for GatewayConfig {
             create_timeout: Duration::from_secs(300),
             default_limits: crate::quotas::Limits::default(),
             http_limits: crate::listener::HttpLimits::default(),
+            tls: None,
         }
     }
 }

@@ -28,6 +28,7 @@ mod routes;
 pub mod sessions;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod transfers;
 pub mod tunnels;
 mod web;
@@ -178,6 +179,17 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Serves only the agent heartbeat (token-authenticated), in plain HTTP, on
+/// `listener` until shutdown: for the agent embedded in `airlockd up` when
+/// the public listener speaks HTTPS under a name that does not resolve to
+/// loopback. Bind it to loopback only.
+pub async fn serve_agent_link(listener: TcpListener, state: AppState) -> Result<(), ServeError> {
+    let shutdown = state.shutdown_token().clone();
+    let limits = state.config().http_limits;
+    listener::serve(listener, routes::agent_link(state), limits, None, shutdown).await?;
+    Ok(())
+}
+
 /// The complete HTTP application.
 pub fn app(state: AppState) -> Router {
     routes::router(state)
@@ -203,7 +215,8 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeEr
         }
     });
     let limits = state.config().http_limits;
-    let result = listener::serve(listener, app(state), limits, shutdown).await;
+    let tls = state.config().tls.clone();
+    let result = listener::serve(listener, app(state), limits, tls, shutdown).await;
     purge.abort();
     result?;
     Ok(())

@@ -5,6 +5,12 @@
 //! A connection counts from accept until its socket closes — also after an
 //! upgrade, so open tunnels count. A connection over a cap is answered with
 //! a short 503 (problem+json) and closed; it never waits in a queue.
+//!
+//! With a TLS configuration every connection is HTTPS: the handshake runs in
+//! the connection's own task, after the caps admitted it, and must finish
+//! within the header-read timeout (a client that never completes it holds
+//! its place no longer than one that never sends headers). A refusal over a
+//! cap is then a plain close: writing a 503 would need a handshake first.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -141,7 +148,8 @@ impl Caps {
 }
 
 /// A TCP stream that holds its connection permit until it is dropped (so
-/// upgraded connections — tunnels — keep counting).
+/// upgraded connections — tunnels — keep counting; under TLS the TLS
+/// stream owns it).
 struct Counted {
     tcp: TcpStream,
     _permit: ConnPermit,
@@ -224,8 +232,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let caps = Caps::new(&limits);
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let tracker = TaskTracker::new();
@@ -262,6 +272,12 @@ pub(crate) async fn serve(
                     ),
                 };
                 tracing::debug!(%peer, %msg, "connection refused");
+                if acceptor.is_some() {
+                    // No 503 without a handshake, and a handshake is work
+                    // the caps exist to bound: just close.
+                    drop(tcp);
+                    continue;
+                }
                 if let Ok(p) = refusing.clone().try_acquire_owned() {
                     tokio::spawn(async move {
                         refuse(tcp, &msg, hint).await;
@@ -273,18 +289,45 @@ pub(crate) async fn serve(
         };
         // Tunnels carry interactive SSH: no Nagle delays on any connection.
         let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             tcp,
             _permit: permit,
-        });
+        };
         let svc = app.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             svc.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let conn = builder.serve_connection(io, service).with_upgrades();
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.header_read_timeout;
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let io = match acceptor {
+                None => Either::Left(counted),
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(counted));
+                    let done = tokio::select! {
+                        r = handshake => r,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    match done {
+                        Ok(Ok(stream)) => Either::Right(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -307,13 +307,8 @@ const HARDENING: &[&str] = &[
 ];
 
 /// Variables airlockd reads that are no flag (so `--help` does not name
-/// them), and the TLS flags that another change adds.
-const NOT_FLAGS: &[&str] = &[
-    "AIRLOCK_LOG",
-    "AIRLOCK_ADMIN_PASSWORD",
-    "AIRLOCK_TLS_CERT",
-    "AIRLOCK_TLS_KEY",
-];
+/// them).
+const NOT_FLAGS: &[&str] = &["AIRLOCK_LOG", "AIRLOCK_ADMIN_PASSWORD"];
 
 #[test]
 fn systemd_units_are_hardened_and_verify() {

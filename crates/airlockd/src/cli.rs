@@ -77,9 +77,17 @@ pub struct GatewayOpts {
     /// every node.
     #[arg(long, env = "AIRLOCK_STORAGE", value_parser = absolute_path)]
     pub storage: Option<PathBuf>,
-    /// Add `Secure` to login cookies (when users reach the gateway over https).
+    /// Add `Secure` to login cookies (when users reach the gateway over
+    /// https through a proxy; implied by --tls-cert).
     #[arg(long)]
     pub secure_cookies: bool,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key. Without both: plain HTTP.
+    #[arg(long, env = "AIRLOCK_TLS_CERT", value_name = "FILE", value_parser = absolute_path)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AIRLOCK_TLS_KEY", value_name = "FILE", value_parser = absolute_path)]
+    pub tls_key: Option<PathBuf>,
     /// A reverse proxy in front whose X-Forwarded-For/-Proto/-Host headers
     /// are believed (address or CIDR, repeatable; e.g. 127.0.0.1 or
     /// 10.0.0.0/8). From any other peer those headers are ignored.

@@ -18,14 +18,14 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     cancel_on_signals(shutdown.clone())?;
     let store = open_store(&args.gateway.data).await?;
     let admin = serve::bootstrap_admin(&store).await?;
-    let listener = serve::bind(args.gateway.listen, "gateway").await?;
-    let url = format!("http://{}", listener.local_addr()?);
     let state = serve::gateway_state(
         &args.gateway,
         store.clone(),
         args.agent_token.clone(),
         shutdown,
     )?;
+    let listener = serve::bind(args.gateway.listen, "gateway").await?;
+    let url = serve::gateway_url(&state, listener.local_addr()?);
     println!("airlock gateway is running at {url}");
     if let AdminBootstrap::Generated(p) = admin {
         println!("Created the administrator account {ADMIN_EMAIL}, password: {p} (shown once)");

@@ -109,8 +109,10 @@ pub fn gateway_state(
             ));
         }
     }
+    let tls = tls_config(opts)?;
     let config = GatewayConfig {
-        secure_cookies: opts.secure_cookies,
+        secure_cookies: opts.secure_cookies || tls.is_some(),
+        tls,
         trusted_proxies: opts.trusted_proxies.clone(),
         public_origins: opts
             .public_urls
@@ -133,6 +135,34 @@ pub fn gateway_state(
         ..GatewayConfig::default()
     };
     Ok(AppState::new(store, config, Arc::new(storage), shutdown))
+}
+
+/// The HTTPS configuration from `--tls-cert`/`--tls-key` (both or neither).
+pub fn tls_config(opts: &GatewayOpts) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    match (&opts.tls_cert, &opts.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => airlock_gateway::tls::server_config(cert, key)
+            .map(Some)
+            .map_err(|e| hinted(e.to_string(), e.hint())),
+        (Some(_), None) => Err(hinted(
+            "--tls-cert needs --tls-key",
+            "give both --tls-cert FILE and --tls-key FILE (or AIRLOCK_TLS_CERT and AIRLOCK_TLS_KEY) to serve HTTPS, or neither for plain HTTP",
+        )),
+        (None, Some(_)) => Err(hinted(
+            "--tls-key needs --tls-cert",
+            "give both --tls-cert FILE and --tls-key FILE (or AIRLOCK_TLS_CERT and AIRLOCK_TLS_KEY) to serve HTTPS, or neither for plain HTTP",
+        )),
+    }
+}
+
+/// The URL the gateway serves at `addr` (`https` with TLS).
+pub fn gateway_url(state: &AppState, addr: std::net::SocketAddr) -> String {
+    let scheme = if state.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
 }
 
 /// Parses `KEY=VALUE` labels.

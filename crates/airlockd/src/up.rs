@@ -16,29 +16,43 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = open_store(&gw.data).await?;
     let admin = serve::bootstrap_admin(&store).await?;
 
-    let listener = serve::bind(gw.listen, "gateway").await?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
     // The embedded agent and the gateway share a secret made for this run.
     let token = serve::random_secret(40);
     let state = serve::gateway_state(gw, store.clone(), token.clone(), shutdown.clone())?;
+    let listener = serve::bind(gw.listen, "gateway").await?;
+    let addr = listener.local_addr()?;
+    let url = serve::gateway_url(&state, addr);
+    let tls = state.config().tls.is_some();
+
+    // Under HTTPS the certificate names the public host, not loopback: the
+    // embedded agent reports over a loopback listener that serves nothing
+    // but its (token-authenticated) heartbeat.
+    let (agent_link_url, agent_link) = if tls {
+        let link = serve::bind("127.0.0.1:0".parse()?, "local agent's link").await?;
+        let link_url = format!("http://{}", link.local_addr()?);
+        let task = tokio::spawn(airlock_gateway::serve_agent_link(link, state.clone()));
+        (link_url, Some(task))
+    } else {
+        (url.clone(), None)
+    };
 
     // The local agent: Docker, the runner, the default image.
     // What the banner says about sessions: `Ok` when they can start, else
     // why not and what to do.
-    let (agent_task, sessions) = match start_agent(&args, &url, token, &state, &shutdown).await {
-        Ok((task, image)) => (Some(task), image),
-        Err(e) => {
-            tracing::error!("sessions are unavailable: {e:#}");
-            let hint = e
-                .downcast_ref::<crate::cli::Hinted>()
-                .map(|h| h.hint.clone());
-            if let Some(h) = &hint {
-                tracing::error!("hint: {h}");
+    let (agent_task, sessions) =
+        match start_agent(&args, &agent_link_url, token, &state, &shutdown).await {
+            Ok((task, image)) => (Some(task), image),
+            Err(e) => {
+                tracing::error!("sessions are unavailable: {e:#}");
+                let hint = e
+                    .downcast_ref::<crate::cli::Hinted>()
+                    .map(|h| h.hint.clone());
+                if let Some(h) = &hint {
+                    tracing::error!("hint: {h}");
+                }
+                (None, Err((format!("{e:#}"), hint)))
             }
-            (None, Err((format!("{e:#}"), hint)))
-        }
-    };
+        };
 
     let server = tokio::spawn(airlock_gateway::serve(listener, state));
 
@@ -94,12 +108,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!();
     println!("Log in with the CLI:");
     println!("  printf 'BACKEND_ENDPOINT={url}\\nBACKEND_ENDPOINT_TYPE=session\\n' > .env");
+    if tls {
+        println!(
+            "  (a certificate from a private CA: add AIRLOCK_CA_FILE=/path/to/ca.pem to .env)"
+        );
+    }
     println!("  airlock login");
     println!(
         "Press Ctrl-C to stop (running sessions keep running and are re-adopted on the next start)."
     );
 
     let served = server.await?;
+    if let Some(link) = agent_link
+        && let Err(e) = link.await?
+    {
+        tracing::warn!("the local agent's link stopped: {e}");
+    }
     if let Some(task) = agent_task {
         let _ = task.await;
     }

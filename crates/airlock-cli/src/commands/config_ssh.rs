@@ -146,6 +146,9 @@ pub async fn run(client: &ApiClient, args: ConfigSshArgs) -> CliResult<()> {
         client.config().base(),
         client.config().endpoint_type.as_str()
     );
+    if let Some(ca) = &client.config().ca_file {
+        env.push_str(&format!("AIRLOCK_CA_FILE={}\n", ca.display()));
+    }
     if client.config().endpoint_type == EndpointType::Api
         && let Some(kp) = &client.config().keypair
     {

@@ -33,7 +33,13 @@ pub(crate) async fn gql(
 fn base_url(state: &AppState, parts: &http::request::Parts) -> String {
     let peer = crate::forwarded::peer_of(parts);
     let fwd = |n: &str| crate::forwarded::forwarded(state.config(), &parts.headers, peer, n);
-    let scheme = fwd("proto").unwrap_or("http");
+    // Without a proxy's word, the scheme this gateway itself serves.
+    let own = if state.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let scheme = fwd("proto").unwrap_or(own);
     let host = fwd("host")
         .or_else(|| parts.headers.get("host").and_then(|v| v.to_str().ok()))
         .unwrap_or("127.0.0.1");

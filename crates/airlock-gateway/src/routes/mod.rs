@@ -131,6 +131,14 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(api.map_request(strip_func))
 }
 
+/// Only the agent heartbeat (see [`crate::serve_agent_link`]).
+pub fn agent_link(state: AppState) -> Router {
+    Router::new()
+        .route("/agent/v1/heartbeat", post(session::heartbeat))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 /// `GET /`: the version JSON for API clients (the official client probes
 /// it with `Accept: */*`); browsers asking for HTML go to the web UI.
 async fn version(headers: http::HeaderMap) -> Response {

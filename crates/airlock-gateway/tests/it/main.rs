@@ -8,4 +8,5 @@ mod harness;
 mod logins;
 mod quotas;
 mod store;
+mod tls;
 mod user;
