@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 /// (`session` to log in with email/password, `api` for access keys),
 /// BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY. AIRLOCK_* names work as well.
 #[derive(Debug, Parser)]
-#[command(name = "airlock", version = crate::version_line(), propagate_version = true)]
+#[command(name = "airlock", version = airlock_proto::version_line(), propagate_version = true)]
 pub struct Cli {
     /// More log output on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

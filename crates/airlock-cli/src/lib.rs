@@ -21,19 +21,6 @@ use crate::config::{Config, Vars};
 use crate::error::CliResult;
 use crate::state::StateDir;
 
-/// `VERSION (API v…)`: the `--version` text, with the Backend.AI API
-/// version this build speaks.
-pub fn version_line() -> &'static str {
-    static LINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "{} (API {})",
-            env!("CARGO_PKG_VERSION"),
-            airlock_proto::API_VERSION
-        )
-    });
-    LINE.as_str()
-}
-
 /// Resolves configuration and state, then runs the command.
 pub async fn run(cli: Cli) -> CliResult<()> {
     // Needs no configuration: works before any `.env` exists.

@@ -23,6 +23,14 @@ pub mod validate;
 /// The Backend.AI API version airlock speaks (`X-BackendAI-Version`).
 pub const API_VERSION: &str = "v9.20250722";
 
+/// `VERSION (API v…)`: the `--version` text of `airlock` and `airlockd`
+/// (one workspace, one version), with the Backend.AI API version spoken.
+pub fn version_line() -> &'static str {
+    static LINE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{} (API {API_VERSION})", env!("CARGO_PKG_VERSION")));
+    LINE.as_str()
+}
+
 /// The version of this airlock build, as shown in the `manager` field of the
 /// version handshake (`airlock 0.1.0`).
 pub fn manager_version() -> String {

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 /// The airlock server: gateway (users connect here), agent (runs session
 /// containers on a node), or both on one machine (`up`).
 #[derive(Debug, Parser)]
-#[command(name = "airlockd", version = version_line(), propagate_version = true)]
+#[command(name = "airlockd", version = airlock_proto::version_line(), propagate_version = true)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace); or set AIRLOCK_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -32,18 +32,6 @@ pub enum Command {
     /// Session images.
     #[command(subcommand)]
     Image(ImageCommand),
-}
-
-/// `--version`: this build and the Backend.AI API version it speaks.
-fn version_line() -> &'static str {
-    static LINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "{} (API {})",
-            env!("CARGO_PKG_VERSION"),
-            airlock_proto::API_VERSION
-        )
-    });
-    LINE.as_str()
 }
 
 /// Options shared by every command that opens the state.
