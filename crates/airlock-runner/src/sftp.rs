@@ -7,12 +7,13 @@
 //! instead of desynchronising the stream, and (d) READ/WRITE, the hot path,
 //! avoid extra copies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, Metadata};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use russh::server::Msg;
@@ -36,6 +37,12 @@ pub const LIMIT_PACKET: u64 = 256 * 1024;
 pub const LIMIT_RW: u64 = 255 * 1024;
 /// Capacity of the buffer between the channel reader pump and the loop.
 const PUMP_CAP: usize = 32 * 1024 * 1024;
+/// READs the writer runs ahead of the reply it is sending (bounds read memory).
+const READ_AHEAD: usize = 32;
+/// Weight of a queued READ in the reply backlog.
+const READ_WEIGHT: usize = 64;
+/// Bytes of unsent replies after which a client is deemed not to read them.
+const REPLY_BACKLOG: usize = 64 * 1024 * 1024;
 /// Entries per READDIR reply.
 const DIR_BATCH: usize = 100;
 
@@ -87,24 +94,89 @@ pub(crate) async fn serve_channel(
         // session drops messages for a closed receiver.
     });
 
-    // (2) Writer: responses go out in request order from their own task;
-    // READs are pending blocking reads, so several run concurrently while the
-    // loop parses further requests.
-    let (out_tx, mut out_rx) = mpsc::channel::<Reply>(16);
+    // (2) Writer: responses go out in request order from their own task.
+    //
+    // Root cause of the psftp upload stall (issue 13): russh grants the
+    // client more channel window as soon as data *arrives*, and then its
+    // session loop awaits a bounded send of that data to us; so the only
+    // backpressure russh has is to stop its whole loop. This loop used to
+    // await a bounded reply queue whenever the writer was behind, and the
+    // writer waits for window from the client — a CHANNEL_WINDOW_ADJUST that
+    // only the session loop can read. A client that pipelines many WRITEs
+    // and runs a small receive window (PuTTY's psftp, FileZilla, WinSCP)
+    // closed the cycle: writer waits for window -> request loop waits for
+    // the writer -> the 32 MiB pump buffer fills -> the session loop waits
+    // for the pump -> the window adjust is never read. Forever.
+    //
+    // The fix: the request loop never waits on output. Replies go into an
+    // unbounded queue (each reply is small and caused by input already
+    // consumed); READs are queued as *specifications* and the writer starts
+    // at most READ_AHEAD of them, so read memory stays bounded while the
+    // writer waits for window. The queue's bytes are counted; a client that
+    // leaves more than REPLY_BACKLOG bytes of replies unread is ended (no
+    // waiting, so no cycle), which no working client comes near.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Reply>();
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let wbacklog = backlog.clone();
     let wtx = tx.clone();
     let writer = tokio::spawn(async move {
         let mut ok = true;
-        while let Some(r) = out_rx.recv().await {
-            let b = match r {
-                Reply::Ready(b) => b,
-                Reply::Read(id, h) => read_reply(id, h.await),
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut reads = 0usize;
+        let mut open = true;
+        loop {
+            // Start queued READs, up to the read-ahead bound.
+            while open && reads < READ_AHEAD {
+                match out_rx.try_recv() {
+                    Ok(r) => {
+                        if matches!(r, Reply::Read(..)) {
+                            reads += 1;
+                        }
+                        pending.push_back(Pending::start(r));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            let next = match pending.pop_front() {
+                Some(p) => p,
+                None if open => match out_rx.recv().await {
+                    Some(r) => {
+                        if matches!(r, Reply::Read(..)) {
+                            reads += 1;
+                        }
+                        pending.push_back(Pending::start(r));
+                        continue;
+                    }
+                    None => break,
+                },
+                None => break,
             };
+            let (b, weight) = match next {
+                Pending::Ready(b) => {
+                    let w = b.len();
+                    (b, w)
+                }
+                Pending::Read(id, h) => {
+                    reads -= 1;
+                    (read_reply(id, h.await), READ_WEIGHT)
+                }
+            };
+            wbacklog.fetch_sub(weight, Ordering::Relaxed);
             if ok && wtx.data_bytes(b).await.is_err() {
                 ok = false;
             }
         }
         ok
     });
+    let queue_reply = |r: Reply| -> bool {
+        let weight = r.weight();
+        if backlog.fetch_add(weight, Ordering::Relaxed) + weight > REPLY_BACKLOG {
+            warn!("sftp: client leaves over {REPLY_BACKLOG} bytes of replies unread; ending");
+            return false;
+        }
+        out_tx.send(r).is_ok()
+    };
 
     // (3) Request loop.
     let mut fs = FsHandler::new(home.to_path_buf());
@@ -130,13 +202,13 @@ pub(crate) async fn serve_channel(
                 rest -= n as u64;
             }
             warn!("sftp: packet of {len} bytes refused");
-            let _ = out_tx
-                .send(Reply::Ready(status_bytes(
-                    id,
-                    StatusCode::BadMessage,
-                    "packet too long",
-                )))
-                .await;
+            if !queue_reply(Reply::Ready(status_bytes(
+                id,
+                StatusCode::BadMessage,
+                "packet too long",
+            ))) {
+                break;
+            }
             continue;
         }
         let mut buf = BytesMut::zeroed(len as usize);
@@ -146,7 +218,7 @@ pub(crate) async fn serve_channel(
         let bytes = buf.freeze();
         let reply = fs.process(bytes).await;
         if let Some(r) = reply
-            && out_tx.send(r).await.is_err()
+            && !queue_reply(r)
         {
             break;
         }
@@ -383,12 +455,70 @@ enum OpenHandle {
     },
 }
 
-/// A response, possibly still being read from disk.
+/// A response, possibly still to be read from disk.
 pub enum Reply {
     /// Encoded and ready.
     Ready(Bytes),
-    /// A READ in progress (request id, blocking read).
+    /// A READ to answer (request id, what to read); the writer starts it.
+    Read(u32, ReadSpec),
+}
+
+impl Reply {
+    /// Bytes this reply holds while queued.
+    fn weight(&self) -> usize {
+        match self {
+            Reply::Ready(b) => b.len(),
+            Reply::Read(..) => READ_WEIGHT,
+        }
+    }
+}
+
+/// A READ request not yet started.
+pub struct ReadSpec {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+}
+
+/// A reply in the writer's read-ahead window.
+enum Pending {
+    Ready(Bytes),
     Read(u32, ReadJob),
+}
+
+impl Pending {
+    fn start(r: Reply) -> Pending {
+        match r {
+            Reply::Ready(b) => Pending::Ready(b),
+            Reply::Read(id, spec) => Pending::Read(id, spec.start()),
+        }
+    }
+}
+
+impl ReadSpec {
+    /// Run the blocking read.
+    fn start(self) -> ReadJob {
+        let ReadSpec { file, offset, len } = self;
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(13 + len);
+            let mut got = 0usize;
+            while got < len {
+                match file.read_at(&mut buf[13 + got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if got == 0 {
+                            return Err(e);
+                        }
+                        break;
+                    }
+                }
+            }
+            buf.truncate(13 + got);
+            Ok((buf, got))
+        })
+    }
 }
 
 /// A blocking read: the buffer with 13 header bytes reserved, and the count.
@@ -616,7 +746,7 @@ impl FsHandler {
         }
     }
 
-    fn start_read(&mut self, mut b: Bytes) -> Result<ReadJob, StatusReply> {
+    fn start_read(&mut self, mut b: Bytes) -> Result<ReadSpec, StatusReply> {
         let handle = get_str(&mut b).ok_or_else(|| err(StatusCode::BadMessage))?;
         if b.remaining() < 12 {
             return Err(err(StatusCode::BadMessage));
@@ -624,25 +754,7 @@ impl FsHandler {
         let offset = b.get_u64();
         let len = b.get_u32().min(u32::try_from(LIMIT_RW).unwrap_or(u32::MAX)) as usize;
         let file = self.file(&String::from_utf8_lossy(&handle))?;
-        Ok(tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(13 + len);
-            let mut got = 0usize;
-            while got < len {
-                match file.read_at(&mut buf[13 + got..], offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        if got == 0 {
-                            return Err(e);
-                        }
-                        break;
-                    }
-                }
-            }
-            buf.truncate(13 + got);
-            Ok((buf, got))
-        }))
+        Ok(ReadSpec { file, offset, len })
     }
 
     async fn fast_write(&mut self, id: u32, mut b: Bytes) -> Result<Bytes, StatusReply> {
