@@ -220,15 +220,9 @@ async fn cookie_is_reused_across_requests_and_logout_ends_it() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let check: serde_json::Value = c
-            .get(gw.url("/server/login-check"))
-            .header("Cookie", format!("AIOHTTP_SESSION={cookie}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let check: serde_json::Value = gw
+            .get_json("/server/login-check", format!("AIOHTTP_SESSION={cookie}"))
+            .await;
         assert_eq!(check["authenticated"], true);
         // The cookie is HttpOnly: its value is not echoed to scripts.
         assert!(check["session_id"].is_null(), "{check}");

@@ -11,15 +11,9 @@ use crate::harness::{Gateway, client, login, within};
 const EVIL: &str = "http://127.0.0.1:9";
 
 async fn folders(gw: &Gateway, cookie: &str) -> Vec<String> {
-    let v: serde_json::Value = client()
-        .get(gw.url("/folders"))
-        .header("Cookie", format!("AIOHTTP_SESSION={cookie}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = gw
+        .get_json("/folders", format!("AIOHTTP_SESSION={cookie}"))
+        .await;
     v.as_array()
         .unwrap()
         .iter()

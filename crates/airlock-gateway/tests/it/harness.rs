@@ -79,6 +79,24 @@ impl Gateway {
         }
     }
 
+    /// GET `path` with the `Cookie` header `cookie` (`AIOHTTP_SESSION=…`),
+    /// as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        cookie: impl AsRef<str>,
+    ) -> T {
+        client()
+            .get(self.url(path))
+            .header("Cookie", cookie.as_ref())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -104,6 +122,11 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
+}
+
+/// The `Cookie` header for a login cookie value.
+pub fn cookie_header(cookie: &str) -> String {
+    format!("AIOHTTP_SESSION={cookie}")
 }
 
 /// Logs in with a plain JSON body and returns the cookie value.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use airlock_gateway::GatewayConfig;
 
 use crate::auth::signed_get;
-use crate::harness::{Gateway, client, login, within};
+use crate::harness::{Gateway, client, cookie_header, login, within};
 
 /// A client whose connections come from `local` (any 127/8 address works
 /// on loopback), so tests can play several client addresses.
@@ -227,10 +227,6 @@ async fn x_forwarded_for_only_from_trusted_proxies() {
     .await;
 }
 
-fn cookie_header(cookie: &str) -> String {
-    format!("AIOHTTP_SESSION={cookie}")
-}
-
 #[tokio::test]
 async fn keypair_regenerate_and_revoke_take_effect_at_once() {
     within(async {
@@ -242,15 +238,7 @@ async fn keypair_regenerate_and_revoke_take_effect_at_once() {
         let r = signed_get(&gw, "/user/settings", "/user/settings", &old_ak, &old_sk, now).await;
         assert_eq!(r.status(), 200);
         // Showing it never shows the secret.
-        let shown: serde_json::Value = c
-            .get(gw.url("/user/keypair"))
-            .header("Cookie", cookie_header(&cookie))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let shown: serde_json::Value = gw.get_json("/user/keypair", cookie_header(&cookie)).await;
         assert_eq!(shown["access_key"], old_ak.as_str());
         assert!(shown.get("secret_key").is_none(), "{shown}");
         assert!(!shown.to_string().contains(&old_sk));
@@ -295,15 +283,7 @@ async fn keypair_regenerate_and_revoke_take_effect_at_once() {
         assert_eq!(r.status(), 200);
         let r = signed_get(&gw, "/user/settings", "/user/settings", &new_ak, &new_sk, now).await;
         assert_eq!(r.status(), 401);
-        let shown: serde_json::Value = c
-            .get(gw.url("/user/keypair"))
-            .header("Cookie", cookie_header(&cookie))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let shown: serde_json::Value = gw.get_json("/user/keypair", cookie_header(&cookie)).await;
         assert!(shown["access_key"].is_null(), "{shown}");
     })
     .await;

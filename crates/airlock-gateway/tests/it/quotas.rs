@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::harness::{Gateway, client, login, within};
+use crate::harness::{Gateway, client, cookie_header, login, within};
 
 const AGENT_TOKEN: &str = "quota-test-agent-token-0123456789";
 
@@ -26,10 +26,6 @@ fn config(limits: Limits) -> GatewayConfig {
         default_limits: limits,
         ..GatewayConfig::default()
     }
-}
-
-fn cookie_header(cookie: &str) -> String {
-    format!("AIOHTTP_SESSION={cookie}")
 }
 
 async fn problem(resp: reqwest::Response) -> Value {
@@ -78,15 +74,7 @@ async fn folder_count_limit_holds_under_parallel_creates_and_admin_can_raise_it(
             }
         }
         assert_eq!(created, 3, "exactly the limit of folders is created");
-        let list: Vec<Value> = client()
-            .get(gw.url("/folders"))
-            .header("Cookie", cookie_header(&cookie))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Vec<Value> = gw.get_json("/folders", cookie_header(&cookie)).await;
         assert_eq!(list.len(), 3);
 
         // Users cannot raise their own limit.
@@ -129,15 +117,7 @@ async fn folder_count_limit_holds_under_parallel_creates_and_admin_can_raise_it(
         assert_quota_problem(&problem(r).await, "4 folders");
 
         // The user sees their limits and what is in use.
-        let mine: Value = client()
-            .get(gw.url("/user/limits"))
-            .header("Cookie", cookie_header(&cookie))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mine: Value = gw.get_json("/user/limits", cookie_header(&cookie)).await;
         assert_eq!(mine["limits"]["folders"], 4, "{mine}");
         assert_eq!(mine["in_use"]["folders"], 4, "{mine}");
 
@@ -477,15 +457,7 @@ async fn parallel_session_creates_make_exactly_the_limit() {
             }
         }
         assert_eq!(ids.len(), 3, "exactly the limit of sessions is created");
-        let live: Vec<Value> = client()
-            .get(gw.url("/session"))
-            .header("Cookie", cookie_header(&cookie))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let live: Vec<Value> = gw.get_json("/session", cookie_header(&cookie)).await;
         assert_eq!(live.len(), 3);
 
         // Terminating one frees its place.

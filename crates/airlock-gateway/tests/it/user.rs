@@ -40,15 +40,9 @@ async fn preferred_ssh_port_validation() {
         let p: serde_json::Value = r.json().await.unwrap();
         assert!(p["hint"].as_str().unwrap().contains("10000"), "{p}");
         // The failed updates left the value alone.
-        let s: serde_json::Value = client()
-            .get(gw.url("/user/settings"))
-            .header("Cookie", format!("AIOHTTP_SESSION={cookie}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: serde_json::Value = gw
+            .get_json("/user/settings", format!("AIOHTTP_SESSION={cookie}"))
+            .await;
         assert_eq!(s["ssh_port"], 10022);
         // Accepted but outside the recommended range: a warning.
         let v: serde_json::Value = patch(&gw, &cookie, serde_json::json!({"ssh_port": "2222"}))
@@ -75,15 +69,9 @@ async fn preferred_ssh_port_validation() {
         // Settings are per user.
         let admin = login(&gw, &gw.admin.email, &gw.admin.password).await;
         patch(&gw, &cookie, serde_json::json!({"ssh_port": 10022})).await;
-        let s: serde_json::Value = client()
-            .get(gw.url("/user/settings"))
-            .header("Cookie", format!("AIOHTTP_SESSION={admin}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: serde_json::Value = gw
+            .get_json("/user/settings", format!("AIOHTTP_SESSION={admin}"))
+            .await;
         assert!(s["ssh_port"].is_null());
     })
     .await;
@@ -139,27 +127,13 @@ async fn ssh_keys_add_list_remove() {
             let p: serde_json::Value = r.json().await.unwrap();
             assert!(p["msg"].is_string() && p["hint"].is_string(), "{p}");
         }
-        let list: Vec<serde_json::Value> = c
-            .get(gw.url("/user/ssh-keys"))
-            .header("Cookie", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Vec<serde_json::Value> = gw.get_json("/user/ssh-keys", &auth).await;
         assert_eq!(list.len(), 1);
         // Another user does not see or remove it.
         let other = login(&gw, &gw.admin.email, &gw.admin.password).await;
-        let list: Vec<serde_json::Value> = c
-            .get(gw.url("/user/ssh-keys"))
-            .header("Cookie", format!("AIOHTTP_SESSION={other}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Vec<serde_json::Value> = gw
+            .get_json("/user/ssh-keys", format!("AIOHTTP_SESSION={other}"))
+            .await;
         assert!(list.is_empty());
         let r = c
             .delete(gw.url(&format!("/user/ssh-keys/{}", k["id"].as_str().unwrap())))
@@ -177,15 +151,7 @@ async fn ssh_keys_add_list_remove() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let list: Vec<serde_json::Value> = c
-            .get(gw.url("/user/ssh-keys"))
-            .header("Cookie", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Vec<serde_json::Value> = gw.get_json("/user/ssh-keys", &auth).await;
         assert!(list.is_empty());
     })
     .await;
