@@ -5,7 +5,7 @@
 //! [`FolderStorage`].
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -16,8 +16,6 @@ use crate::beneath::{FolderDir, FsError};
 pub trait FolderStorage: Send + Sync + std::fmt::Debug {
     /// The host name recorded with folders (`local`).
     fn host(&self) -> &str;
-    /// The storage root on the host (what agents' `--storage` must be).
-    fn root(&self) -> &Path;
     /// Creates the folder's directory (if missing) and returns its path on
     /// the host.
     fn create(&self, id: &str) -> Result<PathBuf, FsError>;
@@ -74,10 +72,6 @@ impl HostStorage {
 impl FolderStorage for HostStorage {
     fn host(&self) -> &str {
         "local"
-    }
-
-    fn root(&self) -> &Path {
-        &self.root
     }
 
     fn create(&self, id: &str) -> Result<PathBuf, FsError> {
