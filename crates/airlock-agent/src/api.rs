@@ -56,6 +56,7 @@ pub fn router(agent: Shared) -> Router {
         .route("/v1/sessions", post(create))
         .route("/v1/sessions/{id}", delete(destroy))
         .route("/v1/sessions/{id}/connect", get(connect))
+        .route("/v1/sessions/{id}/ping", get(ping))
         .route("/v1/sessions/{id}/download", post(download))
         .route("/v1/sessions/{id}/upload", post(upload))
         .route("/v1/sessions/{id}/files", get(list_files))
@@ -118,9 +119,24 @@ async fn images(State(agent): State<Shared>) -> Result<Json<Vec<ImageInfo>>, Age
 struct ConnectQuery {
     #[serde(default)]
     port: Option<u16>,
+    /// `1`: the stream carries a resumable tunnel ([`crate::tunnels`]).
+    #[serde(default)]
+    resume: Option<u8>,
 }
 
-/// Upgrades to a raw TCP stream spliced to the runner's SSH port.
+/// Upgrades to a raw TCP stream spliced to the runner's SSH port, or with
+/// `resume=1` to the agent's end of a resumable tunnel (new or resumed,
+/// as its first frame says).
+/// The client connection a tunnel serves, as the gateway said.
+fn origin_of(h: &http::HeaderMap) -> Option<airlock_proto::agent::TunnelOrigin> {
+    use airlock_proto::agent::{ORIGIN_CLIENT_HEADER, ORIGIN_CONN_HEADER, TunnelOrigin};
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Some(TunnelOrigin {
+        conn: get(ORIGIN_CONN_HEADER)?,
+        client: get(ORIGIN_CLIENT_HEADER)?,
+    })
+}
+
 async fn connect(
     State(agent): State<Shared>,
     Path(id): Path<String>,
@@ -145,7 +161,24 @@ async fn connect(
             format!("expected `Upgrade: {TCP_UPGRADE}`"),
         ));
     }
+    let origin = origin_of(req.headers());
+    if q.resume == Some(1) {
+        // The runner connection is opened (or found) once the client's
+        // HELLO arrives; only the session must exist now.
+        agent.container_of(&id)?;
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    crate::tunnels::serve(agent, id, TokioIo::new(upgraded), origin).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "upgrade failed"),
+            }
+        });
+        return Ok(switching_protocols());
+    }
     let tcp = agent.connect(&id).await?;
+    agent.note_origin(&id, &tcp, origin.as_ref());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -167,13 +200,44 @@ async fn connect(
             Err(e) => tracing::warn!(error = %e, "upgrade failed"),
         }
     });
+    Ok(switching_protocols())
+}
+
+fn switching_protocols() -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     resp.headers_mut()
         .insert(header::UPGRADE, HeaderValue::from_static(TCP_UPGRADE));
-    Ok(resp)
+    resp
+}
+
+/// Times this node's hop to the runner (`airlock ping`): TCP connect to
+/// its SSH port, then its SSH identification line.
+async fn ping(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<airlock_proto::agent::RunnerPing>, AgentError> {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let t = std::time::Instant::now();
+    let mut tcp = agent.connect(&id).await?;
+    let connect = t.elapsed();
+    let t = std::time::Instant::now();
+    let banner = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        airlock_tunnel::read_ssh_banner(&mut tcp),
+    )
+    .await
+    .map_err(|_| {
+        AgentError::Docker("the session's SSH server sent no identification in 10 s".into())
+    })?
+    .map_err(|e| AgentError::Docker(format!("reading the session's SSH identification: {e}")))?;
+    Ok(Json(airlock_proto::agent::RunnerPing {
+        connect_ms: ms(connect),
+        banner_ms: ms(t.elapsed()),
+        banner,
+    }))
 }
 
 fn user(agent: &Agent) -> String {
@@ -404,6 +468,8 @@ async fn list_files(
 struct LogsQuery {
     #[serde(default)]
     tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
 }
 
 async fn logs(
@@ -422,17 +488,80 @@ async fn logs(
             .map(|f| f.id)
             .ok_or_else(|| AgentError::NoSession(id.clone()))?,
     };
-    let mut stream = agent
+    let stream = agent
         .engine()
-        .logs(&cid, false, Some(q.tail.unwrap_or(2000)));
-    let mut text = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        text.extend_from_slice(chunk?.as_ref());
-    }
-    let mut resp = Response::new(Body::from(text));
+        .logs(&cid, q.follow, Some(q.tail.unwrap_or(2000)));
+    // The runner's readiness lines are for us, not for the session's owner.
+    let lines = Arc::new(std::sync::Mutex::new(LineFilter::default()));
+    let at_end = lines.clone();
+    let body = stream
+        .map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let mut f = lines
+                .lock()
+                .map_err(|_| std::io::Error::other("log filter"))?;
+            Ok::<_, std::io::Error>(f.push(chunk.as_ref()))
+        })
+        .chain(futures_util::stream::once(async move {
+            let mut f = at_end
+                .lock()
+                .map_err(|_| std::io::Error::other("log filter"))?;
+            Ok(f.finish())
+        }));
+    let mut resp = Response::new(Body::from_stream(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// Drops the runner's internal lines (`proto::recipes::readiness`) from a
+/// log stream split into arbitrary chunks; a partial line waits for its end.
+#[derive(Default)]
+struct LineFilter {
+    partial: Vec<u8>,
+}
+
+impl LineFilter {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.partial.extend_from_slice(chunk);
+        let Some(last) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(last + 1);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        let mut out = Vec::with_capacity(complete.len());
+        for line in complete.split_inclusive(|b| *b == b'\n') {
+            if !airlock_proto::recipes::readiness::is_internal(&String::from_utf8_lossy(line)) {
+                out.extend_from_slice(line);
+            }
+        }
+        out
+    }
+
+    /// The last line, when the log does not end with a newline.
+    fn finish(&mut self) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.partial);
+        if airlock_proto::recipes::readiness::is_internal(&String::from_utf8_lossy(&rest)) {
+            Vec::new()
+        } else {
+            rest
+        }
+    }
+}
+
+#[cfg(test)]
+mod line_filter_tests {
+    use super::LineFilter;
+
+    #[test]
+    fn drops_readiness_lines_across_chunks() {
+        let mut f = LineFilter::default();
+        let mut out = f.push(b"hello\nAIRLOCK-HOST");
+        out.extend(f.push(b"-KEY ssh-ed25519 AAAA\nAIRLOCK-READY\nwor"));
+        out.extend(f.push(b"ld\nlast"));
+        out.extend(f.finish());
+        assert_eq!(String::from_utf8(out).unwrap(), "hello\nworld\nlast");
+    }
 }

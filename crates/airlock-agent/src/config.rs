@@ -38,6 +38,12 @@ pub struct AgentConfig {
     /// Image name globs users may start sessions from (`*` and `?`);
     /// empty: any image the engine has.
     pub allowed_images: Vec<String>,
+    /// How long a resumable tunnel whose client went away keeps its
+    /// runner connection and replay buffer for a reconnect.
+    pub tunnel_grace: Duration,
+    /// Whether session runners record SSH and SFTP events for the audit
+    /// trail (`AIRLOCK_AUDIT=off` in the container when not).
+    pub runner_audit: bool,
 }
 
 /// Outbound traffic from sessions to the world beyond the node.
@@ -103,6 +109,8 @@ impl AgentConfig {
             storage_root: None,
             network: NetworkPolicy::default(),
             allowed_images: Vec::new(),
+            tunnel_grace: airlock_tunnel::resume::DEFAULT_GRACE,
+            runner_audit: true,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! trusts the gateway, which proves itself with the shared token.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod docker;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod firewall;
 pub mod image;
 pub mod link;
 mod sessions;
+pub mod tunnels;
 
 use std::sync::Arc;
 

@@ -28,6 +28,15 @@ pub async fn run(agent: Arc<Agent>, shutdown: CancellationToken) {
         "{}{HEARTBEAT_PATH}",
         agent.config().gateway_url.trim_end_matches('/')
     );
+    // Runner events travel beside the heartbeats, on their own schedule.
+    tokio::spawn(crate::audit::forward(
+        agent.audit().clone(),
+        client.clone(),
+        agent.config().gateway_url.clone(),
+        agent.config().agent_id.clone(),
+        agent.config().token.clone(),
+        shutdown.clone(),
+    ));
     let mut last_warning: Option<Instant> = None;
     let mut connected = false;
     loop {

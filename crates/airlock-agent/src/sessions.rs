@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_proto::agent::{ContainerPhase, ContainerReport, CreateContainer, Heartbeat, Mount};
+use airlock_proto::recipes::readiness;
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use http::StatusCode;
@@ -45,6 +46,10 @@ pub struct Agent {
     changed: Notify,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Runner events waiting to go to the gateway.
+    audit: Arc<crate::audit::Queue>,
+    /// Resumable tunnels (detached ones wait out their grace period here).
+    pub(crate) tunnels: crate::tunnels::Tunnels,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +132,8 @@ impl Agent {
             changed: Notify::new(),
             tasks: TaskTracker::new(),
             shutdown,
+            audit: Arc::new(crate::audit::Queue::default()),
+            tunnels: crate::tunnels::Tunnels::default(),
         };
         agent.adopt().await?;
         Ok(agent)
@@ -154,6 +161,11 @@ impl Agent {
         self.changed.notified().await;
     }
 
+    /// Runner events waiting to go to the gateway.
+    pub fn audit(&self) -> &Arc<crate::audit::Queue> {
+        &self.audit
+    }
+
     /// Asks the link to report now.
     pub fn poke(&self) {
         self.changed.notify_one();
@@ -173,6 +185,17 @@ impl Agent {
                 ContainerPhase::Exited
             };
             tracing::info!(session = %c.session_id, container = %c.id, ?phase, "re-adopted a session container");
+            if c.running {
+                // New lines only: what was logged before is not re-sent.
+                let logs = self.engine.logs(&c.id, true, Some(0));
+                crate::audit::follow(
+                    self.audit.clone(),
+                    c.session_id.clone(),
+                    logs,
+                    String::new(),
+                    self.shutdown.clone(),
+                );
+            }
             lock(&self.entries).insert(
                 c.session_id.clone(),
                 Entry {
@@ -197,7 +220,7 @@ impl Agent {
         }
         let logged = String::from_utf8_lossy(&buf)
             .lines()
-            .find_map(|l| l.strip_prefix("AIRLOCK-HOST-KEY "))
+            .find_map(readiness::host_key)
             .map(|k| k.trim().to_owned());
         if logged.is_some() {
             return logged;
@@ -350,6 +373,9 @@ impl Agent {
             ),
             format!("AIRLOCK_MOUNTS={}", mounts.join(",")),
         ]);
+        if !self.config.runner_audit {
+            env.push("AIRLOCK_AUDIT=off".to_owned());
+        }
         let short = spec.session_id.get(..8).unwrap_or(&spec.session_id);
         let name = format!("airlock-{}-{short}", hostname(&spec.session_name));
         let body = ContainerSpec {
@@ -367,14 +393,17 @@ impl Agent {
         if let Some(e) = lock(&self.entries).get_mut(&spec.session_id) {
             e.container_id = Some(cid.clone());
         }
-        let host_key = tokio::time::timeout(self.config.ready_timeout, self.wait_ready(&cid))
-            .await
-            .map_err(|_| {
-                AgentError::Docker(format!(
-                    "the session did not become ready within {} s",
-                    self.config.ready_timeout.as_secs()
-                ))
-            })??;
+        let host_key = tokio::time::timeout(
+            self.config.ready_timeout,
+            self.wait_ready(&cid, &spec.session_id),
+        )
+        .await
+        .map_err(|_| {
+            AgentError::Docker(format!(
+                "the session did not become ready within {} s",
+                self.config.ready_timeout.as_secs()
+            ))
+        })??;
         let mut entries = lock(&self.entries);
         if let Some(e) = entries.get_mut(&spec.session_id) {
             e.phase = ContainerPhase::Running;
@@ -386,7 +415,7 @@ impl Agent {
 
     /// Follows the container log until the runner says it is ready; returns
     /// the host key it printed.
-    async fn wait_ready(&self, cid: &str) -> Result<String, AgentError> {
+    async fn wait_ready(&self, cid: &str, session_id: &str) -> Result<String, AgentError> {
         let mut logs = self.engine.logs(cid, true, None);
         let mut pending = String::new();
         let mut tail: Vec<String> = Vec::new();
@@ -398,12 +427,21 @@ impl Agent {
             while let Some(pos) = pending.find('\n') {
                 let line: String = pending.drain(..=pos).collect();
                 let line = line.trim_end();
-                if is_stdout && let Some(k) = line.strip_prefix("AIRLOCK-HOST-KEY ") {
+                if is_stdout && let Some(k) = readiness::host_key(line) {
                     host_key = Some(k.trim().to_owned());
-                } else if is_stdout && line == "AIRLOCK-READY" {
-                    return host_key.ok_or_else(|| {
+                } else if is_stdout && line == readiness::READY {
+                    let key = host_key.ok_or_else(|| {
                         AgentError::Docker("the runner did not report its host key".into())
-                    });
+                    })?;
+                    // From here on the log carries the runner's audit events.
+                    crate::audit::follow(
+                        self.audit.clone(),
+                        session_id.to_owned(),
+                        logs,
+                        std::mem::take(&mut pending),
+                        self.shutdown.clone(),
+                    );
+                    return Ok(key);
                 } else {
                     tail.push(line.to_owned());
                     if tail.len() > 8 {
@@ -455,6 +493,7 @@ impl Agent {
 
     /// Removes a session container.
     pub async fn destroy(&self, session_id: &str) -> Result<(), AgentError> {
+        self.tunnels.drop_session(session_id);
         let cid = lock(&self.entries)
             .remove(session_id)
             .and_then(|e| e.container_id);
@@ -484,6 +523,19 @@ impl Agent {
             .filter(|e| e.phase == ContainerPhase::Running)
             .and_then(|e| e.container_id.clone())
             .ok_or_else(|| AgentError::NoSession(session_id.to_owned()))
+    }
+
+    /// Ties the runner connection `tcp` to the client connection it serves,
+    /// so the runner's audit events name it (`audit::Queue::record_origin`).
+    pub fn note_origin(
+        &self,
+        session_id: &str,
+        tcp: &tokio::net::TcpStream,
+        origin: Option<&airlock_proto::agent::TunnelOrigin>,
+    ) {
+        if let (Some(o), Ok(local)) = (origin, tcp.local_addr()) {
+            self.audit.record_origin(session_id, local, o.clone());
+        }
     }
 
     /// A TCP connection to the SSH server of a running session.

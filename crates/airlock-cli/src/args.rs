@@ -4,6 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The help heading of options every command takes, shown once as a group.
+const GLOBAL: &str = "Global options";
+
+/// How the local port is chosen, for `--help`.
+const PORT_HELP: &str = "Local port for the temporary proxy (default: your preferred SSH port if you set one, else 9922; if that is taken, a random free port)";
+
 /// airlock: reach your compute sessions over SSH and SFTP.
 ///
 /// Configuration comes from the environment or a `.env` file in the current
@@ -14,11 +20,11 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "airlock", version = airlock_proto::version_line(), propagate_version = true)]
 pub struct Cli {
     /// More log output on stderr (-v, -vv).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Read the configuration from this file instead of searching for a
     /// `.env` upward from the current directory (used by `config-ssh`).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -30,6 +36,8 @@ pub enum Command {
     Login,
     /// Log out and forget the saved login.
     Logout,
+    /// Print the account you are logged in as (and the endpoint, on stderr).
+    Whoami(WhoamiArgs),
     /// Show or change your settings (preferred SSH port).
     Settings(SettingsArgs),
     /// Manage the SSH public keys of your account (used in new sessions).
@@ -58,6 +66,13 @@ pub enum Command {
     /// Show the endpoint, your login, and whether the gateway answers (and
     /// its version). Exits non-zero when the gateway cannot be reached.
     Status(StatusArgs),
+    /// Round trips through each hop to a session (you → gateway → agent →
+    /// runner) and to its SSH server's greeting: is it the network or the
+    /// session?
+    Ping(PingArgs),
+    /// Throughput to and from a session through the whole tunnel (OpenSSH
+    /// over the gateway to the session's SSH server).
+    Speedtest(SpeedtestArgs),
     /// Print a shell completion script: `airlock completion bash >
     /// ~/.local/share/bash-completion/completions/airlock` (zsh: into a
     /// directory on $fpath as `_airlock`; fish: ~/.config/fish/completions/airlock.fish).
@@ -65,7 +80,57 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Session name or id.
+    pub session: String,
+    /// Number of rounds (1 to 100).
+    #[arg(short = 'c', long, default_value_t = 3)]
+    pub count: u32,
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which way `airlock speedtest` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// To the session.
+    Up,
+    /// From the session.
+    Down,
+    /// Down, then up.
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct SpeedtestArgs {
+    /// Session name or id.
+    pub session: String,
+    /// How long each direction runs (e.g. 10s; at most 60s).
+    #[arg(
+        short = 't',
+        long = "time",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub time: String,
+    /// Which way to measure.
+    #[arg(short = 'd', long, value_enum, default_value_t = Direction::Both)]
+    pub direction: Direction,
     /// Print JSON (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -95,31 +160,50 @@ pub struct AppArgs {
     pub session: String,
     /// App name (sessions provide `sshd`).
     pub app: String,
-    /// Listen on [HOST:]PORT (default: your preferred SSH port, else a random
-    /// free port).
+    /// Listen on [HOST:]PORT (default: your preferred SSH port if you set
+    /// one, else 9922; if that is taken, a random free port).
     #[arg(short = 'b', long = "bind", value_name = "[HOST:]PORT")]
     pub bind: Option<String>,
 }
 
+/// `airlock ssh [OPTIONS] SESSION [ssh options] [command…]`: airlock's own
+/// options come before the session name; everything after it is ssh's
+/// (like `gh codespace ssh`), so `airlock ssh demo -v true` runs `ssh -v`.
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
 pub struct SshArgs {
-    /// Session name or id.
-    pub session: String,
-    /// Local port for the temporary proxy (default: your preferred SSH port,
-    /// else 9922, else a random free port).
-    #[arg(short = 'p', long)]
+    #[arg(long = "local-port", alias = "port", value_name = "PORT", help = PORT_HELP)]
     pub port: Option<u16>,
-    /// Arguments and command passed to ssh.
-    #[arg(allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// Print nothing of airlock's own (also the case when stdout is not a
+    /// terminal, e.g. in scripts).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// SESSION, then ssh options and the command, passed to ssh as given.
+    #[arg(
+        required = true,
+        value_name = "SESSION [SSH ARGS]",
+        allow_hyphen_values = true,
+        num_args = 1..
+    )]
+    pub rest: Vec<String>,
+}
+
+impl SshArgs {
+    /// The session name or id (the first word after airlock's options).
+    pub fn session(&self) -> &str {
+        self.rest.first().map_or("", String::as_str)
+    }
+
+    /// What goes to ssh.
+    pub fn ssh_args(&self) -> &[String] {
+        self.rest.get(1..).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
 pub struct ScpArgs {
-    /// Local port for the temporary proxy.
-    #[arg(long = "local-port")]
+    #[arg(long = "local-port", value_name = "PORT", help = PORT_HELP)]
     pub port: Option<u16>,
     /// scp options and files: SRC... DST, where SESSION:PATH is in the
     /// session (e.g. `airlock scp -r data demo:/home/work/data/`).
@@ -129,15 +213,25 @@ pub struct ScpArgs {
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
-    /// Session name or id.
-    pub session: String,
+    /// Session name or id (or give --ssh-alias).
+    #[arg(required_unless_present = "ssh_alias")]
+    pub session: Option<String>,
+    /// The SSH host alias `airlock-NAME` (OpenSSH's `%n`): names the session
+    /// and the alias its host key is pinned under (what `config-ssh` writes).
+    #[arg(long, value_name = "ALIAS", conflicts_with_all = ["session", "alias"])]
+    pub ssh_alias: Option<String>,
     /// known_hosts file holding the pinned host key (checked before
-    /// connecting, so a changed key is explained).
-    #[arg(long, requires = "alias")]
+    /// connecting, so a changed key is explained). With --ssh-alias, a
+    /// session not yet pinned there is pinned from the gateway's record.
+    #[arg(long)]
     pub known_hosts: Option<PathBuf>,
     /// Host key alias of the session in that file.
-    #[arg(long)]
+    #[arg(long, requires = "known_hosts")]
     pub alias: Option<String>,
+    /// Write the session's key to FILE (0600) before connecting, for
+    /// OpenSSH's `IdentityFile`.
+    #[arg(long, value_name = "FILE")]
+    pub session_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +259,9 @@ pub enum SessionCommand {
         /// Include terminated and failed sessions.
         #[arg(short, long)]
         all: bool,
+        /// Every user's sessions (administrators).
+        #[arg(long)]
+        all_users: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -187,12 +284,19 @@ pub enum SessionCommand {
         #[arg(short, long)]
         force: bool,
     },
-    /// Print the session's container log.
+    /// Print the session's container log (kept after it ends).
     Logs {
         /// Session name or id.
         session: String,
+        /// Keep printing new lines until the session stops (Ctrl-C to quit).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<usize>,
     },
-    /// Download files from the session's home directory.
+    /// Download files from the session's home directory; `tree/a` lands at
+    /// DEST/tree/a, the same relative path `upload` uses.
     Download {
         /// Session name or id.
         session: String,
@@ -277,19 +381,30 @@ pub enum VfolderCommand {
     Create {
         /// Folder name (e.g. data, or .ssh for your own authorized_keys).
         name: String,
-    },
-    /// List your folders.
-    #[command(alias = "ls-folders")]
-    List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Delete a folder and its contents.
+    /// List your folders; with a folder NAME, the files in it.
+    #[command(alias = "list", alias = "ls-folders")]
+    Ls {
+        /// A folder: list its files instead.
+        name: Option<String>,
+        /// Directory inside the folder.
+        #[arg(default_value = "", requires = "name")]
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a folder and its contents (asks first on a terminal).
     #[command(alias = "delete")]
     Rm {
         /// Folder name.
         name: String,
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Rename a folder.
     Rename {
@@ -297,17 +412,6 @@ pub enum VfolderCommand {
         name: String,
         /// New name.
         new_name: String,
-    },
-    /// List files in a folder.
-    Ls {
-        /// Folder name.
-        name: String,
-        /// Directory inside the folder.
-        #[arg(default_value = "")]
-        path: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Upload files into a folder (streamed; large files welcome).
     Upload {
@@ -383,6 +487,9 @@ pub enum KeysCommand {
         /// A name for the key (default: its comment).
         #[arg(long)]
         name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List your keys with their fingerprints.
     #[command(alias = "list")]

@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Login => commands::login::login(&client).await,
         Command::Logout => commands::login::logout(&client).await,
+        Command::Whoami(args) => commands::login::whoami(&client, args.json).await,
         Command::Settings(args) => commands::settings::run(&client, args).await,
         Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
         Command::Keypair(cmd) => commands::keys::keypair(&client, cmd).await,
@@ -48,6 +49,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Proxy(args) => commands::proxy::run(&client, args).await,
         Command::ConfigSsh(args) => commands::config_ssh::run(&client, args).await,
         Command::Status(args) => commands::status::run(&client, args).await,
+        Command::Ping(args) => commands::ping::run(&client, args).await,
+        Command::Speedtest(args) => commands::speedtest::run(&client, args).await,
         Command::Completion(args) => commands::completion::run(args.shell),
     }
 }

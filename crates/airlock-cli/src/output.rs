@@ -41,3 +41,63 @@ pub fn json<T: serde::Serialize>(value: &T) -> crate::error::CliResult<()> {
     println!("{s}");
     Ok(())
 }
+
+/// A size for people: `512`, `1.5K`, `23M`, `4.0G` (powers of 1024, like
+/// `ls -lh`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
+}
+
+/// How long ago an RFC 3339 time was, for people: `45s`, `12m`, `3h`, `5d`.
+pub fn age(rfc3339: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else {
+        return "?".to_owned();
+    };
+    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0");
+        assert_eq!(human_size(1023), "1023");
+        assert_eq!(human_size(1536), "1.5K");
+        assert_eq!(human_size(100 << 20), "100M");
+        assert_eq!(human_size(3 << 30), "3.0G");
+    }
+
+    #[test]
+    fn ages() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(age("2026-12-01T09:59:15Z", now), "45s");
+        assert_eq!(age("2026-12-01T09:48:00Z", now), "12m");
+        assert_eq!(age("2026-12-01T07:00:00Z", now), "3h");
+        assert_eq!(age("2026-11-26T10:00:00Z", now), "5d");
+        assert_eq!(age("bogus", now), "?");
+    }
+}

@@ -3,13 +3,22 @@
 //! request (cookie or signature).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use airlock_tunnel::resume::{
+    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Endpoint, Frame, Link, LinkError, LinkRx, LinkTx,
+    SUBPROTOCOL, TunnelId,
+};
 use airlock_tunnel::{relay, ws_config};
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::ApiClient;
@@ -24,12 +33,48 @@ pub type Tunnel = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// unreachable).
 pub const TRY_AGAIN_LATER: u16 = 1013;
 
-/// Opens a tunnel to `session`'s SSH server.
+/// Opens a tunnel to `session`'s SSH server (the plain protocol).
 pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
-    let http_url = client.url(&format!(
-        "/stream/session/{}/tcpproxy?app=sshd",
-        enc(session)
-    ))?;
+    open_with(client, session, false)
+        .await
+        .map_err(OpenError::into_inner)
+}
+
+/// Why a tunnel could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Trying again will not help (refused, not found, not logged in,
+    /// untrusted certificate).
+    Definitive(CliError),
+    /// It may work later (network, gateway down or restarting).
+    Transient(CliError),
+    /// The gateway does not speak the resumable protocol.
+    NoResume,
+}
+
+impl OpenError {
+    /// The error for people.
+    pub fn into_inner(self) -> CliError {
+        match self {
+            OpenError::Definitive(e) | OpenError::Transient(e) => e,
+            OpenError::NoResume => CliError::new("the gateway does not offer resumable tunnels"),
+        }
+    }
+}
+
+/// Opens a tunnel WebSocket, offering the resumable subprotocol if
+/// `resumable`.
+pub async fn open_with(
+    client: &ApiClient,
+    session: &str,
+    resumable: bool,
+) -> Result<Tunnel, OpenError> {
+    let http_url = client
+        .url(&format!(
+            "/stream/session/{}/tcpproxy?app=sshd",
+            enc(session)
+        ))
+        .map_err(OpenError::Definitive)?;
     let mut ws_url = http_url.clone();
     let scheme = if http_url.scheme() == "https" {
         "wss"
@@ -38,13 +83,15 @@ pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
     };
     ws_url
         .set_scheme(scheme)
-        .map_err(|()| CliError::new("cannot build the tunnel URL"))?;
+        .map_err(|()| OpenError::Definitive(CliError::new("cannot build the tunnel URL")))?;
     let mut req = ws_url
         .as_str()
         .into_client_request()
-        .map_err(|e| CliError::new(format!("bad tunnel URL: {e}")))?;
+        .map_err(|e| OpenError::Definitive(CliError::new(format!("bad tunnel URL: {e}"))))?;
     // WebSocket upgrades carry no Content-Type; the signature covers that.
-    let auth = client.auth_headers(&Method::GET, &http_url, "")?;
+    let auth = client
+        .auth_headers(&Method::GET, &http_url, "")
+        .map_err(OpenError::Definitive)?;
     for (k, v) in &auth {
         req.headers_mut().insert(k.clone(), v.clone());
     }
@@ -52,6 +99,12 @@ pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("airlock-cli/", env!("CARGO_PKG_VERSION"))),
     );
+    if resumable {
+        req.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
     let connect = tokio_tungstenite::connect_async_tls_with_config(
         req,
         Some(ws_config()),
@@ -61,13 +114,36 @@ pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
     let (ws, _resp) = tokio::time::timeout(std::time::Duration::from_secs(20), connect)
         .await
         .map_err(|_| {
-            CliError::new(format!(
-                "opening a tunnel to {} timed out",
-                client.config().base()
-            ))
-            .hint("check your network and that the gateway is up")
+            OpenError::Transient(
+                CliError::new(format!(
+                    "opening a tunnel to {} timed out",
+                    client.config().base()
+                ))
+                .hint("check your network and that the gateway is up"),
+            )
         })?
-        .map_err(|e| handshake_error(client, session, e))?;
+        .map_err(|e| match e {
+            WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
+                SubProtocolError::NoSubProtocol,
+            )) => OpenError::NoResume,
+            e => {
+                let definitive = match &e {
+                    WsError::Http(resp) => {
+                        let s = resp.status();
+                        s.is_client_error() && s != http::StatusCode::TOO_MANY_REQUESTS
+                    }
+                    WsError::Tls(_) => true,
+                    WsError::Io(io) => crate::tls::tls_failure(io).is_some(),
+                    _ => false,
+                };
+                let err = handshake_error(client, session, e);
+                if definitive {
+                    OpenError::Definitive(err)
+                } else {
+                    OpenError::Transient(err)
+                }
+            }
+        })?;
     Ok(ws)
 }
 
@@ -133,23 +209,276 @@ pub fn explain_close(close: &Option<(u16, String)>) -> Option<String> {
 }
 
 /// Opens a tunnel and relays `io` through it, reporting problems on stderr.
-pub async fn serve_connection<T>(client: &ApiClient, session: &str, io: T)
+pub async fn serve_connection<R, W>(client: &ApiClient, session: &str, rd: R, wr: W)
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send,
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
 {
-    match open(client, session).await {
-        Ok(ws) => {
-            let stats = relay(ws, io).await;
-            if let Some(msg) = explain_close(&stats.close) {
-                output::warning(&msg);
+    if let Err(e) = run(client, session, rd, wr).await {
+        output::failure(&e.message);
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {h}");
+        }
+    }
+}
+
+/// Runs a tunnel between `rd`/`wr` and the session's SSH server until it
+/// ends: resumable when the gateway agrees (the connection to the gateway
+/// may break and is re-established, see [`airlock_tunnel::resume`]), the
+/// plain protocol otherwise. Errors say why it ended badly.
+pub async fn run<R, W>(client: &ApiClient, session: &str, rd: R, wr: W) -> CliResult<()>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    // `AIRLOCK_NO_RESUME=1`: the plain protocol (for comparisons, or a
+    // middlebox that mangles WebSocket subprotocols).
+    let offer =
+        std::env::var("AIRLOCK_NO_RESUME").map_or(true, |v| v.trim().is_empty() || v.trim() == "0");
+    let first = match open_with(client, session, offer).await {
+        Ok(ws) if !offer => {
+            let stats = relay(ws, tokio::io::join(rd, wr)).await;
+            return match explain_close(&stats.close) {
+                Some(msg) => Err(CliError::new(msg)),
+                None => Ok(()),
+            };
+        }
+        Ok(ws) => ws,
+        Err(OpenError::NoResume) => {
+            let ws = open(client, session).await?;
+            let stats = relay(ws, tokio::io::join(rd, wr)).await;
+            return match explain_close(&stats.close) {
+                Some(msg) => Err(CliError::new(msg)),
+                None => Ok(()),
+            };
+        }
+        Err(e) => return Err(e.into_inner()),
+    };
+    resumable(
+        client,
+        session,
+        first,
+        Endpoint::new(rd, wr, Config::client()),
+    )
+    .await
+}
+
+/// Reconnect backoff: first and longest wait.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// The link over a tunnel WebSocket.
+type WsLink = Link<WsRx, WsTx>;
+
+/// [`LinkRx`] over a tunnel WebSocket; remembers the close frame.
+pub struct WsRx {
+    stream: futures_util::stream::SplitStream<Tunnel>,
+    close: Option<(u16, String)>,
+}
+
+impl LinkRx for WsRx {
+    async fn recv_into(&mut self, buf: &mut BytesMut) -> std::io::Result<bool> {
+        match self.stream.next().await {
+            None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Ok(false),
+            Some(Err(e)) => Err(std::io::Error::other(e)),
+            Some(Ok(Message::Binary(b))) => {
+                buf.extend_from_slice(&b);
+                Ok(true)
+            }
+            Some(Ok(Message::Close(f))) => {
+                self.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                Ok(false)
+            }
+            // Pongs (and anything else) prove the link alive.
+            Some(Ok(_)) => Ok(true),
+        }
+    }
+}
+
+/// [`LinkTx`] over a tunnel WebSocket.
+pub struct WsTx(futures_util::stream::SplitSink<Tunnel, Message>);
+
+impl LinkTx for WsTx {
+    async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
+        self.0
+            .send(Message::Binary(frames))
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    async fn ping(&mut self) -> std::io::Result<()> {
+        self.0
+            .send(Message::Ping(Bytes::new()))
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// What one attachment came to.
+enum Step {
+    Over(CliResult<()>),
+    Broken(String),
+}
+
+async fn resumable(
+    client: &ApiClient,
+    session: &str,
+    first: Tunnel,
+    ep: Endpoint,
+) -> CliResult<()> {
+    let mut id = TunnelId::default();
+    let mut grace = DEFAULT_GRACE;
+    let mut next = Some(first);
+    // Since when, and why, we are without a link.
+    let mut broken: Option<(Instant, String)> = None;
+    let mut backoff = BACKOFF.0;
+    loop {
+        let ws = match next.take() {
+            Some(ws) => ws,
+            None => {
+                let (since, why) = broken
+                    .clone()
+                    .unwrap_or_else(|| (Instant::now(), String::new()));
+                if since.elapsed() >= grace {
+                    return Err(CliError::new(format!(
+                        "lost the tunnel to {session}: no connection to the gateway for {} s ({why})",
+                        grace.as_secs()
+                    ))
+                    .hint("check your network and that the gateway is up; the session itself keeps running"));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+                match open_with(client, session, true).await {
+                    Ok(ws) => ws,
+                    Err(OpenError::Transient(e)) => {
+                        broken = Some((since, e.message));
+                        continue;
+                    }
+                    Err(OpenError::NoResume) => {
+                        return Err(CliError::new(format!(
+                            "lost the tunnel to {session}: the gateway no longer offers resumable tunnels"
+                        )));
+                    }
+                    Err(OpenError::Definitive(e)) => return Err(e),
+                }
+            }
+        };
+        let (sink, stream) = ws.split();
+        let mut link: WsLink = Link::new(
+            WsRx {
+                stream,
+                close: None,
+            },
+            WsTx(sink),
+        );
+        match attach_once(&ep, &mut link, &mut id, &mut grace, &mut broken, session).await {
+            Step::Over(r) => {
+                let _ = link.tx.0.send(Message::Close(None)).await;
+                return r;
+            }
+            Step::Broken(why) => {
+                if let Some(msg) = definitive_close(&link.rx.close) {
+                    return Err(CliError::new(msg));
+                }
+                if broken.is_none() {
+                    output::warning(&format!(
+                        "the connection to the gateway broke ({why}); reconnecting (the SSH connection stays open for {} s)",
+                        grace.as_secs()
+                    ));
+                    broken = Some((Instant::now(), why));
+                    backoff = BACKOFF.0;
+                } else if let Some((_, last)) = broken.as_mut() {
+                    *last = why;
+                }
             }
         }
-        Err(e) => {
-            output::failure(&e.message);
-            if let Some(h) = &e.hint {
-                eprintln!("  hint: {h}");
+    }
+}
+
+/// A handshake and an attachment over one WebSocket.
+async fn attach_once(
+    ep: &Endpoint,
+    link: &mut WsLink,
+    id: &mut TunnelId,
+    grace: &mut Duration,
+    broken: &mut Option<(Instant, String)>,
+    session: &str,
+) -> Step {
+    if let Err(e) = link.send(&ep.hello(*id, Duration::ZERO)).await {
+        return Step::Broken(e.to_string());
+    }
+    let answer = match tokio::time::timeout(Duration::from_secs(20), link.recv()).await {
+        Err(_) => return Step::Broken("the gateway did not answer".into()),
+        Ok(Err(LinkError::Io(e))) => return Step::Broken(e.to_string()),
+        Ok(Err(LinkError::Protocol(e))) => {
+            return Step::Over(Err(CliError::new(format!(
+                "the tunnel to {session} failed: {e}"
+            ))));
+        }
+        Ok(Ok(None)) => return Step::Broken("the gateway closed the connection".into()),
+        Ok(Ok(Some(f))) => f,
+    };
+    let resumed = *id != TunnelId::default();
+    let refused = |code: u16, reason: String| {
+        if code == ERR_UNKNOWN && ep.peer_finished() {
+            // The agent finished and forgot the tunnel after our last
+            // connection broke: everything had arrived.
+            return Step::Over(Ok(()));
+        }
+        let mut err = CliError::new(format!(
+            "{} the tunnel to {session}: {reason}",
+            if resumed {
+                "cannot resume"
+            } else {
+                "cannot open"
+            }
+        ));
+        if code == ERR_UNKNOWN {
+            err = err.hint("reconnect (e.g. run ssh again); the session itself keeps running");
+        }
+        Step::Over(Err(err))
+    };
+    match answer {
+        Frame::Hello {
+            id: got,
+            received,
+            fin,
+            grace_ms,
+        } => {
+            if *id != TunnelId::default() && got != *id {
+                return Step::Over(Err(CliError::new(
+                    "the gateway answered for another tunnel",
+                )));
+            }
+            *id = got;
+            *grace = Duration::from_millis(u64::from(grace_ms));
+            if broken.take().is_some() {
+                tracing::debug!(received, "tunnel resumed");
+            }
+            match ep.attach(link, received, fin).await {
+                Detach::Done => Step::Over(Ok(())),
+                Detach::Broken(why) => Step::Broken(why),
+                Detach::Replaced => Step::Broken("replaced".into()),
+                Detach::Failed(why) => Step::Over(Err(CliError::new(format!(
+                    "the tunnel to {session} failed: {why}"
+                )))),
+                Detach::Refused { code, reason } => refused(code, reason),
             }
         }
+        Frame::Error { code, reason } => refused(code, reason),
+        other => Step::Over(Err(CliError::new(format!(
+            "the tunnel to {session} failed: unexpected {other:?}"
+        )))),
+    }
+}
+
+/// The explanation for a close that ends the tunnel for good (the
+/// session is not running, its node is gone).
+fn definitive_close(close: &Option<(u16, String)>) -> Option<String> {
+    match close {
+        Some((code, _)) if *code == TRY_AGAIN_LATER || (4000..5000).contains(code) => {
+            explain_close(close)
+        }
+        _ => None,
     }
 }
 
@@ -234,8 +563,9 @@ pub async fn accept_loop(
                     let session = session.clone();
                     let stop = stop.clone();
                     tracker.spawn(async move {
+                        let (rd, wr) = sock.into_split();
                         tokio::select! {
-                            _ = serve_connection(&client, &session, sock) => {}
+                            _ = serve_connection(&client, &session, rd, wr) => {}
                             _ = stop.cancelled() => {}
                         }
                     });

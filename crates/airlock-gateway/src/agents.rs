@@ -179,11 +179,12 @@ impl AgentClient {
     }
 
     /// The container log.
-    pub async fn logs(&self, base: &str, id: &str) -> Result<String, AgentCallError> {
+    pub async fn logs(&self, base: &str, id: &str, tail: usize) -> Result<String, AgentCallError> {
         let resp = self
             .send(
                 self.http
                     .get(Self::url(base, &format!("/v1/sessions/{id}/logs")))
+                    .query(&[("tail", tail)])
                     .timeout(Duration::from_secs(60)),
             )
             .await?;
@@ -192,12 +193,46 @@ impl AgentClient {
             .map_err(|e| AgentCallError::Unreachable(e.to_string()))
     }
 
+    /// A session's container log as it grows (`docker logs -f`), starting
+    /// with its last `tail` lines; ends when the container stops.
+    pub async fn follow_logs(
+        &self,
+        base: &str,
+        id: &str,
+        tail: usize,
+    ) -> Result<reqwest::Response, AgentCallError> {
+        self.send(
+            self.http
+                .get(Self::url(base, &format!("/v1/sessions/{id}/logs")))
+                .query(&[("tail", tail.to_string()), ("follow", "true".to_owned())]),
+        )
+        .await
+    }
+
     /// Images on a node.
     pub async fn images(&self, base: &str) -> Result<Vec<ImageInfo>, AgentCallError> {
         let resp = self
             .send(
                 self.http
                     .get(Self::url(base, "/v1/images"))
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| AgentCallError::Unreachable(e.to_string()))
+    }
+
+    /// Times a session's runner from its node (`airlock ping`).
+    pub async fn ping(
+        &self,
+        base: &str,
+        id: &str,
+    ) -> Result<airlock_proto::agent::RunnerPing, AgentCallError> {
+        let resp = self
+            .send(
+                self.http
+                    .get(Self::url(base, &format!("/v1/sessions/{id}/ping")))
                     .timeout(Duration::from_secs(30)),
             )
             .await?;
@@ -293,9 +328,13 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
                 false
             }
             (Status::Pending | Status::Preparing, ContainerPhase::Running) => {
-                store
+                let changed = store
                     .set_running(&s.id, c.host_key.as_deref(), c.container_id.as_deref())
-                    .await?
+                    .await?;
+                if changed {
+                    crate::audit::session_event(state, &s, "session.started", None).await;
+                }
+                changed
             }
             (
                 Status::Pending | Status::Preparing | Status::Running,
@@ -306,9 +345,13 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
                     .clone()
                     .unwrap_or_else(|| "the container stopped".into());
                 tracing::warn!(session = %s.id, name = %s.name, %reason, "session failed");
-                store
+                let changed = store
                     .set_status(&s.id, Status::Error, Some(&reason))
-                    .await?
+                    .await?;
+                if changed {
+                    crate::audit::session_event(state, &s, "session.failed", Some(&reason)).await;
+                }
+                changed
             }
             _ => false,
         };
@@ -327,22 +370,22 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
             let changed = match s.status {
                 Status::Terminating => store.set_status(&s.id, Status::Terminated, None).await?,
                 Status::Running => {
-                    store
-                        .set_status(
-                            &s.id,
-                            Status::Error,
-                            Some("the container was removed outside airlock"),
-                        )
-                        .await?
+                    let reason = "the container was removed outside airlock";
+                    let changed = store.set_status(&s.id, Status::Error, Some(reason)).await?;
+                    if changed {
+                        crate::audit::session_event(state, &s, "session.failed", Some(reason))
+                            .await;
+                    }
+                    changed
                 }
                 Status::Pending | Status::Preparing if old => {
-                    store
-                        .set_status(
-                            &s.id,
-                            Status::Error,
-                            Some("the node lost the session while starting it"),
-                        )
-                        .await?
+                    let reason = "the node lost the session while starting it";
+                    let changed = store.set_status(&s.id, Status::Error, Some(reason)).await?;
+                    if changed {
+                        crate::audit::session_event(state, &s, "session.failed", Some(reason))
+                            .await;
+                    }
+                    changed
                 }
                 _ => false,
             };

@@ -244,6 +244,36 @@ pub async fn password_login(
     })
 }
 
+/// Records a password login's outcome in the audit trail (`login.ok`,
+/// `login.failed` with a reason). A failure names the account when the
+/// email is one (the owner then sees attempts on their account).
+pub async fn audit_login(state: &AppState, email: &str, outcome: &LoginOutcome, via: &str) {
+    use crate::audit::Audit;
+    crate::metrics::login(if matches!(outcome, LoginOutcome::Ok(_)) {
+        "ok"
+    } else {
+        "failed"
+    });
+    let event = match outcome {
+        LoginOutcome::Ok(u) => Audit::new("login.ok").user(u),
+        other => {
+            let reason = match other {
+                LoginOutcome::Inactive => "inactive",
+                LoginOutcome::Limited(_) => "rate-limited",
+                _ => "wrong-password",
+            };
+            let e = Audit::new("login.failed")
+                .with("reason", reason)
+                .with("email", email.trim().chars().take(200).collect::<String>());
+            match state.store().user_by_email(email.trim()).await {
+                Ok(Some(u)) => e.user(&u),
+                _ => e,
+            }
+        }
+    };
+    state.audit(event.with("via", via)).await;
+}
+
 /// Ends everything that keeps an account logged in without its password:
 /// every web session (login cookie) and every outstanding folder transfer
 /// token. Called after a password change and when an account is disabled.

@@ -57,6 +57,8 @@ pub struct GatewayConfig {
     /// Serve HTTPS with this configuration ([`crate::tls::server_config`]);
     /// `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// How long audit events are kept (pruned hourly); `None` = forever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -82,6 +84,7 @@ impl Default for GatewayConfig {
             default_limits: crate::quotas::Limits::default(),
             http_limits: crate::listener::HttpLimits::default(),
             tls: None,
+            audit_retention: None,
         }
     }
 }

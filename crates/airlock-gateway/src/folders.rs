@@ -23,7 +23,7 @@ impl From<FsError> for ApiError {
     fn from(e: FsError) -> Self {
         match e {
             FsError::NotFound(_) => ApiError::not_found("file-not-found", e.to_string())
-                .hint("list the folder with `airlock vfolder ls NAME [DIR]`"),
+                .hint("paths are relative to the folder's top directory; `airlock vfolder ls` lists your folders"),
             FsError::Symlink(_) => ApiError::invalid(e.to_string())
                 .hint("work with links from inside a session (ssh, sftp)"),
             FsError::Special { .. } => ApiError::invalid(e.to_string())

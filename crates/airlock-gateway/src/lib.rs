@@ -12,6 +12,7 @@
 #![recursion_limit = "256"]
 
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod beneath;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod forwarded;
 pub mod gql;
 mod json;
 mod listener;
+pub mod metrics;
 pub mod origin;
 pub mod quotas;
 pub mod ratelimit;
@@ -68,6 +70,7 @@ struct Inner {
     quotas: quotas::Quotas,
     local_agents:
         std::sync::RwLock<std::collections::HashMap<String, Arc<dyn tunnels::LocalAgent>>>,
+    audit_conns: audit::Conns,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
                 transfers: transfers::Transfers::default(),
                 quotas: quotas::Quotas::default(),
                 local_agents: std::sync::RwLock::new(std::collections::HashMap::new()),
+                audit_conns: audit::Conns::default(),
             }),
         }
     }
@@ -119,6 +123,11 @@ impl AppState {
     /// Live quota bookkeeping (per-user locks, open tunnels).
     pub fn quotas(&self) -> &quotas::Quotas {
         &self.inner.quotas
+    }
+
+    /// Tunnel ends as runners see them (ties runner events to connections).
+    pub fn audit_conns(&self) -> &audit::Conns {
+        &self.inner.audit_conns
     }
 
     /// Live tunnels.
@@ -210,6 +219,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeEr
                     if let Err(e) = purge_state.store().purge_web_sessions().await {
                         tracing::warn!(error = %e, "purging expired web sessions failed");
                     }
+                    audit::prune(&purge_state).await;
                 }
             }
         }

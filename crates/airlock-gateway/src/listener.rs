@@ -294,8 +294,10 @@ pub(crate) async fn serve(
             _permit: permit,
         };
         let svc = app.clone();
+        let conn_id = crate::audit::ConnId::fresh();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(conn_id.clone());
             svc.clone().oneshot(req.map(axum::body::Body::new))
         });
         let builder = builder.clone();

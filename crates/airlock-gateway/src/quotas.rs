@@ -242,7 +242,7 @@ pub async fn session_slot(state: &AppState, user_id: &str) -> ApiResult<Slot> {
         return Err(exceeded(
             "concurrent sessions",
             max,
-            "terminate a session you no longer need (`airlock session rm NAME`), or ask an administrator to raise your limit",
+            "list your sessions with `airlock session ls` and terminate one you no longer need, or ask an administrator to raise your limit",
         ));
     }
     Ok(Slot { _guard: guard })

@@ -87,11 +87,21 @@ pub fn require_running(s: &SessionRow) -> Result<(), ApiError> {
             .map(|i| format!(" ({i})"))
             .unwrap_or_default()
     ));
-    if matches!(s.status, Status::Pending | Status::Preparing) {
-        e = e.hint("wait until it is RUNNING (`airlock session info`)");
-    } else {
-        e = e.hint("create a new session with `airlock session create`");
-    }
+    // Hints name the session so they run as printed.
+    e = e.hint(match s.status {
+        Status::Pending | Status::Preparing => format!(
+            "it is starting; check again in a moment with `airlock session info {}`",
+            s.name
+        ),
+        Status::Error => format!(
+            "see why with `airlock session logs {}`; start a new one with `airlock session create`",
+            s.name
+        ),
+        _ => format!(
+            "it has ended; start a new one with `airlock session create --name {}`",
+            s.name
+        ),
+    });
     Err(e)
 }
 
@@ -158,7 +168,9 @@ pub async fn create(
             "Session already exists",
         )
         .msg(format!("you already have a live session named {name:?}"))
-        .hint("pick another name with --name, or remove it with `airlock session rm`")
+        .hint(format!(
+            "pick another name with --name, or remove it with `airlock session rm {name}`"
+        ))
         .data(serde_json::json!({"existingSessionId": existing.id})));
     }
     let cpu_milli = params.cpu_milli.unwrap_or(cfg.default_cpu_milli);
@@ -254,6 +266,15 @@ pub async fn create(
         });
     }
     tracing::info!(session = %row.id, name = %row.name, user = %caller.user.email, agent = %agent.id, "session created");
+    state
+        .audit(
+            crate::audit::Audit::new("session.created")
+                .user(&caller.user)
+                .session(&row)
+                .with("image", &row.image)
+                .with("agent", &agent.id),
+        )
+        .await;
     if params.enqueue_only {
         return Ok((row, true));
     }
@@ -289,6 +310,46 @@ pub async fn wait_until_settled(
     }
 }
 
+/// Lines of a container log kept and served (`session logs` without
+/// `--tail`, and what is saved when a session ends).
+pub const LOG_LINES: usize = 10_000;
+
+/// At most this much of a log is saved when its session ends.
+pub const SAVED_LOG_BYTES: usize = 256 * 1024;
+
+/// Saves the tail of a session's log before its container is removed, so
+/// its owner can still read why it failed. Best effort: a node that does
+/// not answer within seconds does not hold up the termination.
+async fn save_log(state: &AppState, agent_url: &str, session_id: &str) {
+    let fetched = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.agents().logs(agent_url, session_id, LOG_LINES),
+    )
+    .await;
+    let text = match fetched {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(session = %session_id, error = %e, "no log to save");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(session = %session_id, "the node took too long to send the log; not saved");
+            return;
+        }
+    };
+    let start = text.len().saturating_sub(SAVED_LOG_BYTES);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    if let Err(e) = state
+        .store()
+        .save_session_log(session_id, &text[start..])
+        .await
+    {
+        tracing::warn!(session = %session_id, error = %e, "saving the log failed");
+    }
+}
+
 /// Terminates a session: asks its agent to remove the container. An
 /// unreachable agent leaves it TERMINATING (the agent removes it when it
 /// reports back) unless `forced`.
@@ -305,6 +366,9 @@ pub async fn destroy(state: &AppState, s: &SessionRow, forced: bool) -> Result<S
         Some(id) => state.store().agent(id).await?,
         None => None,
     };
+    if let Some(a) = &agent {
+        save_log(state, &a.url, &s.id).await;
+    }
     let result = match &agent {
         Some(a) => state.agents().destroy(&a.url, &s.id).await,
         None => Ok(()),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use airlock_proto::agent::TCP_UPGRADE;
+use airlock_proto::agent::{ORIGIN_CLIENT_HEADER, ORIGIN_CONN_HEADER, TCP_UPGRADE, TunnelOrigin};
 use http::header;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
@@ -16,12 +16,24 @@ use crate::agents::AgentCallError;
 /// An agent running in this process (`airlockd up`): tunnels reach its
 /// containers directly instead of through an HTTP hop to ourselves.
 pub trait LocalAgent: Send + Sync + std::fmt::Debug {
-    /// A TCP connection to the SSH server of a running session.
+    /// A TCP connection to the SSH server of a running session, serving
+    /// the client connection `origin` (for the audit trail).
     fn connect<'a>(
         &'a self,
         session_id: &'a str,
+        origin: Option<&'a TunnelOrigin>,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + 'a>,
+    >;
+
+    /// A pipe to the agent's end of a resumable tunnel to a running
+    /// session (the agent reads the client's HELLO from it).
+    fn resumable<'a>(
+        &'a self,
+        session_id: &'a str,
+        origin: Option<&'a TunnelOrigin>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::io::DuplexStream, String>> + Send + 'a>,
     >;
 }
 
@@ -92,11 +104,16 @@ impl Tunnels {
 }
 
 /// Opens a raw byte stream to a session's SSH server through its agent
-/// (`GET /v1/sessions/{id}/connect`, upgraded to `airlock-tcp`).
+/// (`GET /v1/sessions/{id}/connect`, upgraded to `airlock-tcp`); with
+/// `resumable`, to the agent's end of a resumable tunnel instead
+/// (`&resume=1`: the stream carries `airlock-resume.v1` frames, which the
+/// gateway relays without looking at them).
 pub async fn connect_agent(
     agent_url: &str,
     token: &str,
     session_id: &str,
+    resumable: bool,
+    origin: Option<&TunnelOrigin>,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentCallError> {
     let url = url::Url::parse(agent_url)
         .map_err(|e| AgentCallError::Unreachable(format!("bad agent URL {agent_url}: {e}")))?;
@@ -124,13 +141,21 @@ pub async fn connect_agent(
     let req = http::Request::builder()
         .method(http::Method::GET)
         .uri(format!(
-            "/v1/sessions/{session_id}/connect?port={}",
-            airlock_proto::SSHD_PORT
+            "/v1/sessions/{session_id}/connect?port={}{}",
+            airlock_proto::SSHD_PORT,
+            if resumable { "&resume=1" } else { "" }
         ))
         .header(header::HOST, format!("{host}:{port}"))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, TCP_UPGRADE)
+        .header(header::UPGRADE, TCP_UPGRADE);
+    let req = match origin {
+        Some(o) => req
+            .header(ORIGIN_CONN_HEADER, o.conn.as_str())
+            .header(ORIGIN_CLIENT_HEADER, o.client.as_str()),
+        None => req,
+    };
+    let req = req
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
     let resp = sender

@@ -107,6 +107,59 @@ pub struct Heartbeat {
     pub partial: bool,
 }
 
+/// Agent → gateway (`POST /agent/v1/events`, agent token): what the
+/// runners of this agent's sessions reported for the audit trail.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunnerEvents {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// Oldest first.
+    pub events: Vec<RunnerEvent>,
+}
+
+/// One event from inside a session's SSH server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerEvent {
+    /// The session whose container reported it.
+    pub session_id: String,
+    /// Epoch milliseconds (the node's clock).
+    pub at: i64,
+    /// `ssh.auth`, `ssh.exec`, `sftp.write`, …
+    pub kind: String,
+    /// The SSH connection's peer as the runner saw it (ties the event to
+    /// the gateway's tunnel).
+    #[serde(default)]
+    pub peer: String,
+    /// Kind-specific facts.
+    #[serde(default)]
+    pub detail: serde_json::Value,
+    /// The gateway connection whose tunnel reached the runner from `peer`,
+    /// as the gateway told the agent when it opened the tunnel (filled by
+    /// the agent, never taken from the runner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<TunnelOrigin>,
+}
+
+/// Which client connection a tunnel serves: sent by the gateway when it
+/// asks an agent for a tunnel (headers [`ORIGIN_CONN_HEADER`] and
+/// [`ORIGIN_CLIENT_HEADER`]), so the agent can tie the runner's audit
+/// events to it, on any node and through resumed tunnels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelOrigin {
+    /// The gateway's connection id.
+    pub conn: String,
+    /// The client's address.
+    pub client: String,
+}
+
+/// Header carrying [`TunnelOrigin::conn`].
+pub const ORIGIN_CONN_HEADER: &str = "x-airlock-conn";
+/// Header carrying [`TunnelOrigin::client`].
+pub const ORIGIN_CLIENT_HEADER: &str = "x-airlock-client";
+
+/// Path of [`RunnerEvents`] on the gateway.
+pub const EVENTS_PATH: &str = "/agent/v1/events";
+
 /// Gateway → agent answer to a heartbeat.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HeartbeatReply {
@@ -146,4 +199,16 @@ pub struct FileEntry {
     pub mtime: f64,
     /// Access time.
     pub atime: f64,
+}
+
+/// `GET /v1/sessions/{id}/ping` answer: the agent's hop to the runner
+/// (`airlock ping`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerPing {
+    /// TCP connect to the runner's SSH port, in milliseconds.
+    pub connect_ms: f64,
+    /// From the connection to the runner's SSH identification line, in ms.
+    pub banner_ms: f64,
+    /// The identification line (`SSH-2.0-…`).
+    pub banner: String,
 }

@@ -267,3 +267,21 @@ pub struct FolderEntry {
     /// RFC 3339.
     pub modified: String,
 }
+
+/// `GET /session/{s}/ping` answer: the hops behind the gateway
+/// (`airlock ping`). Times in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionPing {
+    /// Session name.
+    pub session: String,
+    /// `embedded` (the agent runs in the gateway's process) or `remote`.
+    pub agent: String,
+    /// Gateway → agent round trip; `None` for an embedded agent.
+    pub gateway_agent_ms: Option<f64>,
+    /// Agent → runner TCP connect.
+    pub agent_runner_connect_ms: f64,
+    /// Agent → runner: connected until the SSH identification line arrived.
+    pub agent_runner_banner_ms: f64,
+    /// The runner's SSH identification line.
+    pub runner_banner: String,
+}

@@ -16,6 +16,7 @@ pub mod files;
 pub mod login;
 pub mod ppk;
 pub mod problem;
+pub mod recipes;
 pub mod sign;
 pub mod sshkey;
 pub mod validate;

@@ -46,13 +46,19 @@ impl KeyError {
     }
 }
 
+/// Whether `input` looks like a private key (OpenSSH/PEM or PuTTY), which
+/// must never be stored or echoed back.
+pub fn looks_private(input: &str) -> bool {
+    input.contains("PRIVATE KEY") || input.contains("PuTTY-User-Key-File")
+}
+
 /// Parses one OpenSSH public key line (`type base64 [comment]`).
 pub fn parse_public_key(input: &str) -> Result<ParsedKey, KeyError> {
     let line = input.trim();
     if line.is_empty() {
         return Err(KeyError::Empty);
     }
-    if line.contains("PRIVATE KEY") || line.starts_with("PuTTY-User-Key-File") {
+    if looks_private(line) {
         return Err(KeyError::Private);
     }
     if line.lines().count() > 1 {

@@ -4,6 +4,7 @@ use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use airlock_proto::recipes::readiness::{HOST_KEY_PREFIX, LISTENING_PREFIX, READY};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -30,7 +31,7 @@ pub async fn run(opts: BootOptions) -> Result<i32> {
     let report = init::run(&opts.init)?;
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "AIRLOCK-HOST-KEY {}", report.host_public_key);
+        let _ = writeln!(out, "{HOST_KEY_PREFIX}{}", report.host_public_key);
         let _ = out.flush();
     }
     // Register the handlers before the child exists so no SIGCHLD is lost.
@@ -64,8 +65,8 @@ pub async fn run(opts: BootOptions) -> Result<i32> {
                 let Ok(line) = line else { break };
                 let mut o = std::io::stdout().lock();
                 let _ = writeln!(o, "{line}");
-                if line.starts_with("AIRLOCK-LISTENING ") {
-                    let _ = writeln!(o, "AIRLOCK-READY");
+                if line.starts_with(LISTENING_PREFIX) {
+                    let _ = writeln!(o, "{READY}");
                 }
                 let _ = o.flush();
             }

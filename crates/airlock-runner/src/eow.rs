@@ -4,7 +4,7 @@
 //! `eow@openssh.com` channel request and then waits for the server to close
 //! the channel; OpenSSH's sshd closes the command's stdout so it dies of
 //! SIGPIPE. russh 0.65 rejects unknown channel requests without a hook and only
-//! logs `unknown channel request eow@openssh.com` (rust-stack §2.4.8).
+//! logs `unknown channel request eow@openssh.com` (docs/ssh-server-notes.md N7).
 //!
 //! This module recovers the signal: the connection's TCP stream is wrapped so
 //! that every read on it records the connection id in a thread-local; russh

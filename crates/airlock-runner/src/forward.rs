@@ -13,13 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::error::{Error, Result};
+use crate::queue::Backlog;
 use crate::resolve;
 
 /// Read size for streams forwarded into channels.
 const READ_CHUNK: usize = 64 * 1024;
-/// Byte budget between the always-draining channel reader and the stream
-/// writer (see queue.rs).
-const QUEUE_CAP: usize = 16 * 1024 * 1024;
 
 /// Connect to a forwarding target without NSS/DNS.
 pub async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
@@ -44,14 +42,17 @@ pub async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
 }
 
 /// Copy data both ways between an SSH channel and a byte stream until both
-/// sides are done. The channel is always drained (rust-stack §2.4.1).
-pub async fn bridge<S>(channel: Channel<Msg>, stream: S)
+/// sides are done. The channel reader never waits on the stream: data goes
+/// into the connection's accounted queue (queue.rs), so a target that echoes
+/// (stops reading until its output is sent) cannot stop the session loop
+/// that reads the window adjusts its output waits for.
+pub async fn bridge<S>(channel: Channel<Msg>, stream: S, backlog: Backlog)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rx, tx) = channel.split();
     let (mut srd, mut swr) = tokio::io::split(stream);
-    let (qtx, mut qrx) = crate::queue::queue::<Bytes>(QUEUE_CAP);
+    let (qtx, mut qrx) = backlog.queue::<Bytes>();
     let writer = tokio::spawn(async move {
         while let Some(b) = qrx.recv().await {
             if swr.write_all(&b).await.is_err() {
@@ -87,7 +88,7 @@ where
                 Some(ChannelMsg::Data { data }) => {
                     let n = data.len();
                     if let Some(q) = &qtx
-                        && q.send(data, n).await.is_err()
+                        && q.push(data, n).is_err()
                     {
                         qtx = None;
                     }
@@ -118,6 +119,7 @@ pub async fn listen_remote(
     address: &str,
     port: u16,
     handle: Handle,
+    backlog: Backlog,
     token: CancellationToken,
 ) -> Result<(u16, CancellationToken)> {
     let addrs = resolve::bind_addrs(address, port);
@@ -156,6 +158,7 @@ pub async fn listen_remote(
             let _ = sock.set_nodelay(true);
             let handle = handle.clone();
             let addr = addr.clone();
+            let backlog = backlog.clone();
             tokio::spawn(async move {
                 match handle
                     .channel_open_forwarded_tcpip(
@@ -166,7 +169,7 @@ pub async fn listen_remote(
                     )
                     .await
                 {
-                    Ok(ch) => bridge(ch, sock).await,
+                    Ok(ch) => bridge(ch, sock, backlog).await,
                     Err(e) => debug!("forwarded-tcpip open refused: {e}"),
                 }
             });
@@ -193,7 +196,11 @@ impl Drop for AgentSocket {
 
 /// Create a private agent socket; each connection to it opens an
 /// `auth-agent@openssh.com` channel to the client.
-pub fn start_agent(handle: Handle, token: CancellationToken) -> Result<AgentSocket> {
+pub fn start_agent(
+    handle: Handle,
+    backlog: Backlog,
+    token: CancellationToken,
+) -> Result<AgentSocket> {
     use std::os::unix::fs::DirBuilderExt as _;
     let tag: u64 = rand::random();
     let dir = std::env::temp_dir().join(format!("airlock-agent-{tag:016x}"));
@@ -220,9 +227,10 @@ pub fn start_agent(handle: Handle, token: CancellationToken) -> Result<AgentSock
                 },
             };
             let handle = handle.clone();
+            let backlog = backlog.clone();
             tokio::spawn(async move {
                 match handle.channel_open_agent().await {
-                    Ok(ch) => bridge(ch, sock).await,
+                    Ok(ch) => bridge(ch, sock, backlog).await,
                     Err(e) => debug!("agent channel open refused: {e}"),
                 }
             });

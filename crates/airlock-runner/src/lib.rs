@@ -6,6 +6,7 @@
 //! russh; `boot` is a PID-1 entrypoint that does both; invoked as `scp` the
 //! binary is a legacy scp server.
 
+pub mod audit;
 pub mod boot;
 pub mod eow;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod scp;
 pub mod server;
 pub mod session;
 pub mod sftp;
+pub mod speedtest;
 
 use std::path::{Path, PathBuf};
 

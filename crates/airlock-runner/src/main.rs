@@ -153,6 +153,10 @@ fn main() -> Result<()> {
         let args: Vec<String> = std::env::args().skip(1).collect();
         std::process::exit(airlock_runner::scp::run(&args));
     }
+    if base == airlock_runner::speedtest::NAME {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        std::process::exit(airlock_runner::speedtest::run(&args));
+    }
     let cli = Cli::parse();
     init_tracing();
     match cli.cmd {
@@ -160,7 +164,12 @@ fn main() -> Result<()> {
         Cmd::Init(a) => {
             let report = airlock_runner::init::run(&init_options(&a))?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "AIRLOCK-HOST-KEY {}", report.host_public_key)?;
+            writeln!(
+                out,
+                "{}{}",
+                airlock_proto::recipes::readiness::HOST_KEY_PREFIX,
+                report.host_public_key
+            )?;
             out.flush()?;
             Ok(())
         }
@@ -260,6 +269,15 @@ fn sshd(a: SshdArgs) -> Result<()> {
             } else if me != uid {
                 tracing::warn!("running as uid {me}, not as {} (uid {uid})", settings.user);
             }
+            // Processes of the session run under the same uid: without
+            // this they could ptrace the server, or open its stdout (the
+            // audit channel) through /proc/PID/fd. Non-dumpable, its /proc
+            // entries belong to root and ptrace needs CAP_SYS_PTRACE.
+            nix::sys::prctl::set_dumpable(false).context("making the server non-dumpable")?;
+            // The audit trail (see audit.rs); AIRLOCK_AUDIT=off turns it off.
+            if std::env::var("AIRLOCK_AUDIT").as_deref() != Ok("off") {
+                airlock_runner::audit::enable();
+            }
             settings
         }
         _ => bail!("standalone mode needs --home, --authorized-keys and --host-key"),
@@ -274,7 +292,11 @@ fn sshd(a: SshdArgs) -> Result<()> {
         let bound = listener.local_addr()?;
         {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "AIRLOCK-LISTENING {bound}")?;
+            writeln!(
+                out,
+                "{}{bound}",
+                airlock_proto::recipes::readiness::LISTENING_PREFIX
+            )?;
             out.flush()?;
         }
         tracing::info!(

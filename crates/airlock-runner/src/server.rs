@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::queue::Backlog;
 use crate::{eow, forward, keys, session};
 
-/// Transport tuning knobs (see rust-stack.md §2.3/§2.4).
+/// Transport tuning knobs (docs/ssh-server-notes.md N4; measurements in BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// russh per-channel message queue length.
@@ -103,6 +104,33 @@ impl ServerSettings {
         }
     }
 
+    /// Which of the authorized keys `key` is, for the audit trail: the
+    /// session key (the first line of the merged list the runner wrote at
+    /// start), a key in the user's `~/.ssh/authorized_keys` (a `.ssh`
+    /// folder), or an account key.
+    pub fn key_source(&self, key: &PublicKey) -> &'static str {
+        let merged = self
+            .authorized_keys
+            .first()
+            .map(|f| keys::read_authorized_file(f))
+            .unwrap_or_default();
+        if merged.first().is_some_and(|k| keys::same_key(k, key)) {
+            return "session key";
+        }
+        let in_file = |f: Option<&PathBuf>| {
+            f.is_some_and(|f| {
+                keys::read_authorized_file(f)
+                    .iter()
+                    .any(|k| keys::same_key(k, key))
+            })
+        };
+        if in_file(self.authorized_keys.get(1)) {
+            "authorized_keys"
+        } else {
+            "account key"
+        }
+    }
+
     /// Whether `key` is currently authorized (files are re-read every time).
     pub fn is_authorized(&self, key: &PublicKey) -> bool {
         self.authorized_keys.iter().any(|f| {
@@ -164,6 +192,7 @@ async fn connection(
         conn_id,
         token: token.clone(),
         remote_forwards: HashMap::new(),
+        backlog: Backlog::new(config.window_size),
     };
     let stream = eow::TaggedStream::new(sock, conn_id);
     let session = russh::server::run_stream(config, stream, handler).await?;
@@ -188,6 +217,8 @@ pub(crate) struct ConnCtx {
     pub local: SocketAddr,
     pub conn_id: u64,
     pub token: CancellationToken,
+    /// Client data not yet consumed, which steers the window (queue.rs).
+    pub backlog: Backlog,
 }
 
 struct ConnHandler {
@@ -197,6 +228,7 @@ struct ConnHandler {
     conn_id: u64,
     token: CancellationToken,
     remote_forwards: HashMap<(String, u32), CancellationToken>,
+    backlog: Backlog,
 }
 
 impl Drop for ConnHandler {
@@ -221,6 +253,7 @@ impl ConnHandler {
             local: self.local,
             conn_id: self.conn_id,
             token: self.token.clone(),
+            backlog: self.backlog.clone(),
         }
     }
 
@@ -244,10 +277,30 @@ impl ConnHandler {
         if self.settings.is_authorized(key) {
             if stage == "publickey" {
                 info!(peer = %self.peer, "accepted publickey for {user} ({} {fp})", key.algorithm());
+                crate::audit::emit(
+                    self.peer,
+                    "ssh.auth",
+                    serde_json::json!({
+                        "user": user,
+                        "algorithm": key.algorithm().to_string(),
+                        "fingerprint": fp.to_string(),
+                        "key": self.settings.key_source(key),
+                    }),
+                );
             }
             Auth::Accept
         } else {
             info!(peer = %self.peer, "refused {stage} for {user}: key {} {fp} is not authorized", key.algorithm());
+            if stage == "publickey" {
+                crate::audit::emit(
+                    self.peer,
+                    "ssh.auth-failed",
+                    serde_json::json!({
+                        "user": user,
+                        "fingerprint": fp.to_string(),
+                    }),
+                );
+            }
             Auth::reject()
         }
     }
@@ -255,6 +308,13 @@ impl ConnHandler {
 
 impl russh::server::Handler for ConnHandler {
     type Error = Error;
+
+    /// The window of russh's next adjustment: full, or a trickle while a
+    /// channel of this connection is behind (see queue.rs for why this is
+    /// the connection's only flow control).
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        self.backlog.target_window()
+    }
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth> {
         debug!(peer = %self.peer, "auth none for {user:?}: publickey required");
@@ -327,17 +387,28 @@ impl russh::server::Handler for ConnHandler {
     ) -> Result<()> {
         let host = host_to_connect.to_string();
         let peer = self.peer;
-        // Connect off the session loop (rust-stack §2.4.5).
+        let backlog = self.backlog.clone();
+        // Connect off the session loop (docs/ssh-server-notes.md N5).
         tokio::spawn(async move {
             let Ok(port) = u16::try_from(port_to_connect) else {
                 reply.reject(ChannelOpenFailure::ConnectFailed).await;
                 return;
             };
-            match forward::connect_tcp(&host, port).await {
+            let result = forward::connect_tcp(&host, port).await;
+            crate::audit::emit(
+                peer,
+                "ssh.forward",
+                serde_json::json!({
+                    "direction": "local",
+                    "destination": format!("{host}:{port}"),
+                    "ok": result.is_ok(),
+                }),
+            );
+            match result {
                 Ok(stream) => {
                     debug!(%peer, "direct-tcpip to {host}:{port}");
                     reply.accept().await;
-                    forward::bridge(channel, stream).await;
+                    forward::bridge(channel, stream, backlog).await;
                 }
                 Err(e) => {
                     info!(%peer, "direct-tcpip to {host}:{port} failed: {e}");
@@ -357,11 +428,12 @@ impl russh::server::Handler for ConnHandler {
     ) -> Result<()> {
         let path = socket_path.to_string();
         let peer = self.peer;
+        let backlog = self.backlog.clone();
         tokio::spawn(async move {
             match tokio::net::UnixStream::connect(&path).await {
                 Ok(stream) => {
                     reply.accept().await;
-                    forward::bridge(channel, stream).await;
+                    forward::bridge(channel, stream, backlog).await;
                 }
                 Err(e) => {
                     info!(%peer, "direct-streamlocal to {path} failed: {e}");
@@ -387,7 +459,7 @@ impl russh::server::Handler for ConnHandler {
     }
 
     // Channel requests reach both the Channel (handled by the channel task) and
-    // these methods, which only answer want-reply (rust-stack §2.4.3).
+    // these methods, which only answer want-reply (docs/ssh-server-notes.md N3).
     async fn pty_request(
         &mut self,
         channel: ChannelId,
@@ -484,9 +556,24 @@ impl russh::server::Handler for ConnHandler {
         let Ok(p) = u16::try_from(*port) else {
             return Ok(false);
         };
-        match forward::listen_remote(address, p, session.handle(), self.token.child_token()).await {
+        match forward::listen_remote(
+            address,
+            p,
+            session.handle(),
+            self.backlog.clone(),
+            self.token.child_token(),
+        )
+        .await {
             Ok((bound, token)) => {
                 info!(peer = %self.peer, "remote forward {address}:{bound} listening");
+                crate::audit::emit(
+                    self.peer,
+                    "ssh.forward",
+                    serde_json::json!({
+                        "direction": "remote",
+                        "listen": format!("{address}:{bound}"),
+                    }),
+                );
                 if *port == 0 {
                     *port = u32::from(bound);
                 }

@@ -18,8 +18,6 @@ use crate::server::ConnCtx;
 use crate::sftp;
 
 const READ_CHUNK: usize = 64 * 1024;
-/// Byte budget of the client->command queue (see queue.rs).
-const STDIN_CAP: usize = 32 * 1024 * 1024;
 
 /// A pty-req.
 #[derive(Debug, Clone)]
@@ -87,7 +85,8 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
             }) => env.push((variable_name, variable_value)),
             Some(ChannelMsg::AgentForward { .. }) => {
                 if agent.is_none() {
-                    match forward::start_agent(ctx.handle.clone(), ctx.token.child_token()) {
+                    crate::audit::emit(ctx.peer, "ssh.agent-forward", serde_json::json!({}));
+                    match forward::start_agent(ctx.handle.clone(), ctx.backlog.clone(), ctx.token.child_token()) {
                         Ok(a) => agent = Some(a),
                         Err(e) => warn!("agent forwarding unavailable: {e}"),
                     }
@@ -107,10 +106,36 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
             Some(_) => {}
         }
     };
+    match &start {
+        Start::Exec(c) => crate::audit::emit(
+            ctx.peer,
+            "ssh.exec",
+            serde_json::json!({ "command": c, "pty": pty.is_some() }),
+        ),
+        Start::Shell => crate::audit::emit(
+            ctx.peer,
+            "ssh.shell",
+            serde_json::json!({ "pty": pty.is_some() }),
+        ),
+        Start::Sftp => crate::audit::emit(
+            ctx.peer,
+            "ssh.subsystem",
+            serde_json::json!({ "name": "sftp" }),
+        ),
+    }
     match start {
         Start::Sftp => {
             debug!(peer = %ctx.peer, "sftp subsystem");
-            sftp::serve_channel(rx, tx, &ctx.settings.home, early, early_eof).await;
+            sftp::serve_channel(
+                rx,
+                tx,
+                &ctx.settings.home,
+                early,
+                early_eof,
+                ctx.peer,
+                ctx.backlog.clone(),
+            )
+            .await;
         }
         Start::Shell | Start::Exec(_) => {
             let command = match start {
@@ -177,13 +202,21 @@ fn launch_for(ctx: &ConnCtx, command: Option<&str>) -> Launch {
 
 /// File-transfer server commands (`scp -t/-f …`, `rsync --server …`) are run
 /// directly, not through the user's shell, so rc files that print text
-/// cannot corrupt their protocol streams (backendai-protocol §11.1). When the
+/// cannot corrupt their protocol streams (docs/ssh-server-notes.md N9). When the
 /// image has no `scp`, the runner itself serves it (multi-call binary).
 /// Anything that needs the shell (globs, variables, `~` for a system
 /// binary, pipes) still goes through it.
 fn direct_launch(cmd: &str, path: &str, self_exe: &Path) -> Option<Launch> {
     let words = split_simple(cmd)?;
     let (first, rest) = words.split_first()?;
+    // The built-in speedtest (`airlock speedtest`), always the runner's own.
+    if first == crate::speedtest::NAME {
+        return Some(Launch {
+            program: self_exe.to_path_buf(),
+            arg0: Some(first.clone()),
+            args: rest.to_vec(),
+        });
+    }
     let server_mode = match first.as_str() {
         "scp" => rest
             .iter()
@@ -402,6 +435,12 @@ async fn pump_output<R: AsyncRead + Unpin>(mut r: R, tx: Tx, ext: Option<u32>) {
     }
 }
 
+// The channel reader below never waits on the command: stdin data goes into
+// the connection's accounted queue (queue.rs), which steers russh's window.
+// Awaiting room here instead stopped russh's session loop, and with it the
+// window adjusts the stdout pump waits for; a filter (`cat`, `gzip -c`) that
+// stops reading stdin while its stdout is full then never moved again
+// (`ssh host cat < 512MiB` stopped after ~19 MB; tests/exec_echo.rs).
 async fn run_pipes(
     ctx: &ConnCtx,
     spec: Spec,
@@ -441,7 +480,7 @@ async fn run_pipes(
     };
     let mut out_task = tokio::spawn(pump_output(stdout, tx.clone(), None));
     let mut err_task = tokio::spawn(pump_output(stderr, tx.clone(), Some(1)));
-    let (in_tx, mut in_rx) = crate::queue::queue::<Bytes>(STDIN_CAP);
+    let (in_tx, mut in_rx) = ctx.backlog.queue::<Bytes>();
     let in_task = tokio::spawn(async move {
         let mut stdin = stdin;
         while let Some(b) = in_rx.recv().await {
@@ -458,7 +497,7 @@ async fn run_pipes(
     for b in early {
         if let Some(q) = &in_tx {
             let n = b.len();
-            let _ = q.send(b, n).await;
+            let _ = q.push(b, n);
         }
     }
     if early_eof {
@@ -481,7 +520,7 @@ async fn run_pipes(
             m = rx.wait(), if !closed => match m {
                 Some(ChannelMsg::Data { data }) => {
                     let n = data.len();
-                    if let Some(q) = &in_tx && q.send(data, n).await.is_err() {
+                    if let Some(q) = &in_tx && q.push(data, n).is_err() {
                         in_tx = None;
                     }
                 }
@@ -525,6 +564,11 @@ async fn run_pipes(
 async fn finish(ctx: &ConnCtx, tx: &Tx, status: ExitStatus) {
     use std::os::unix::process::ExitStatusExt as _;
     let _ = tx.eof().await;
+    crate::audit::emit(
+        ctx.peer,
+        "ssh.exit",
+        serde_json::json!({ "status": status.code(), "signal": status.signal() }),
+    );
     if let Some(code) = status.code() {
         let _ = tx.exit_status(u32::try_from(code).unwrap_or(255)).await;
     } else if let Some(sig) = status.signal() {
@@ -648,7 +692,7 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
         .env_clear()
         .envs(env)
         .current_dir(&ctx.settings.home);
-    // `spawn` consumes the pts, so the parent keeps no slave fd (§2.4.9).
+    // `spawn` consumes the pts, so the parent keeps no slave fd (docs/ssh-server-notes.md N8).
     let mut child = match cmd.spawn(pts) {
         Ok(c) => c,
         Err(e) => {
@@ -659,7 +703,8 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
     let pgid = group_of(&child);
     let (pr, mut pw) = pty.into_split();
     let mut out_task = tokio::spawn(pump_output(pr, tx.clone(), None));
-    let (in_tx, mut in_rx) = crate::queue::queue::<PtyIn>(STDIN_CAP);
+    // Never waits on the pty: see run_pipes.
+    let (in_tx, mut in_rx) = ctx.backlog.queue::<PtyIn>();
     let in_task = tokio::spawn(async move {
         let mut broken = false;
         while let Some(m) = in_rx.recv().await {
@@ -677,7 +722,7 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
     });
     for b in early {
         let n = b.len();
-        let _ = in_tx.send(PtyIn::Data(b), n).await;
+        let _ = in_tx.push(PtyIn::Data(b), n);
     }
     let mut status: Option<ExitStatus> = None;
     let mut out_done = false;
@@ -687,12 +732,12 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
             m = rx.wait(), if !closed => match m {
                 Some(ChannelMsg::Data { data }) => {
                     let n = data.len();
-                    let _ = in_tx.send(PtyIn::Data(data), n).await;
+                    let _ = in_tx.push(PtyIn::Data(data), n);
                 }
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
                     let s = pty_process::Size::new_with_pixel(
                         clamp16(row_height), clamp16(col_width), clamp16(pix_width), clamp16(pix_height));
-                    let _ = in_tx.send(PtyIn::Resize(s), 0).await;
+                    let _ = in_tx.push(PtyIn::Resize(s), 0);
                 }
                 Some(ChannelMsg::Signal { signal }) => signal_group(pgid, &signal),
                 Some(ChannelMsg::Close) | None => {

@@ -2,8 +2,8 @@
 //!
 //! The filesystem handler implements [`russh_sftp::server::Handler`]; the
 //! request loop is ours so that (a) the channel is always drained into a
-//! bounded buffer (rust-stack §2.4.1), (b) the subsystem ends with
-//! exit-status 0 + EOF + close (§2.4.2), (c) oversized packets are consumed
+//! bounded buffer (docs/ssh-server-notes.md N1), (b) the subsystem ends with
+//! exit-status 0 + EOF + close (N2), (c) oversized packets are consumed
 //! instead of desynchronising the stream, and (d) READ/WRITE, the hot path,
 //! avoid extra copies.
 
@@ -23,7 +23,7 @@ use russh_sftp::protocol::{
     Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -35,8 +35,6 @@ pub const MAX_PACKET: u32 = 512 * 1024 + 1024;
 pub const LIMIT_PACKET: u64 = 256 * 1024;
 /// Advertised max read/write length.
 pub const LIMIT_RW: u64 = 255 * 1024;
-/// Capacity of the buffer between the channel reader pump and the loop.
-const PUMP_CAP: usize = 32 * 1024 * 1024;
 /// READs the writer runs ahead of the reply it is sending (bounds read memory).
 const READ_AHEAD: usize = 32;
 /// Weight of a queued READ in the reply backlog.
@@ -58,41 +56,39 @@ pub(crate) async fn serve_channel(
     home: &Path,
     early: Vec<Bytes>,
     early_eof: bool,
+    peer: std::net::SocketAddr,
+    backlog: crate::queue::Backlog,
 ) {
-    // (1) Reader pump: always drain the channel.
-    let (mut pump_w, pump_r) = tokio::io::duplex(PUMP_CAP);
+    // (1) Reader: drains the channel into the connection's accounted queue
+    // and never waits on the request loop (queue.rs: no channel reader
+    // waits on anything but the channel).
+    let (qtx, drain) = backlog.queue::<Bytes>();
+    for b in early {
+        let n = b.len();
+        let _ = qtx.push(b, n);
+    }
     let pump = tokio::spawn(async move {
-        let mut open = true;
-        for b in early {
-            if pump_w.write_all(&b).await.is_err() {
-                open = false;
-            }
-        }
-        if early_eof {
-            let _ = pump_w.shutdown().await;
-            open = false;
-        }
+        let mut qtx = (!early_eof).then_some(qtx);
         loop {
             match rx.wait().await {
                 Some(ChannelMsg::Data { data }) => {
-                    if open && pump_w.write_all(&data).await.is_err() {
-                        open = false;
+                    let n = data.len();
+                    if let Some(q) = &qtx
+                        && q.push(data, n).is_err()
+                    {
+                        qtx = None;
                     }
                 }
-                Some(ChannelMsg::Eof) => {
-                    if open {
-                        let _ = pump_w.shutdown().await;
-                        open = false;
-                    }
-                }
+                Some(ChannelMsg::Eof) => qtx = None,
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             }
         }
-        drop(pump_w);
-        // Keep the read half alive until the loop ends is not needed: the
-        // session drops messages for a closed receiver.
     });
+    let pump_r = tokio_util::io::StreamReader::new(futures_util::stream::unfold(
+        drain,
+        |mut d| async move { d.recv().await.map(|b| (Ok::<_, std::io::Error>(b), d)) },
+    ));
 
     // (2) Writer: responses go out in request order from their own task.
     //
@@ -180,7 +176,8 @@ pub(crate) async fn serve_channel(
 
     // (3) Request loop.
     let mut fs = FsHandler::new(home.to_path_buf());
-    let mut input = tokio::io::BufReader::with_capacity(512 * 1024, pump_r);
+    fs.peer = Some(peer);
+    let mut input = std::pin::pin!(pump_r);
     while let Ok(len) = input.read_u32().await {
         if len == 0 {
             continue;
@@ -227,7 +224,7 @@ pub(crate) async fn serve_channel(
     let delivered = writer.await.unwrap_or(false);
     pump.abort();
     fs.close_all();
-    // (§2.4.2) exit-status 0, EOF, close: scp/sftp then exit 0.
+    // (docs/ssh-server-notes.md N2) exit-status 0, EOF, close: scp/sftp then exit 0.
     if delivered {
         let _ = tx.exit_status(0).await;
         let _ = tx.eof().await;
@@ -331,7 +328,7 @@ fn ok_status(id: u32) -> Status {
 }
 
 /// File attributes built from `st_mode` (not from `Metadata::is_dir`, which
-/// loses fifos, sockets and devices — rust-stack §2.4.6).
+/// loses fifos, sockets and devices — docs/ssh-server-notes.md N6).
 pub fn attrs_of(m: &Metadata) -> FileAttributes {
     FileAttributes {
         size: Some(m.size()),
@@ -447,6 +444,10 @@ pub fn longname(name: &str, m: &Metadata, names: &NameMaps, now: i64) -> String 
 enum OpenHandle {
     File {
         file: Arc<File>,
+        /// As opened (for the audit trail).
+        path: PathBuf,
+        /// Opened for writing.
+        write: bool,
     },
     Dir {
         path: PathBuf,
@@ -559,6 +560,19 @@ pub struct FsHandler {
     names: NameMaps,
     handles: HashMap<String, OpenHandle>,
     next: u64,
+    /// The connection's peer: file operations go to the audit trail.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// The attributes a SETSTAT changes, for the audit trail.
+fn attrs_audit(a: &FileAttributes) -> serde_json::Value {
+    serde_json::json!({
+        "size": a.size,
+        "mode": a.permissions.map(|m| format!("{:o}", m & 0o7777)),
+        "uid": a.uid,
+        "gid": a.gid,
+        "mtime": a.mtime,
+    })
 }
 
 fn now() -> i64 {
@@ -590,6 +604,27 @@ impl FsHandler {
             names: NameMaps::load(),
             handles: HashMap::new(),
             next: 0,
+            peer: None,
+        }
+    }
+
+    /// Records a file operation of this connection.
+    fn audit(&self, kind: &str, detail: serde_json::Value) {
+        if let Some(peer) = self.peer {
+            crate::audit::emit(peer, kind, detail);
+        }
+    }
+
+    /// Records a closed file: `sftp.write`/`sftp.read` with its path and
+    /// size at close.
+    fn audit_closed(&self, h: &OpenHandle) {
+        if let OpenHandle::File { file, path, write } = h {
+            let size = file.metadata().map(|m| m.len()).ok();
+            let kind = if *write { "sftp.write" } else { "sftp.read" };
+            self.audit(
+                kind,
+                serde_json::json!({ "path": path.to_string_lossy(), "size": size }),
+            );
         }
     }
 
@@ -612,12 +647,15 @@ impl FsHandler {
 
     fn file(&self, handle: &str) -> Result<Arc<File>, StatusReply> {
         match self.handles.get(handle) {
-            Some(OpenHandle::File { file }) => Ok(file.clone()),
+            Some(OpenHandle::File { file, .. }) => Ok(file.clone()),
             _ => Err(err(StatusCode::Failure).with_message("Invalid handle")),
         }
     }
 
     fn close_all(&mut self) {
+        for h in self.handles.values() {
+            self.audit_closed(h);
+        }
         self.handles.clear();
     }
 
@@ -797,7 +835,7 @@ impl FsHandler {
         if a.atime.is_some() || a.mtime.is_some() {
             let at = nix::sys::time::TimeVal::new(i64::from(a.atime.unwrap_or(0)), 0);
             let mt = nix::sys::time::TimeVal::new(i64::from(a.mtime.unwrap_or(0)), 0);
-            // utimes(2) on the path: works for directories too (§2.4.6).
+            // utimes(2) on the path: works for directories too (ssh-server-notes N6).
             nix::sys::stat::utimes(path, &at, &mt).map_err(std::io::Error::from)?;
         }
         if a.uid.is_some() || a.gid.is_some() {
@@ -895,13 +933,18 @@ impl russh_sftp::server::Handler for FsHandler {
         let file = o.open(&path).map_err(|e| status_of(&e))?;
         let handle = self.add(OpenHandle::File {
             file: Arc::new(file),
+            path,
+            write,
         });
         Ok(Handle { id, handle })
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(_) => Ok(ok_status(id)),
+            Some(h) => {
+                self.audit_closed(&h);
+                Ok(ok_status(id))
+            }
             None => Err(err(StatusCode::Failure).with_message("Invalid handle")),
         }
     }
@@ -947,7 +990,7 @@ impl russh_sftp::server::Handler for FsHandler {
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         let m = match self.handles.get(&handle) {
-            Some(OpenHandle::File { file }) => file.metadata(),
+            Some(OpenHandle::File { file, .. }) => file.metadata(),
             Some(OpenHandle::Dir { path, .. }) => std::fs::metadata(path),
             None => return Err(err(StatusCode::Failure).with_message("Invalid handle")),
         }
@@ -967,6 +1010,10 @@ impl russh_sftp::server::Handler for FsHandler {
         let p = self.path(&path);
         self.apply_attrs(&p, None, &attrs)
             .map_err(|e| status_of(&e))?;
+        self.audit(
+            "sftp.setstat",
+            serde_json::json!({ "path": p.to_string_lossy(), "attrs": attrs_audit(&attrs) }),
+        );
         Ok(ok_status(id))
     }
 
@@ -977,7 +1024,7 @@ impl russh_sftp::server::Handler for FsHandler {
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
         match self.handles.get(&handle) {
-            Some(OpenHandle::File { file }) => {
+            Some(OpenHandle::File { file, .. }) => {
                 let file = file.clone();
                 let path = std::fs::read_link(format!(
                     "/proc/self/fd/{}",
@@ -996,6 +1043,10 @@ impl russh_sftp::server::Handler for FsHandler {
                         .set_modified(to_systime(attrs.mtime.unwrap_or(0)));
                     file.set_times(t).map_err(|e| status_of(&e))?;
                 }
+                self.audit(
+                    "sftp.setstat",
+                    serde_json::json!({ "path": path.to_string_lossy(), "attrs": attrs_audit(&attrs) }),
+                );
                 Ok(ok_status(id))
             }
             Some(OpenHandle::Dir { path, .. }) => {
@@ -1071,7 +1122,12 @@ impl russh_sftp::server::Handler for FsHandler {
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
-        std::fs::remove_file(self.path(&filename)).map_err(|e| status_of(&e))?;
+        let p = self.path(&filename);
+        std::fs::remove_file(&p).map_err(|e| status_of(&e))?;
+        self.audit(
+            "sftp.remove",
+            serde_json::json!({ "path": p.to_string_lossy() }),
+        );
         Ok(ok_status(id))
     }
 
@@ -1086,11 +1142,19 @@ impl russh_sftp::server::Handler for FsHandler {
             .mode(attrs.permissions.map_or(0o777, |m| m & 0o7777))
             .create(self.path(&path))
             .map_err(|e| status_of(&e))?;
+        self.audit(
+            "sftp.mkdir",
+            serde_json::json!({ "path": self.path(&path).to_string_lossy() }),
+        );
         Ok(ok_status(id))
     }
 
     async fn rmdir(&mut self, id: u32, path: String) -> Result<Status, Self::Error> {
         std::fs::remove_dir(self.path(&path)).map_err(|e| status_of(&e))?;
+        self.audit(
+            "sftp.rmdir",
+            serde_json::json!({ "path": self.path(&path).to_string_lossy() }),
+        );
         Ok(ok_status(id))
     }
 
@@ -1120,6 +1184,10 @@ impl russh_sftp::server::Handler for FsHandler {
             return Err(err(StatusCode::Failure));
         }
         std::fs::rename(&o, &n).map_err(|e| status_of(&e))?;
+        self.audit(
+            "sftp.rename",
+            serde_json::json!({ "from": o.to_string_lossy(), "to": n.to_string_lossy() }),
+        );
         Ok(ok_status(id))
     }
 
@@ -1135,7 +1203,7 @@ impl russh_sftp::server::Handler for FsHandler {
         targetpath: String,
     ) -> Result<Status, Self::Error> {
         // OpenSSH sends the arguments reversed: `linkpath` is the target
-        // the new link points to, `targetpath` the link to create (§2.4.6).
+        // the new link points to, `targetpath` the link to create (ssh-server-notes N6).
         std::os::unix::fs::symlink(&linkpath, self.path(&targetpath)).map_err(|e| status_of(&e))?;
         Ok(ok_status(id))
     }
@@ -1152,7 +1220,12 @@ impl russh_sftp::server::Handler for FsHandler {
             "posix-rename@openssh.com" => {
                 let o = get_string(&mut b).ok_or_else(bad)?;
                 let n = get_string(&mut b).ok_or_else(bad)?;
-                std::fs::rename(self.path(&o), self.path(&n)).map_err(|e| status_of(&e))?;
+                let (o, n) = (self.path(&o), self.path(&n));
+                std::fs::rename(&o, &n).map_err(|e| status_of(&e))?;
+                self.audit(
+                    "sftp.rename",
+                    serde_json::json!({ "from": o.to_string_lossy(), "to": n.to_string_lossy() }),
+                );
                 Ok(ok_status(id).into())
             }
             "hardlink@openssh.com" => {

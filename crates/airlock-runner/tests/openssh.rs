@@ -75,7 +75,7 @@ fn exit_signal_is_reported() {
     assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
 }
 
-/// `ssh S yes | head -1` must return (rust-stack §2.4.8): the client sends
+/// `ssh S yes | head -1` must return (docs/ssh-server-notes.md N7): the client sends
 /// eow@openssh.com (stdin open) or closes the channel (stdin at EOF).
 #[test]
 fn regression_yes_head_returns() {
@@ -403,7 +403,7 @@ fn scp_roundtrip(s: &Server, legacy: bool) {
     assert!(!o.status.success());
 }
 
-/// scp in SFTP mode (OpenSSH 9 default): also the §2.4.2 regression (rc 0
+/// scp in SFTP mode (OpenSSH 9 default): also the ssh-server-notes N2 regression (rc 0
 /// after success needs exit-status from the sftp subsystem).
 #[test]
 fn scp_sftp_mode_both_ways_exit_status_zero() {
@@ -464,7 +464,7 @@ fn rsync_both_ways() {
 }
 
 /// Shell rc files that print text must not break file transfers
-/// (backendai-protocol §11.1).
+/// (docs/ssh-server-notes.md N9).
 #[test]
 fn noisy_rc_files_do_not_break_transfers() {
     let s = Server::start();
@@ -780,7 +780,7 @@ fn refused_wrong_key_wrong_user_and_password() {
     assert!(log.contains("nosuchuser"), "{log}");
 }
 
-/// rust-stack §2.4.1: with limits@openssh.com the client pipelines 64 x
+/// docs/ssh-server-notes.md N1: with limits@openssh.com the client pipelines 64 x
 /// 255 KiB reads; without the reader pump this froze at ~30 MB.
 #[test]
 fn regression_sftp_get_200m_with_limits_does_not_freeze() {

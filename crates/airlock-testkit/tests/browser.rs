@@ -113,6 +113,27 @@ fn open_dialog(b: &Browser, name: &str) -> String {
     .to_owned()
 }
 
+/// The element's box lies within the window's width (not cut off).
+fn assert_inside_window(b: &Browser, css: &str, width: u32) {
+    let v = b.exec(
+        "const e = document.querySelector(arguments[0]); if (!e) return null; \
+         const r = e.getBoundingClientRect(); \
+         return [r.left, r.right, document.documentElement.clientWidth, r.width];",
+        vec![serde_json::json!(css)],
+    );
+    assert!(!v.is_null(), "no {css} at {width}px");
+    let (left, right, client, w) = (
+        v[0].as_f64().unwrap(),
+        v[1].as_f64().unwrap(),
+        v[2].as_f64().unwrap(),
+        v[3].as_f64().unwrap(),
+    );
+    assert!(
+        w > 0.0 && left >= 0.0 && right <= client + 0.5,
+        "{css} is at {left}..{right} in a {client}px wide page (window {width}px)"
+    );
+}
+
 fn assert_no_horizontal_scroll(b: &Browser) {
     let v = b.exec(
         "return [document.documentElement.scrollWidth, window.innerWidth]",
@@ -277,6 +298,19 @@ fn session_dialog_key_download_and_ssh() {
     let id = create_session(&b, "demo", &["data"], "WEB_VAR=from the form\nSECOND=2");
     b.check_accessibility();
     assert!(b.text("tr[data-session=demo]").contains("data"));
+    // A mounted folder cannot be deleted: the page says so before any
+    // confirm (a disabled button with the reason), not after.
+    b.goto("/ui/folders");
+    assert!(b.exists("tr[data-folder=data] button[disabled]"));
+    assert!(!b.exists("tr[data-folder=data] form[data-confirm]"));
+    let why = b
+        .attr("tr[data-folder=data] button[disabled]", "title")
+        .unwrap();
+    assert!(why.contains("mounted in demo"), "{why}");
+    assert!(b.text("tr[data-folder=data]").contains("In use"));
+    b.check_accessibility();
+    b.goto("/ui/sessions");
+    b.wait_for("tr[data-session=demo]");
 
     // Status updates arrive without a reload: a session created elsewhere
     // (through the API) appears in the open page.
@@ -304,14 +338,29 @@ fn session_dialog_key_download_and_ssh() {
         b.wait_for("tr[data-session=second]");
         b.screenshot(&dir.join("sessions.png"));
     }
-    // Usable on a laptop half-screen: nothing wider than the window.
-    b.resize(720, 900);
-    b.goto("/ui/sessions");
-    b.wait_for("tr[data-session=second]");
-    assert_no_horizontal_scroll(&b);
-    open_dialog(&b, "demo");
-    assert_no_horizontal_scroll(&b);
-    close_dialog(&b);
+    // No sideways scrolling at any width from 360 to 1920 px, and the
+    // row actions and "Log out" always inside the window.
+    for (w, h) in [
+        (360, 740),
+        (720, 900),
+        (800, 800),
+        (1024, 768),
+        (1200, 800),
+        (1280, 800),
+        (1920, 1080),
+    ] {
+        b.resize(w, h);
+        b.goto("/ui/sessions");
+        b.wait_for("tr[data-session=second]");
+        assert_no_horizontal_scroll(&b);
+        assert_inside_window(&b, "tr[data-session=demo] .actions-cell button", w);
+        assert_inside_window(&b, "form[action='/ui/logout'] button", w);
+        if w == 720 || w == 360 {
+            open_dialog(&b, "demo");
+            assert_no_horizontal_scroll(&b);
+            close_dialog(&b);
+        }
+    }
     b.resize(1360, 1000);
 
     // The dialog: commands with the default port, the fingerprint the API
@@ -327,7 +376,8 @@ fn session_dialog_key_download_and_ssh() {
         "airlock ssh demo",
         "ssh -i id_container -p 9922 -o HostKeyAlias=airlock-demo -o UserKnownHostsFile=known_hosts work@127.0.0.1",
         "scp -P 9922 -i id_container -o HostKeyAlias=airlock-demo -o UserKnownHostsFile=known_hosts FILE work@127.0.0.1:/home/work/",
-        "Host airlock-demo\n  User work\n  ProxyCommand airlock proxy demo\n  IdentityFile ~/.ssh/airlock/id_demo\n  HostKeyAlias airlock-demo\n  UserKnownHostsFile ~/.ssh/airlock/known_hosts\n  StrictHostKeyChecking yes\n  ForwardAgent no",
+        // What `airlock config-ssh` writes, built by the same code.
+        "Host airlock-*\n  User work\n  ProxyCommand airlock --env-file ~/.ssh/airlock/airlock.env proxy --ssh-alias %n --known-hosts ~/.ssh/airlock/known_hosts --session-key ~/.ssh/airlock/%n.key\n  IdentityFile ~/.ssh/airlock/%n.key\n  IdentitiesOnly yes\n  UserKnownHostsFile ~/.ssh/airlock/known_hosts\n  StrictHostKeyChecking yes\n  ForwardAgent no",
         "airlock config-ssh --forward-agent",
         "Remote-SSH: Connect to Host",
         "Key file",
@@ -490,7 +540,15 @@ fn preferred_port_and_account_keys() {
     b.click("form[action='/ui/settings/keys'] button");
     b.wait_text(".form-error", "Not a valid OpenSSH public key", WAIT);
     assert!(b.text(".form-error").contains("Paste one line like"));
+    // A pasted private key is refused and not echoed back into the page.
     let mine = SshClient::new();
+    let private = std::fs::read_to_string(&mine.key).unwrap();
+    b.fill("#key-text", &private);
+    b.click("form[action='/ui/settings/keys'] button");
+    b.wait_text(".form-error", "private key", WAIT);
+    let echoed = b.exec("return document.querySelector('#key-text').value", vec![]);
+    assert_eq!(echoed, "", "the private key was echoed back");
+    assert!(!b.body_text().contains("PRIVATE KEY"));
     let fp = fingerprint(&mine.key.with_extension("pub"));
     b.fill("#key-name", "laptop");
     b.fill("#key-text", &mine.public_key());

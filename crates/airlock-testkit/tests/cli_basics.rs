@@ -11,7 +11,7 @@ fn login(cli: &Cli, d: &Airlockd) {
         Some(&format!("{}\n{}\n", d.admin_email, d.admin_password)),
     );
     out.expect_code(0);
-    assert!(out.stderr.contains("✓ Login succeeded."), "{}", out.stderr);
+    assert!(out.stderr.contains("✓ Login succeeded:"), "{}", out.stderr);
 }
 
 #[test]
@@ -27,7 +27,7 @@ fn login_settings_keys_logout() {
     out.expect_code(0);
     assert!(out.stderr.contains("User ID: "), "{}", out.stderr);
     assert!(out.stderr.contains("Password: "), "{}", out.stderr);
-    assert!(out.stderr.contains("✓ Login succeeded."));
+    assert!(out.stderr.contains("✓ Login succeeded:"));
     // The state file is private.
     let state = cli.dir.path().join("state/airlock/login.json");
     assert_eq!(
@@ -133,7 +133,7 @@ fn login_settings_keys_logout() {
     // Logout forgets the cookie; later calls say so.
     let out = cli.run(&["logout"], None);
     out.expect_code(0);
-    assert!(out.stderr.contains("✓ Logout done."));
+    assert!(out.stderr.contains("✓ Logout done:"));
     assert!(!state.exists());
     let out = cli.run(&["settings"], None);
     out.expect_code(1);
@@ -320,4 +320,23 @@ fn airlockd_user_commands() {
         Some(b"whatever-pw\n"),
     )
     .expect_code(1);
+
+    // In a directory without state, admin commands refuse instead of
+    // creating ./airlock-data and listing nobody.
+    let empty = tempfile::tempdir().unwrap();
+    let out = airlock_testkit::process::run(
+        std::process::Command::new(airlock_testkit::process::bin("airlockd"))
+            .args(["user", "list"])
+            .env_remove("AIRLOCK_DATA")
+            .current_dir(empty.path()),
+        None,
+        std::time::Duration::from_secs(30),
+    );
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("error: no airlock state in") && out.stderr.contains("hint:"),
+        "{}",
+        out.stderr
+    );
+    assert!(!empty.path().join("airlock-data").exists());
 }

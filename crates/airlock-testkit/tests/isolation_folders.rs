@@ -47,7 +47,7 @@ impl Lab {
         );
         out.expect_code(0);
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        let container = container_of(v["sessionId"].as_str().unwrap()).unwrap();
+        let container = container_of(v["id"].as_str().unwrap()).unwrap();
         let vfolders = d.data.path().join("state/vfolders");
         let folder = std::fs::read_dir(&vfolders)
             .unwrap()

@@ -30,7 +30,7 @@ fn create(cli: &Cli, name: &str) -> String {
     out.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["status"], "RUNNING", "{v}\n{}", out.stderr);
-    v["sessionId"].as_str().unwrap().to_owned()
+    v["id"].as_str().unwrap().to_owned()
 }
 
 /// Runs `cmd` in a session over real `ssh` through the tunnel.

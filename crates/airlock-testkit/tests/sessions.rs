@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use airlock_testkit::docker::{self, container_of, ip_of};
 use airlock_testkit::ssh::{SshClient, random_file, sha256};
-use airlock_testkit::{Airlockd, Cli};
+use airlock_testkit::{Airlockd, Background, Cli};
 
 fn login(cli: &Cli, email: &str, password: &str) {
     cli.run(&["login"], Some(&format!("{email}\n{password}\n")))
@@ -74,8 +74,12 @@ fn create_run_ssh_and_remove() {
     let d = Airlockd::start();
     let cli = admin(&d);
     let created = create(&cli, &["--name", "demo", "--env", "MY_VAR=hello world"]);
-    let id = created["sessionId"].as_str().unwrap().to_owned();
-    assert_eq!(created["servicePorts"][0]["name"], "sshd");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["service_ports"][0]["name"], "sshd");
+    // One JSON shape per object: `create --json` is `info --json`.
+    let info_out = cli.run(&["session", "info", "demo", "--json"], None);
+    let shown: serde_json::Value = serde_json::from_str(&info_out.stdout).unwrap();
+    assert_eq!(created, shown);
 
     // Inside: user work, id_container 0600, no published ports.
     let c = container_of(&id).expect("a container labelled with the session");
@@ -129,9 +133,24 @@ fn create_run_ssh_and_remove() {
         "{}",
         out.stdout
     );
+    // The log without the runner's internal lines; --tail; -f follows
+    // until the session ends.
     let out = cli.run(&["session", "logs", "demo"], None);
     out.expect_code(0);
-    assert!(out.stdout.contains("AIRLOCK-READY"), "{}", out.stdout);
+    assert!(!out.stdout.contains("AIRLOCK-"), "{}", out.stdout);
+    let live_log = out.stdout.clone();
+    assert!(!live_log.trim().is_empty(), "the runner logs its start");
+    let out = cli.run(&["session", "logs", "demo", "--tail", "1"], None);
+    out.expect_code(0);
+    assert_eq!(
+        out.stdout.trim_end(),
+        live_log.trim_end().lines().last().unwrap(),
+        "--tail 1 is the last line"
+    );
+    let mut follow = Background::spawn(&mut cli.command(&["session", "logs", "-f", &id]));
+    let first = live_log.lines().next().unwrap().to_owned();
+    follow.wait_for(&first, Duration::from_secs(30));
+    assert_eq!(follow.try_wait(), None, "-f keeps following");
 
     // Variables airlock owns, or malformed ones, are refused up front.
     for bad in ["PATH=/tmp", "1X=y", "NOEQUALS"] {
@@ -158,6 +177,15 @@ fn create_run_ssh_and_remove() {
         container_of(&id).is_none()
     });
     assert_eq!(info(&cli, &id)["status"], "TERMINATED");
+    wait_for(
+        "logs -f to end with the session",
+        Duration::from_secs(30),
+        || follow.try_wait().is_some(),
+    );
+    // The log outlives the container.
+    let out = cli.run(&["session", "logs", &id], None);
+    out.expect_code(0);
+    assert!(out.stdout.contains(&first), "{}", out.stdout);
     let out = cli.run(&["session", "ls"], None);
     assert!(!out.stdout.contains("demo"), "{}", out.stdout);
     let out = cli.run(&["session", "ls", "--all"], None);
@@ -206,7 +234,7 @@ fn folders_outlive_sessions_and_dot_ssh_is_honoured() {
         .expect_code(0);
 
     let s1 = create(&cli, &["--name", "first", "--mount", "data"]);
-    let c1 = container_of(s1["sessionId"].as_str().unwrap()).unwrap();
+    let c1 = container_of(s1["id"].as_str().unwrap()).unwrap();
     let host_key = info(&cli, "first")["host_key"].as_str().unwrap().to_owned();
     // The .ssh key logs in, and id_container exists anyway.
     let ip = ip_of(&c1);
@@ -231,7 +259,7 @@ fn folders_outlive_sessions_and_dot_ssh_is_honoured() {
     assert!(out.stdout.contains("note.txt"), "{}", out.stdout);
     // ...and in the next session.
     let s2 = create(&cli, &["--name", "second", "--mount", "data"]);
-    let c2 = container_of(s2["sessionId"].as_str().unwrap()).unwrap();
+    let c2 = container_of(s2["id"].as_str().unwrap()).unwrap();
     let out = docker::exec(&c2, &["cat", "/home/work/data/note.txt"]);
     assert_eq!(out.stdout.trim(), "kept across sessions");
     let out = docker::exec(&c2, &["stat", "-c", "%U", "/home/work/data"]);
@@ -292,7 +320,7 @@ fn traversal_and_symlink_escapes_are_refused() {
     let d = Airlockd::start();
     let cli = admin(&d);
     let s = create(&cli, &["--name", "escape"]);
-    let c = container_of(s["sessionId"].as_str().unwrap()).unwrap();
+    let c = container_of(s["id"].as_str().unwrap()).unwrap();
     docker::exec(&c, &["ln", "-s", "/etc", "/home/work/etc-link"]).expect_code(0);
     for bad in [
         "../etc/passwd",
@@ -344,7 +372,7 @@ fn other_users_cannot_see_or_touch_my_sessions() {
     let d = Airlockd::start();
     let cli = admin(&d);
     let s = create(&cli, &["--name", "mine"]);
-    let id = s["sessionId"].as_str().unwrap().to_owned();
+    let id = s["id"].as_str().unwrap().to_owned();
     d.admin_command(&["user", "add", "eve@example.com"], Some(b"eve-password\n"))
         .expect_code(0);
     let eve = Cli::new(&d.url);
@@ -373,9 +401,9 @@ fn restart_readopts_and_outside_kill_is_reported() {
     let d = Airlockd::start();
     let cli = admin(&d);
     let s = create(&cli, &["--name", "survivor"]);
-    let id = s["sessionId"].as_str().unwrap().to_owned();
+    let id = s["id"].as_str().unwrap().to_owned();
     let victim = create(&cli, &["--name", "victim"]);
-    let victim_id = victim["sessionId"].as_str().unwrap().to_owned();
+    let victim_id = victim["id"].as_str().unwrap().to_owned();
     // A crash of airlockd (gateway and agent) leaves the containers running.
     let d = d.restart();
     let cli2 = Cli::new(&d.url);

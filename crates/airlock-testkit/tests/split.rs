@@ -193,6 +193,41 @@ fn separate_gateway_and_agent() {
     out.expect_code(0);
     assert_eq!(out.stdout.trim(), "through-the-agent");
 
+    // The runner's audit events come through this agent, tied to the
+    // client's connection: the gateway tells the agent which one a tunnel
+    // serves, and the agent names it in the events.
+    let events_url = format!("{}/user/events", nodes.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (exec, opened) = loop {
+        let v = cli.get_json(&events_url);
+        let evs = v["events"].as_array().cloned().unwrap_or_default();
+        let exec = evs.iter().find(|e| {
+            e["kind"] == "ssh.exec"
+                && e["detail"]["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("through-the-agent"))
+        });
+        if let Some(exec) = exec {
+            let opened = evs
+                .iter()
+                .find(|e| e["kind"] == "tunnel.opened" && e["conn"] == exec["conn"])
+                .cloned();
+            break (exec.clone(), opened);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ssh.exec event arrived: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(exec["conn"].is_string(), "{exec}");
+    assert_eq!(exec["client"], "127.0.0.1", "{exec}");
+    assert!(
+        opened.is_some(),
+        "no tunnel.opened on {}: {exec}",
+        exec["conn"]
+    );
+
     // The raw WebSocket: SSH bytes in BINARY frames, pings answered.
     let (banner, pong) = raw_tunnel(&nodes.url, &cli.cookie(), "remote").unwrap();
     assert!(

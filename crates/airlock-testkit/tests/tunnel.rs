@@ -2,6 +2,7 @@
 //! WebSocket → gateway → agent → runner in a real container.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ fn create(cli: &Cli, name: &str, extra: &[&str]) -> String {
     out.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["status"], "RUNNING", "{v}");
-    v["sessionId"].as_str().unwrap().to_owned()
+    v["id"].as_str().unwrap().to_owned()
 }
 
 fn info(cli: &Cli, s: &str) -> serde_json::Value {
@@ -252,12 +253,45 @@ fn airlock_ssh_scp_and_session_key() {
     );
     assert_eq!(out.code, Some(5), "{out:?}");
     assert!(out.stdout.contains("hi from demo"), "{out:?}");
+    // In a script (stdout not a terminal) airlock says nothing of its own.
     assert!(
-        out.stderr
-            .contains("running a temporary sshd proxy at localhost:"),
+        !out.stderr.contains("temporary sshd proxy"),
         "{}",
         out.stderr
     );
+    // Everything after the session name is ssh's, `-v` included.
+    let out = cli.run(
+        &[
+            "ssh",
+            "demo",
+            "-v",
+            "-o",
+            "BatchMode=yes",
+            "echo",
+            "verbose-ok",
+        ],
+        None,
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "verbose-ok");
+    assert!(out.stderr.contains("debug1:"), "{}", out.stderr);
+    // airlock's own options come before it; --local-port is one name on
+    // ssh and scp.
+    let port = free_port().to_string();
+    let out = cli.run(
+        &[
+            "ssh",
+            "--local-port",
+            &port,
+            "-q",
+            "demo",
+            "-o",
+            "BatchMode=yes",
+            "true",
+        ],
+        None,
+    );
+    out.expect_code(0);
     // With a registered account key, that key is used (no download).
     let own = cli.home().join(".ssh/id_ed25519");
     Command::new("ssh-keygen")
@@ -328,7 +362,8 @@ fn config_ssh_proxycommand_and_host_key_changes() {
     let ssh_dir = cli.home().join(".ssh");
     let out = cli.run(&["config-ssh", "--dry-run"], None);
     out.expect_code(0);
-    assert!(out.stdout.contains("+Host airlock-demo"), "{}", out.stdout);
+    assert!(out.stdout.contains("+Host airlock-*"), "{}", out.stdout);
+    assert!(out.stdout.contains("+airlock-demo ssh-"), "{}", out.stdout);
     // The laptop's agent is not forwarded unless asked for, with the risk said.
     assert!(out.stdout.contains("+  ForwardAgent no"), "{}", out.stdout);
     assert!(!out.stdout.contains("ForwardAgent yes"), "{}", out.stdout);
@@ -414,6 +449,28 @@ fn config_ssh_proxycommand_and_host_key_changes() {
     with_env(&mut c);
     run(&mut c, None, LONG).expect_code(0);
 
+    // A session created after config-ssh works without running it again;
+    // its host key is pinned on first use, then held.
+    create(&cli, "later", &[]);
+    let mut c = Command::new("ssh");
+    c.args(&f)
+        .args(["-o", "BatchMode=yes", "airlock-later", "echo later-ok"]);
+    with_env(&mut c);
+    let out = run(&mut c, None, LONG);
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "later-ok");
+    let pins = std::fs::read_to_string(ssh_dir.join("airlock/known_hosts")).unwrap();
+    let later_key = info(&cli, "later")["host_key"].as_str().unwrap().to_owned();
+    assert!(
+        pins.contains(&format!("airlock-later {}", later_key.trim())),
+        "{pins}"
+    );
+    let key = ssh_dir.join("airlock/airlock-later.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
     // Re-created with the same name: the pinned key no longer matches, and
     // the proxy says so instead of connecting.
     cli.run(&["session", "rm", "demo"], None).expect_code(0);
@@ -465,7 +522,7 @@ fn ports_preferred_taken_and_explicit_taken() {
         .expect_code(0);
     let (bg, port) = app(&cli, "demo", None);
     assert_ne!(port, busy_port);
-    let line = bg.wait_for("preferred SSH port", Duration::from_secs(10));
+    let line = bg.wait_for("is in use", Duration::from_secs(10));
     assert!(
         line.contains(&busy_port.to_string()) && line.contains(&port.to_string()),
         "{line}"

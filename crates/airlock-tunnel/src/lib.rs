@@ -7,6 +7,11 @@
 //! side's writes, so a slow reader slows the writer instead of growing a
 //! buffer: backpressure holds end to end. Pings are answered (tungstenite
 //! queues the pong and flushes it on the next read).
+//!
+//! [`resume`] is the resumable variant our CLI negotiates
+//! (`airlock-resume.v1`): framed, acknowledged, replayed after a reconnect.
+
+pub mod resume;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,10 +33,18 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 /// How long the second direction may run on after the first has ended.
 pub const LINGER: Duration = Duration::from_secs(10);
 
+/// tungstenite's read buffer per WebSocket. It is allocated up front and
+/// zero-filled up to this size before every read, so all of it is resident
+/// for as long as the connection lives: with 256 KiB, an idle tunnel cost
+/// ~270 KiB in the gateway and in `airlock app` (issue 13). It also caps one
+/// read syscall; a large frame still lands in one buffer (tungstenite
+/// reserves the frame's length), it just takes more, cheap reads.
+pub const READ_BUFFER: usize = 32 * 1024;
+
 /// WebSocket settings for tunnels.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(256 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
         .write_buffer_size(0)
@@ -164,6 +177,41 @@ where
     stats
 }
 
+/// Longest preamble [`read_ssh_banner`] reads before giving up.
+const MAX_BANNER: usize = 8 * 1024;
+
+/// Reads the identification line an SSH server sends first (`SSH-2.0-…`),
+/// skipping other lines before it as RFC 4253 §4.2 allows (for `airlock
+/// ping`). May read past the line; the stream is meant to be dropped after.
+pub async fn read_ssh_banner<R>(r: &mut R) -> std::io::Result<String>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        if let Some(line) = buf
+            .split(|b| *b == b'\n')
+            .take(buf.iter().filter(|b| **b == b'\n').count())
+            .find(|l| l.starts_with(b"SSH-"))
+        {
+            let line = String::from_utf8_lossy(line);
+            return Ok(line.trim_end_matches('\r').to_owned());
+        }
+        if buf.len() >= MAX_BANNER {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no SSH identification line in the first 8 KiB",
+            ));
+        }
+        let mut chunk = [0u8; 512];
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Closes a WebSocket with a code and a reason (for refusals after the
 /// upgrade, e.g. 1013 "try again later").
 pub async fn close_with<S>(mut ws: WebSocketStream<S>, code: u16, reason: &str)
@@ -190,6 +238,16 @@ where
 mod tests {
     use super::*;
     use tokio_tungstenite::tungstenite::protocol::Role;
+
+    #[tokio::test]
+    async fn reads_the_ssh_banner() {
+        let mut r: &[u8] = b"hello\r\nSSH-2.0-airlock\r\n\x00\x00";
+        assert_eq!(read_ssh_banner(&mut r).await.unwrap(), "SSH-2.0-airlock");
+        let mut r: &[u8] = b"SSH-2.0-partial";
+        assert!(read_ssh_banner(&mut r).await.is_err());
+        let mut r: &[u8] = &[b'x'; 9000];
+        assert!(read_ssh_banner(&mut r).await.is_err());
+    }
 
     #[tokio::test]
     async fn relays_both_ways_and_closes() {

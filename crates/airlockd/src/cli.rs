@@ -14,8 +14,26 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); or set AIRLOCK_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr: `text`, or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON objects, one per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +50,32 @@ pub enum Command {
     /// Session images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Read the audit trail (logins, sessions, tunnels, file transfers) from
+    /// the state `up`/`gateway` use; oldest first.
+    Audit(AuditArgs),
+}
+
+/// `airlockd audit` options.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Only this account's events (email or id).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this session's events (name or id).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Only events since: a duration back from now (90s, 30m, 1h, 7d) or an
+    /// RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only the newest N events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Print JSON lines (one event per line) for export.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by every command that opens the state.
@@ -93,6 +137,18 @@ pub struct GatewayOpts {
         default_value = "airlock/base:bookworm"
     )]
     pub default_image: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a separate listener;
+    /// keep it private). Off when absent.
+    #[arg(long, env = "AIRLOCK_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Days audit events are kept (pruned hourly); 0 keeps them forever.
+    #[arg(
+        long,
+        env = "AIRLOCK_AUDIT_RETENTION_DAYS",
+        default_value = "365",
+        value_name = "DAYS"
+    )]
+    pub audit_retention_days: u32,
     #[command(flatten)]
     pub limits: LimitOpts,
 }
@@ -178,6 +234,21 @@ pub struct AgentOpts {
         value_name = "GLOB,…"
     )]
     pub allowed_images: Vec<String>,
+    /// How long a resumable tunnel whose client lost its connection keeps
+    /// the session's SSH connection open for a reconnect (e.g. `90s`,
+    /// `2m`, `1h`).
+    #[arg(
+        long,
+        env = "AIRLOCK_TUNNEL_GRACE",
+        default_value = "2m",
+        value_parser = duration,
+        value_name = "DURATION"
+    )]
+    pub tunnel_grace: std::time::Duration,
+    /// Do not record SSH commands and SFTP file operations inside sessions
+    /// in the audit trail (gateway events are kept). For comparisons only.
+    #[arg(long, env = "AIRLOCK_NO_RUNNER_AUDIT")]
+    pub no_runner_audit: bool,
 }
 
 /// `--session-egress` values.
@@ -374,11 +445,40 @@ fn absolute_path(s: &str) -> Result<PathBuf, String> {
     std::path::absolute(s).map_err(|e| format!("cannot make {s:?} absolute: {e}"))
 }
 
+/// Parses `500ms`, `90s`, `2m`, `1h` (a bare number is seconds).
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 2m or 1h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(duration("2 weeks").is_err());
+        assert!(duration("m").is_err());
+    }
 
     #[test]
     fn every_path_is_made_absolute() {
@@ -405,5 +505,56 @@ mod tests {
         };
         assert_eq!(a.data, cwd.join("airlock-agent-data"));
         assert!(Cli::try_parse_from(["airlockd", "up", "--data", ""]).is_err());
+    }
+
+    #[test]
+    fn audit_metrics_and_log_options() {
+        let cli = Cli::try_parse_from([
+            "airlockd",
+            "--log-format",
+            "json",
+            "up",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+            "--audit-retention-days",
+            "0",
+            "--no-runner-audit",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            up.gateway.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(up.gateway.audit_retention_days, 0);
+        assert!(up.agent.no_runner_audit);
+        let cli = Cli::try_parse_from(["airlockd", "up"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up.gateway.metrics_listen, None);
+        assert_eq!(up.gateway.audit_retention_days, 365);
+        assert!(Cli::try_parse_from(["airlockd", "--log-format", "xml", "up"]).is_err());
+        let cli = Cli::try_parse_from([
+            "airlockd",
+            "audit",
+            "--user",
+            "a@b.c",
+            "--session",
+            "s1",
+            "--since",
+            "1h",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Audit(a) = cli.command else {
+            panic!("not audit")
+        };
+        assert!(a.json);
+        assert_eq!(a.since.as_deref(), Some("1h"));
     }
 }

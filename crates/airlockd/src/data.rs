@@ -47,3 +47,19 @@ pub async fn open_store(args: &DataArgs) -> anyhow::Result<Store> {
         None => format!("cannot open the database in {}", args.data.display()),
     })
 }
+
+/// Opens the state an `airlockd up` or `airlockd gateway` created, for
+/// administrative commands: a data directory without a database is refused
+/// (a mistyped `--data` must not create an empty state and report on it).
+pub async fn open_existing_store(args: &DataArgs) -> anyhow::Result<Store> {
+    if args.database_url.is_none() && !args.data.join("airlock.db").is_file() {
+        return Err(hinted(
+            format!(
+                "no airlock state in {} (it has no airlock.db)",
+                args.data.display()
+            ),
+            "pass the --data DIR (or AIRLOCK_DATA, or --database-url) that `airlockd up` uses; it creates the state on its first start",
+        ));
+    }
+    open_store(args).await
+}

@@ -31,6 +31,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         println!("Created the administrator account {ADMIN_EMAIL}, password: {p} (shown once)");
     }
     println!("Agents join with: airlockd agent --gateway {url} --token <the agent token>");
+    serve::start_metrics(&args.gateway, &state).await?;
     airlock_gateway::serve(listener, state).await?;
     store.close().await;
     Ok(())

@@ -2,6 +2,7 @@
 //! logging, hand off to the command modules.
 
 mod agent;
+mod audit;
 mod cli;
 mod data;
 mod gateway;
@@ -21,7 +22,7 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => agent::run(args).await,
             Command::User(args) => user::run(args).await,
             Command::Image(cmd) => image::run(cmd).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     });
     match result {
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, format: cli::LogFormat) {
     let default = match verbose {
         0 => "info,sqlx=warn",
         1 => "debug,sqlx=warn,hyper=info",
@@ -61,9 +63,13 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }

@@ -127,6 +127,8 @@ pub fn gateway_state(
             upload_bytes: opts.limits.max_upload_size,
             folders: opts.limits.max_folders,
         },
+        audit_retention: (opts.audit_retention_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(opts.audit_retention_days) * 86_400)),
         http_limits: HttpLimits {
             header_read_timeout: std::time::Duration::from_secs(opts.limits.header_timeout),
             max_connections: opts.limits.max_connections,
@@ -203,6 +205,8 @@ pub fn agent_config(
         EgressArg::None => Egress::None,
     };
     cfg.network.firewall = !opts.no_firewall;
+    cfg.tunnel_grace = opts.tunnel_grace;
+    cfg.runner_audit = !opts.no_runner_audit;
     cfg.allowed_images = opts
         .allowed_images
         .iter()
@@ -241,4 +245,20 @@ fn public_origin(url: &str) -> anyhow::Result<String> {
         return Err(bad());
     }
     Ok(parsed.origin().ascii_serialization())
+}
+
+/// Starts the Prometheus listener when `--metrics-listen` is given.
+pub async fn start_metrics(opts: &GatewayOpts, state: &AppState) -> anyhow::Result<()> {
+    let Some(addr) = opts.metrics_listen else {
+        return Ok(());
+    };
+    let listener = bind(addr, "metrics").await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics at /metrics");
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = airlock_gateway::metrics::serve(listener, state).await {
+            tracing::error!(error = %e, "the metrics listener failed");
+        }
+    });
+    Ok(())
 }

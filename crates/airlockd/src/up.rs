@@ -1,6 +1,7 @@
 //! `airlockd up`: gateway and a local agent on this machine.
 
 use airlock_agent::image::{BaseImageOptions, ensure_base_image};
+use airlock_proto::agent::TunnelOrigin;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         };
 
+    serve::start_metrics(gw, &state).await?;
     let server = tokio::spawn(airlock_gateway::serve(listener, state));
 
     // Say "running" only once sessions can be created: the local agent
@@ -141,10 +143,39 @@ impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
     fn connect<'a>(
         &'a self,
         session_id: &'a str,
+        origin: Option<&'a TunnelOrigin>,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + 'a>,
     > {
-        Box::pin(async move { self.0.connect(session_id).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            let tcp = self
+                .0
+                .connect(session_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.0.note_origin(session_id, &tcp, origin);
+            Ok(tcp)
+        })
+    }
+
+    fn resumable<'a>(
+        &'a self,
+        session_id: &'a str,
+        origin: Option<&'a TunnelOrigin>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::io::DuplexStream, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            self.0.container_of(session_id).map_err(|e| e.to_string())?;
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            tokio::spawn(airlock_agent::tunnels::serve(
+                self.0.clone(),
+                session_id.to_owned(),
+                theirs,
+                origin.cloned(),
+            ));
+            Ok(ours)
+        })
     }
 }
 

@@ -3,11 +3,11 @@
 use std::io::{BufRead, IsTerminal};
 
 use airlock_gateway::Store;
-use airlock_gateway::store::{NewUser, Role, StoreError, User};
+use airlock_gateway::store::{NewEvent, NewUser, Role, StoreError, User, now_ms};
 use airlock_proto::validate::check_email;
 
 use crate::cli::{UserArgs, UserCommand, hinted};
-use crate::data::open_store;
+use crate::data::open_existing_store;
 
 /// Minimum password length for new passwords.
 const MIN_PASSWORD: usize = 8;
@@ -44,8 +44,24 @@ async fn find(store: &Store, email: &str) -> anyhow::Result<User> {
     })
 }
 
+/// Records an administrator's change made with `airlockd user` (no client
+/// address: it ran on the server, by whoever can read its state).
+async fn audit(store: &Store, user: &User, kind: &str) {
+    let event = NewEvent {
+        at: now_ms(),
+        kind: kind.to_owned(),
+        user_id: Some(user.id.clone()),
+        user: Some(user.email.clone()),
+        detail: serde_json::json!({ "by": "airlockd user" }),
+        ..NewEvent::default()
+    };
+    if let Err(e) = store.append_events(&[event]).await {
+        tracing::warn!(error = %e, "cannot record an audit event");
+    }
+}
+
 pub async fn run(args: UserArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data).await?;
+    let store = open_existing_store(&args.data).await?;
     let result = match args.command {
         UserCommand::Add { email, admin } => {
             check_email(&email).map_err(|e| hinted(e.message, e.hint))?;
@@ -103,6 +119,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
             let user = find(&store, &email).await?;
             let password = read_new_password()?;
             store.set_password(&user.id, &password).await?;
+            audit(&store, &user, "password.changed").await;
             println!(
                 "password changed for {}; its web sessions ended",
                 user.email
@@ -112,6 +129,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
         UserCommand::Disable { email } => {
             let user = find(&store, &email).await?;
             store.set_active(&user.id, false).await?;
+            audit(&store, &user, "user.disabled").await;
             println!(
                 "disabled {}; its web sessions ended and its keys are refused",
                 user.email
@@ -121,6 +139,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
         UserCommand::Enable { email } => {
             let user = find(&store, &email).await?;
             store.set_active(&user.id, true).await?;
+            audit(&store, &user, "user.enabled").await;
             println!("enabled {}", user.email);
             Ok(())
         }

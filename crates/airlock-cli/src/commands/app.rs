@@ -1,11 +1,10 @@
 //! `airlock app SESSION sshd [-b [HOST:]PORT]`: the seed's local proxy.
 
-use airlock_proto::api::UserSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::AppArgs;
 use crate::client::ApiClient;
-use crate::commands::session;
+use crate::commands::{session, ssh};
 use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::tunnel::{self, PortChoice};
@@ -17,19 +16,16 @@ pub async fn run(client: &ApiClient, args: AppArgs) -> CliResult<()> {
             "the app {:?} is not provided by session {:?}",
             args.app, args.session
         ))
-        .hint("sessions provide `sshd`: airlock app SESSION sshd -b PORT"));
+        .hint(format!(
+            "sessions provide `sshd`: `airlock app {} sshd`",
+            args.session
+        )));
     }
     let explicit = args.bind.as_deref().map(tunnel::parse_bind).transpose()?;
     // Fail fast (and clearly) when the session is not there or not running.
-    let info = session::get(client, &args.session).await?;
-    if info.status != "RUNNING" {
-        return Err(
-            CliError::new(format!("session {:?} is {}", info.name, info.status))
-                .hint("wait until it is RUNNING (`airlock session info`), or create a new one"),
-        );
-    }
+    let info = session::get_running(client, &args.session).await?;
     let preferred = if explicit.is_none() {
-        client.get::<UserSettings>("/user/settings").await?.ssh_port
+        Some(ssh::default_local_port(client).await?)
     } else {
         None
     };
@@ -37,7 +33,7 @@ pub async fn run(client: &ApiClient, args: AppArgs) -> CliResult<()> {
     let addr = listener.local_addr()?;
     if let PortChoice::Fallback(p) = choice {
         output::warning(&format!(
-            "your preferred SSH port {p} is in use; using the random port {} instead",
+            "port {p} is in use; using the random port {} instead",
             addr.port()
         ));
     }
@@ -54,13 +50,12 @@ pub async fn run(client: &ApiClient, args: AppArgs) -> CliResult<()> {
     if let (Some(fp), Some(key)) = (&info.host_key_fingerprint, &info.host_key) {
         eprintln!("  host key: {fp}");
         eprintln!(
-            "  to pin it: echo 'airlock-{} {key}' >> known_hosts",
-            info.name
+            "  to pin it: echo '{}' >> known_hosts",
+            airlock_proto::recipes::known_hosts_line(&info.name, key)
         );
         eprintln!(
-            "  connect:   ssh -i id_container -p {} -o HostKeyAlias=airlock-{} -o UserKnownHostsFile=known_hosts work@127.0.0.1",
-            addr.port(),
-            info.name
+            "  connect:   {}",
+            airlock_proto::recipes::local_commands(&info.name, addr.port()).ssh
         );
     }
     let stop = CancellationToken::new();

@@ -64,7 +64,7 @@ fn print_table(keys: &[SshKeyInfo]) {
 /// Runs a `keys` subcommand.
 pub async fn run(client: &ApiClient, cmd: KeysCommand) -> CliResult<()> {
     match cmd {
-        KeysCommand::Add { file, name } => {
+        KeysCommand::Add { file, name, json } => {
             let (text, source) = read_key(file)?;
             let parsed = parse_public_key(&text)
                 .map_err(|e| CliError::new(format!("{source}: {e}")).hint(e.hint()))?;
@@ -78,6 +78,9 @@ pub async fn run(client: &ApiClient, cmd: KeysCommand) -> CliResult<()> {
                     })?,
                 )
                 .await?;
+            if json {
+                return output::json(&info);
+            }
             output::success(&format!(
                 "Added key {:?} ({}).",
                 info.name, info.fingerprint

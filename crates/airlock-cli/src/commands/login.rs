@@ -151,13 +151,47 @@ pub async fn login(client: &ApiClient) -> CliResult<()> {
         username: username.trim().to_owned(),
         expires_at,
     })?;
-    output::success("Login succeeded.");
+    output::success(&format!(
+        "Login succeeded: {} on {}.",
+        username.trim(),
+        client.config().base()
+    ));
+    Ok(())
+}
+
+/// `airlock whoami`: the account on stdout, the endpoint on stderr.
+pub async fn whoami(client: &ApiClient, json: bool) -> CliResult<()> {
+    let me: airlock_proto::api::AccountInfo = client.get("/user/me").await?;
+    if json {
+        return output::json(&serde_json::json!({
+            "email": me.email,
+            "role": me.role,
+            "endpoint": client.config().base(),
+        }));
+    }
+    println!("{}", me.email);
+    eprintln!(
+        "  {} on {}{}",
+        me.role,
+        client.config().base(),
+        match client.config().endpoint_type {
+            EndpointType::Session => " (logged in)",
+            EndpointType::Api => " (signed with your access key)",
+        }
+    );
     Ok(())
 }
 
 /// `airlock logout`.
 pub async fn logout(client: &ApiClient) -> CliResult<()> {
-    if client.config().endpoint_type == EndpointType::Session && client.login().is_some() {
+    if client.login().is_none() {
+        output::info(&format!(
+            "Not logged in to {}; nothing to do.",
+            client.config().base()
+        ));
+        return Ok(());
+    }
+    if client.config().endpoint_type == EndpointType::Session {
         let req = client.request(
             reqwest::Method::POST,
             "/server/logout",
@@ -169,6 +203,6 @@ pub async fn logout(client: &ApiClient) -> CliResult<()> {
         }
     }
     client.state().clear_login()?;
-    output::success("Logout done.");
+    output::success(&format!("Logout done: {}.", client.config().base()));
     Ok(())
 }

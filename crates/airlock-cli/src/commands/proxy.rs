@@ -4,12 +4,11 @@
 
 use std::path::Path;
 
-use airlock_tunnel::relay;
-
 use crate::args::ProxyArgs;
 use crate::client::ApiClient;
 use crate::commands::session;
 use crate::error::{CliError, CliResult};
+use crate::state::write_private_file;
 use crate::tunnel;
 
 /// Host keys pinned for `alias` in a known_hosts file.
@@ -38,11 +37,42 @@ fn key_body(line: &str) -> String {
         .join(" ")
 }
 
+/// Appends a pin to a known_hosts file (created 0600).
+fn pin(known_hosts: &Path, line: &str) -> CliResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(known_hosts)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", known_hosts.display())))?;
+    writeln!(f, "{line}")?;
+    Ok(())
+}
+
 /// Runs the bridge.
 pub async fn run(client: &ApiClient, args: ProxyArgs) -> CliResult<()> {
-    if let (Some(kh), Some(alias)) = (&args.known_hosts, &args.alias) {
-        let pinned = pinned_keys(kh, alias);
-        let info = session::get(client, &args.session).await?;
+    let (session, alias) = match (&args.ssh_alias, &args.session) {
+        (Some(a), _) => {
+            let s = airlock_proto::recipes::session_of_alias(a).ok_or_else(|| {
+                CliError::new(format!("{a:?} is not an airlock host alias (airlock-NAME)")).hint(
+                    "connect with `ssh airlock-NAME`, NAME being a session of `airlock session ls`",
+                )
+            })?;
+            (s.to_owned(), Some(a.clone()))
+        }
+        (None, Some(s)) => (s.clone(), args.alias.clone()),
+        (None, None) => {
+            return Err(CliError::new("name a session").hint("airlock proxy SESSION"));
+        }
+    };
+    if let Some(kh) = &args.known_hosts {
+        let alias = alias
+            .clone()
+            .unwrap_or_else(|| airlock_proto::recipes::alias(&session));
+        let pinned = pinned_keys(kh, &alias);
+        let info = session::get(client, &session).await?;
         if let Some(current) = info.host_key.as_deref().map(key_body)
             && !pinned.is_empty()
             && !pinned.contains(&current)
@@ -59,21 +89,29 @@ pub async fn run(client: &ApiClient, args: ProxyArgs) -> CliResult<()> {
             ))
             .hint("if you re-created the session, run `airlock config-ssh` to pin its new key"));
         }
-        if info.status != "RUNNING" {
-            return Err(
-                CliError::new(format!("session {:?} is {}", info.name, info.status)).hint(
-                    "start it again with `airlock session create`, then `airlock config-ssh`",
-                ),
-            );
+        let info = session::get_running(client, &info.name).await?;
+        // First connection through the `Host airlock-*` block: pin what the
+        // gateway recorded, before a byte reaches ssh (which reads the file
+        // only after the key exchange, so the pin is there in time).
+        if pinned.is_empty()
+            && args.ssh_alias.is_some()
+            && let Some(key) = &info.host_key
+        {
+            pin(
+                kh,
+                &airlock_proto::recipes::known_hosts_line(&info.name, key),
+            )?;
         }
     }
-    let ws = tunnel::open(client, &args.session).await?;
-    let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    let stats = relay(ws, io).await;
-    if let Some(msg) = tunnel::explain_close(&stats.close) {
-        return Err(CliError::new(msg));
+    if let Some(path) = &args.session_key {
+        // Written before the tunnel opens: ssh loads it when it
+        // authenticates, after the key exchange.
+        let key = session::fetch_file(client, &session, "id_container").await?;
+        write_private_file(path, &key)?;
     }
-    Ok(())
+    // Resumable when the gateway offers it: a broken connection to the
+    // gateway is re-established under ssh, which does not notice.
+    tunnel::run(client, &session, tokio::io::stdin(), tokio::io::stdout()).await
 }
 
 #[cfg(test)]

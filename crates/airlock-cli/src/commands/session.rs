@@ -19,10 +19,18 @@ use crate::transfer::{bar, enc, extract_tar};
 pub async fn run(client: &ApiClient, cmd: SessionCommand) -> CliResult<()> {
     match cmd {
         SessionCommand::Create(args) => create(client, args).await,
-        SessionCommand::Ls { all, json } => list(client, all, json).await,
+        SessionCommand::Ls {
+            all,
+            all_users,
+            json,
+        } => list(client, all, all_users, json).await,
         SessionCommand::Info { session, json } => info(client, &session, json).await,
         SessionCommand::Rm { sessions, force } => remove(client, &sessions, force).await,
-        SessionCommand::Logs { session } => logs(client, &session).await,
+        SessionCommand::Logs {
+            session,
+            follow,
+            tail,
+        } => logs(client, &session, follow, tail).await,
         SessionCommand::Download {
             session,
             files,
@@ -132,6 +140,39 @@ pub async fn get(client: &ApiClient, session: &str) -> CliResult<SessionInfo> {
     client.get(&format!("/session/{}", enc(session))).await
 }
 
+/// The session, which must be RUNNING to connect to; otherwise an error
+/// whose hint fits its state (and names it, so the hint runs as printed).
+pub async fn get_running(client: &ApiClient, session: &str) -> CliResult<SessionInfo> {
+    let info = get(client, session).await?;
+    if info.status == "RUNNING" {
+        return Ok(info);
+    }
+    let what = format!(
+        "session {:?} is {}{}",
+        info.name,
+        info.status,
+        info.status_info
+            .as_deref()
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default()
+    );
+    let hint = match info.status.as_str() {
+        "PENDING" | "PREPARING" => format!(
+            "it is starting; check again in a moment with `airlock session info {}`",
+            info.name
+        ),
+        "ERROR" => format!(
+            "see why with `airlock session logs {}`; start a new one with `airlock session create --name NEW-NAME`",
+            info.name
+        ),
+        _ => format!(
+            "it has ended; start a new one with `airlock session create --name {}`",
+            info.name
+        ),
+    };
+    Err(CliError::new(what).hint(hint))
+}
+
 async fn create(client: &ApiClient, a: CreateArgs) -> CliResult<()> {
     if let Some(n) = &a.name {
         validate::check_session_name(n)?;
@@ -166,7 +207,8 @@ async fn create(client: &ApiClient, a: CreateArgs) -> CliResult<()> {
         .call(Method::POST, "/session", Body::json(&body)?)
         .await?;
     if a.json {
-        return output::json(&created);
+        // One JSON shape per object: the same as `session info --json`.
+        return output::json(&get(client, &created.session_id).await?);
     }
     match created.status.as_str() {
         "RUNNING" => {
@@ -219,9 +261,20 @@ fn short_mem(bytes: u64) -> String {
     }
 }
 
-async fn list(client: &ApiClient, all: bool, json: bool) -> CliResult<()> {
-    let path = if all { "/session?all=true" } else { "/session" };
-    let sessions: Vec<SessionInfo> = client.get(path).await?;
+async fn list(client: &ApiClient, all: bool, all_users: bool, json: bool) -> CliResult<()> {
+    let mut query = Vec::new();
+    if all {
+        query.push("all=true");
+    }
+    if all_users {
+        query.push("all_users=true");
+    }
+    let path = if query.is_empty() {
+        "/session".to_owned()
+    } else {
+        format!("/session?{}", query.join("&"))
+    };
+    let sessions: Vec<SessionInfo> = client.get(&path).await?;
     if json {
         return output::json(&sessions);
     }
@@ -235,17 +288,42 @@ async fn list(client: &ApiClient, all: bool, json: bool) -> CliResult<()> {
         .max()
         .unwrap_or(4)
         .max(4);
+    let now = chrono::Utc::now();
+    let owners = if all_users {
+        sessions
+            .iter()
+            .map(|s| s.owner.len())
+            .max()
+            .unwrap_or(5)
+            .max(5)
+    } else {
+        0
+    };
+    let owner_col = |o: &str| {
+        if all_users {
+            format!("{o:<owners$}  ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<w$}  {:<11}  {:<24}  {:<20}  {:>4} {:>6}  MOUNTS",
-        "NAME", "STATUS", "IMAGE", "CREATED", "CPU", "MEM"
+        "{:<w$}  {}{:<11}  {:>4}  {:<24}  {:>4} {:>6}  MOUNTS",
+        "NAME",
+        owner_col("OWNER"),
+        "STATUS",
+        "AGE",
+        "IMAGE",
+        "CPU",
+        "MEM"
     );
     for s in &sessions {
         println!(
-            "{:<w$}  {:<11}  {:<24}  {:<20}  {:>4} {:>6}  {}",
+            "{:<w$}  {}{:<11}  {:>4}  {:<24}  {:>4} {:>6}  {}",
             s.name,
+            owner_col(&s.owner),
             s.status,
+            output::age(&s.created_at, now),
             s.image,
-            s.created_at,
             s.cpu,
             short_mem(s.mem_bytes),
             s.mounts.join(",")
@@ -345,20 +423,48 @@ async fn remove(client: &ApiClient, sessions: &[String], force: bool) -> CliResu
     Ok(())
 }
 
-async fn logs(client: &ApiClient, session: &str) -> CliResult<()> {
+async fn logs(
+    client: &ApiClient,
+    session: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> CliResult<()> {
+    use std::io::Write;
+    let mut path = format!("/session/{}/logs", enc(session));
+    let mut query = Vec::new();
+    if let Some(n) = tail {
+        query.push(format!("tail={n}"));
+    }
+    if follow {
+        query.push("follow=true".to_owned());
+    }
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
     let resp = client
-        .send(client.request(
-            Method::GET,
-            &format!("/session/{}/logs", enc(session)),
-            Body::Empty,
-        )?)
+        .send(client.request(Method::GET, &path, Body::Empty)?)
         .await?;
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| CliError::new(format!("reading the log failed: {}", root_cause(&e))))?;
-    print!("{text}");
-    Ok(())
+    let mut stream = resp.bytes_stream();
+    let mut out = std::io::stdout();
+    loop {
+        let chunk = tokio::select! {
+            c = stream.try_next() => c,
+            _ = tokio::signal::ctrl_c(), if follow => return Ok(()),
+        };
+        match chunk {
+            Ok(Some(bytes)) => {
+                out.write_all(&bytes)?;
+                out.flush()?;
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "reading the log failed: {}",
+                    root_cause(&e)
+                )));
+            }
+        }
+    }
 }
 
 async fn download(
@@ -379,16 +485,22 @@ async fn download(
         .inspect_ok(move |c| pb2.inc(c.len() as u64));
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut written = Vec::new();
+    let mut index = 0;
     while let Some(field) = multipart
         .next_field()
         .await
         .map_err(|e| CliError::new(format!("the download was interrupted: {e}")))?
     {
+        // One archive per requested path, in order: `tree/a` lands at
+        // DEST/tree/a, where `session upload tree/a` put it.
+        let d = dest.join(download_parent(files.get(index).map_or("", String::as_str)));
+        index += 1;
+        std::fs::create_dir_all(&d)
+            .map_err(|e| CliError::new(format!("cannot create {}: {e}", d.display())))?;
         let reader = tokio_util::io::StreamReader::new(
             field.map_err(|e| std::io::Error::other(e.to_string())),
         );
         let sync = tokio_util::io::SyncIoBridge::new(reader);
-        let d = dest.clone();
         let got = tokio::task::spawn_blocking(move || extract_tar(sync, &d))
             .await
             .map_err(|e| CliError::new(format!("extraction failed: {e}")))??;
@@ -400,6 +512,25 @@ async fn download(
     }
     output::success(&format!("Downloaded to {}.", dest.display()));
     Ok(())
+}
+
+/// The local directory (below the destination) a downloaded session path
+/// goes to: its parent, relative to `/home/work`; nothing for paths that
+/// are not plainly below the home (`..`, other absolute paths).
+fn download_parent(path: &str) -> PathBuf {
+    let home = format!("{}/", airlock_proto::CONTAINER_HOME);
+    let rel = Path::new(path.strip_prefix(&home).unwrap_or(path));
+    let Some(parent) = rel.parent() else {
+        return PathBuf::new();
+    };
+    if parent
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        parent.to_path_buf()
+    } else {
+        PathBuf::new()
+    }
 }
 
 /// The destination name of an uploaded file: its path relative to the
@@ -502,8 +633,17 @@ async fn images(client: &ApiClient, json: bool) -> CliResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::upload_name;
-    use std::path::Path;
+    use super::{download_parent, upload_name};
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn download_parents() {
+        assert_eq!(download_parent("tree/a"), PathBuf::from("tree"));
+        assert_eq!(download_parent("a"), PathBuf::new());
+        assert_eq!(download_parent("/home/work/tree/a"), PathBuf::from("tree"));
+        assert_eq!(download_parent("../x/a"), PathBuf::new());
+        assert_eq!(download_parent("/etc/x"), PathBuf::new());
+    }
 
     #[test]
     fn upload_names() {

@@ -12,7 +12,10 @@ use crate::output;
 fn show(settings: &UserSettings) {
     match settings.ssh_port {
         Some(p) => println!("Preferred SSH port: {p}"),
-        None => println!("Preferred SSH port: (not set; a random free port is used)"),
+        None => println!(
+            "Preferred SSH port: not set, so {} is used (a random free port when it is taken)",
+            airlock_proto::recipes::DEFAULT_LOCAL_PORT
+        ),
     }
 }
 

@@ -14,8 +14,22 @@ use crate::output;
 use crate::state::write_private_file;
 use crate::tunnel;
 
-/// The seed's default port for the temporary proxy.
-pub const DEFAULT_PORT: u16 = 9922;
+/// Whether airlock's own status lines are shown around an OpenSSH run: not
+/// with `-q`, and not when stdout is not a terminal (scripts).
+pub fn chatty(quiet: bool) -> bool {
+    use std::io::IsTerminal;
+    !quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The local port to try first: the preferred SSH port, else
+/// [`airlock_proto::recipes::DEFAULT_LOCAL_PORT`].
+pub async fn default_local_port(client: &ApiClient) -> CliResult<u16> {
+    Ok(client
+        .get::<UserSettings>("/user/settings")
+        .await?
+        .ssh_port
+        .unwrap_or(airlock_proto::recipes::DEFAULT_LOCAL_PORT))
+}
 
 /// The private key to log in with.
 #[derive(Debug, Clone)]
@@ -114,13 +128,7 @@ impl Prepared {
 /// Checks the session, picks the identity, and pins the host key in a
 /// private temporary directory.
 pub async fn prepare(client: &ApiClient, session_name: &str) -> CliResult<Prepared> {
-    let info = session::get(client, session_name).await?;
-    if info.status != "RUNNING" {
-        return Err(
-            CliError::new(format!("session {:?} is {}", info.name, info.status))
-                .hint("wait until it is RUNNING (`airlock session info`), or create a new one"),
-        );
-    }
+    let info = session::get_running(client, session_name).await?;
     let host_key = info.host_key.clone().ok_or_else(|| {
         CliError::new(format!(
             "the gateway has no host key for session {:?}",
@@ -132,9 +140,10 @@ pub async fn prepare(client: &ApiClient, session_name: &str) -> CliResult<Prepar
         .prefix("airlock-ssh-")
         .tempdir()
         .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
-    let alias = format!("airlock-{}", info.name);
+    let alias = airlock_proto::recipes::alias(&info.name);
     let known_hosts = dir.path().join("known_hosts");
-    write_private_file(&known_hosts, format!("{alias} {host_key}\n").as_bytes())?;
+    let pin = airlock_proto::recipes::known_hosts_line(&info.name, &host_key);
+    write_private_file(&known_hosts, format!("{pin}\n").as_bytes())?;
     let identity = match own_registered_key(client, Some(&info.key_fingerprints)).await? {
         Some(p) => Identity::Own(p),
         None => {
@@ -163,28 +172,27 @@ pub struct TempProxy {
 
 impl TempProxy {
     /// Starts it on `port` (or the preferred port, else 9922; a random one
-    /// if that is taken).
+    /// if that is taken), saying so unless `quiet`.
     pub async fn start(
         client: &ApiClient,
         session_name: &str,
         port: Option<u16>,
+        quiet: bool,
     ) -> CliResult<Self> {
         let wanted = match port {
             Some(p) => p,
-            None => client
-                .get::<UserSettings>("/user/settings")
-                .await?
-                .ssh_port
-                .unwrap_or(DEFAULT_PORT),
+            None => default_local_port(client).await?,
         };
         let (listener, choice) = tunnel::bind_local(None, Some(wanted)).await?;
         let port = listener.local_addr()?.port();
-        if let tunnel::PortChoice::Fallback(p) = choice {
-            output::info(&format!("port {p} is in use; using {port} instead"));
+        if chatty(quiet) {
+            if let tunnel::PortChoice::Fallback(p) = choice {
+                output::info(&format!("port {p} is in use; using {port} instead"));
+            }
+            output::info(&format!(
+                "running a temporary sshd proxy at localhost:{port} ..."
+            ));
         }
-        output::info(&format!(
-            "running a temporary sshd proxy at localhost:{port} ..."
-        ));
         let stop = CancellationToken::new();
         let task = tokio::spawn(tunnel::accept_loop(
             client.clone(),
@@ -228,10 +236,11 @@ async fn run_openssh(program: &str, args: &[String]) -> CliResult<u8> {
     })
 }
 
-/// `airlock ssh SESSION [-p PORT] [ssh args…]`.
+/// `airlock ssh [--local-port PORT] [-q] SESSION [ssh args…]`.
 pub async fn ssh(client: &ApiClient, args: SshArgs) -> CliResult<()> {
-    let (opts, rest) = split_ssh_args(&args.args);
-    through_proxy(client, &args.session, args.port, "ssh", |port| {
+    let (opts, rest) = split_ssh_args(args.ssh_args());
+    let quiet = args.quiet;
+    through_proxy(client, args.session(), args.port, quiet, "ssh", |port| {
         let mut a = vec!["-p".to_owned(), port.to_string()];
         a.extend(opts);
         a.push("work@127.0.0.1".into());
@@ -247,11 +256,12 @@ async fn through_proxy(
     client: &ApiClient,
     session: &str,
     port: Option<u16>,
+    quiet: bool,
     program: &str,
     args: impl FnOnce(u16) -> Vec<String>,
 ) -> CliResult<()> {
     let prepared = prepare(client, session).await?;
-    let proxy = TempProxy::start(client, &prepared.info.name, port).await?;
+    let proxy = TempProxy::start(client, &prepared.info.name, port, quiet).await?;
     let mut all = prepared.options();
     all.extend(args(proxy.port));
     let code = run_openssh(program, &all).await?;
@@ -334,7 +344,14 @@ pub async fn scp(client: &ApiClient, args: ScpArgs) -> CliResult<()> {
         return Err(CliError::new("scp needs a source and a destination")
             .hint("e.g. airlock scp demo:results.txt ."));
     }
-    through_proxy(client, &session, args.port, "scp", |port| {
+    // scp's own -q (no progress meter) quiets airlock's lines too.
+    let quiet = passthrough.iter().any(|a| {
+        a.starts_with('-')
+            && !a.starts_with("--")
+            && a[1..].chars().all(|c| c.is_ascii_alphanumeric())
+            && a.contains('q')
+    });
+    through_proxy(client, &session, args.port, quiet, "scp", |port| {
         let mut a = vec!["-P".to_owned(), port.to_string()];
         a.extend(passthrough);
         a.extend(rewritten);

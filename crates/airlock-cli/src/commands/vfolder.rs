@@ -18,7 +18,7 @@ use crate::transfer::{bar, enc};
 /// Runs a `vfolder` subcommand.
 pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
     match cmd {
-        VfolderCommand::Create { name } => {
+        VfolderCommand::Create { name, json } => {
             validate::check_folder_name(&name)?;
             let f: FolderInfo = client
                 .call(
@@ -27,6 +27,9 @@ pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
                     Body::json(&serde_json::json!({"name": name}))?,
                 )
                 .await?;
+            if json {
+                return output::json(&f);
+            }
             output::success(&format!("Folder {:?} is created.", f.name));
             if f.automount {
                 output::info(&format!(
@@ -36,7 +39,14 @@ pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
             }
             Ok(())
         }
-        VfolderCommand::List { json } => {
+        VfolderCommand::Ls {
+            name: Some(name),
+            path,
+            json,
+        } => list_files(client, &name, &path, json).await,
+        VfolderCommand::Ls {
+            name: None, json, ..
+        } => {
             let list: Vec<FolderInfo> = client.get("/folders").await?;
             if json {
                 return output::json(&list);
@@ -62,7 +72,28 @@ pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
             }
             Ok(())
         }
-        VfolderCommand::Rm { name } => {
+        VfolderCommand::Rm { name, yes } => {
+            let folder: FolderInfo = client.get(&format!("/folders/{}", enc(&name))).await?;
+            if !folder.mounted_in.is_empty() {
+                // Said before asking: the gateway refuses it anyway.
+                return Err(CliError::new(format!(
+                    "folder {:?} is mounted in session {}; it cannot be deleted while in use",
+                    folder.name,
+                    folder.mounted_in.join(", ")
+                ))
+                .hint(format!(
+                    "terminate {} first: `airlock session rm {}`",
+                    if folder.mounted_in.len() == 1 {
+                        "it"
+                    } else {
+                        "them"
+                    },
+                    folder.mounted_in.join(" ")
+                )));
+            }
+            if !yes {
+                confirm_delete(&folder)?;
+            }
             let resp = client
                 .send(client.request(
                     Method::DELETE,
@@ -84,29 +115,6 @@ pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
                 )
                 .await?;
             output::success(&format!("Folder {name:?} is now {new_name:?}."));
-            Ok(())
-        }
-        VfolderCommand::Ls { name, path, json } => {
-            let list: Vec<FolderEntry> = client
-                .get(&format!(
-                    "/folders/{}/files?path={}",
-                    enc(&name),
-                    enc(&path)
-                ))
-                .await?;
-            if json {
-                return output::json(&list);
-            }
-            for e in &list {
-                println!(
-                    "{}  {:>12}  {}  {}{}",
-                    e.mode,
-                    e.size,
-                    e.modified,
-                    e.name,
-                    if e.kind == "dir" { "/" } else { "" }
-                );
-            }
             Ok(())
         }
         VfolderCommand::Upload { name, files, dest } => upload(client, &name, &files, &dest).await,
@@ -146,6 +154,63 @@ pub async fn run(client: &ApiClient, cmd: VfolderCommand) -> CliResult<()> {
             output::success(&format!("Deleted {name}/{path}."));
             Ok(())
         }
+    }
+}
+
+/// `vfolder ls NAME [PATH]`: the files of a folder, with a header and
+/// human-readable sizes (bytes in `--json`).
+async fn list_files(client: &ApiClient, name: &str, path: &str, json: bool) -> CliResult<()> {
+    let list: Vec<FolderEntry> = client
+        .get(&format!("/folders/{}/files?path={}", enc(name), enc(path)))
+        .await?;
+    if json {
+        return output::json(&list);
+    }
+    if list.is_empty() {
+        eprintln!("(empty)");
+        return Ok(());
+    }
+    println!("{:<10}  {:>7}  {:<20}  NAME", "MODE", "SIZE", "MODIFIED");
+    for e in &list {
+        println!(
+            "{:<10}  {:>7}  {:<20}  {}{}",
+            e.mode,
+            if e.kind == "dir" {
+                "-".to_owned()
+            } else {
+                output::human_size(e.size)
+            },
+            e.modified,
+            e.name,
+            if e.kind == "dir" { "/" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Asks before a folder and its contents are deleted; refuses without a
+/// terminal (scripts pass `--yes`).
+fn confirm_delete(folder: &FolderInfo) -> CliResult<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new(format!(
+            "deleting folder {:?} deletes everything in it; not asking without a terminal",
+            folder.name
+        ))
+        .hint(format!("airlock vfolder rm {} --yes", folder.name)));
+    }
+    eprint!(
+        "Delete folder {:?} and everything in it? This cannot be undone. [y/N] ",
+        folder.name
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        eprintln!("Nothing was deleted.");
+        Err(CliError::silent(1))
     }
 }
 

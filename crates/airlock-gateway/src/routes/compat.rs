@@ -78,6 +78,15 @@ pub(crate) async fn request_upload(
         // tus sends no PATCH for an empty file: it is complete now.
         folders::commit_file(&state, &f.id, file).await?;
         tracing::info!(folder = %f.name, %path, "empty file uploaded");
+        crate::audit::folder_event(
+            &state,
+            (&caller.user.id, Some(&caller.user)),
+            &f,
+            "folder.upload",
+            rel.as_str(),
+            Some(0),
+        )
+        .await;
         return Ok(axum::Json(serde_json::json!({
             // Nothing will use it: the file is complete.
             "token": hex::encode(rand::random::<[u8; 24]>()),
@@ -221,6 +230,17 @@ pub(crate) async fn tus_patch(
         state.transfers().finish(&q.token);
         folders::commit_file(&state, &up.grant.folder_id, file).await?;
         tracing::info!(path = %up.grant.path, size = up.size, "upload complete");
+        if let Ok(f) = granted_folder(&state, &up.grant).await {
+            crate::audit::folder_event(
+                &state,
+                (&up.grant.user_id, None),
+                &f,
+                "folder.upload",
+                &up.grant.path,
+                Some(up.size),
+            )
+            .await;
+        }
     } else {
         state.transfers().release(&q.token, pos, file);
     }
@@ -266,5 +286,14 @@ pub(crate) async fn download(
     })?;
     let f = granted_folder(&state, &grant).await?;
     let (file, len) = folders::open_file(&state, &f, &grant.path).await?;
+    crate::audit::folder_event(
+        &state,
+        (&grant.user_id, None),
+        &f,
+        "folder.download",
+        &grant.path,
+        Some(len),
+    )
+    .await;
     folders::serve_file(file, len, &headers)
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::AppState;
+use crate::audit::folder_event;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::folders::{self, info, resolve};
@@ -151,6 +152,15 @@ pub(crate) async fn put_file(
     let written = folders::write_file(&state, &f, &path, body, expected, 0o644)
         .await
         .map_err(|e| quotas::over_limit_or(e, &tripped, limit))?;
+    folder_event(
+        &state,
+        (&caller.user.id, Some(&caller.user)),
+        &f,
+        "folder.upload",
+        &path,
+        Some(written),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(serde_json::json!({"path": path, "size": written})),
@@ -172,6 +182,15 @@ pub(crate) async fn get_file(
         .path
         .ok_or_else(|| ApiError::invalid("the file ?path= is required"))?;
     let (file, len) = folders::open_file(&state, &f, &path).await?;
+    folder_event(
+        &state,
+        (&caller.user.id, Some(&caller.user)),
+        &f,
+        "folder.download",
+        &path,
+        Some(len),
+    )
+    .await;
     folders::serve_file(file, len, &headers)
 }
 
@@ -191,6 +210,15 @@ pub(crate) async fn delete_file(
         .as_deref()
         .is_some_and(|v| v == "true" || v == "1");
     folders::delete_file(&state, &f, &path, recursive).await?;
+    folder_event(
+        &state,
+        (&caller.user.id, Some(&caller.user)),
+        &f,
+        "folder.delete",
+        &path,
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

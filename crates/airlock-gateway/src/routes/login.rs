@@ -13,7 +13,8 @@ use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::AppState;
-use crate::auth::{LoginOutcome, password_login, session_token};
+use crate::audit::Audit;
+use crate::auth::{LoginOutcome, audit_login, password_login, session_token};
 use crate::error::{ApiError, ApiResult};
 use crate::forwarded::{client_ip, forwarded};
 use crate::store::User;
@@ -103,7 +104,9 @@ pub(crate) async fn login(
     let req = parse_body(&state, &headers, peer.ip(), &body)?;
     let client = client_ip(state.config(), &headers, peer.ip());
     let cfg = state.config();
-    let user = match password_login(&state, &req.username, &req.password, client).await? {
+    let outcome = password_login(&state, &req.username, &req.password, client).await?;
+    audit_login(&state, &req.username, &outcome, "api").await;
+    let user = match outcome {
         LoginOutcome::Ok(user) => user,
         LoginOutcome::Wrong => return Ok(failure("Invalid email or password.")),
         LoginOutcome::Inactive => return Ok(failure("This account is inactive.")),
@@ -137,6 +140,11 @@ pub(crate) async fn logout(
 ) -> ApiResult<Response> {
     let (parts, _) = req.into_parts();
     if let Some(token) = session_token(&parts) {
+        if let Some(user) = state.store().web_session_user(&token).await? {
+            state
+                .audit(Audit::new("logout").user(&user).with("via", "api"))
+                .await;
+        }
         state.store().delete_web_session(&token).await?;
     }
     let mut resp = (StatusCode::OK, "200: OK").into_response();

@@ -1,7 +1,9 @@
 //! The route table. Every path is served both bare and under `/func/` (the
 //! Backend.AI web server's prefix), by stripping the prefix before routing.
 
+mod cluster;
 mod compat;
+mod events;
 mod folders;
 mod limits;
 mod login;
@@ -62,6 +64,12 @@ pub fn router(state: AppState) -> Router {
                 .post(user::patch_settings),
         )
         .route("/user/limits", get(limits::mine))
+        .route("/user/me", get(user::me))
+        .route("/user/events", get(events::mine))
+        .route("/admin/events", get(events::all))
+        .route("/admin/cluster", get(cluster::get))
+        .route("/admin/users/{email}/disable", post(cluster::disable))
+        .route("/admin/users/{email}/enable", post(cluster::enable))
         .route(
             "/admin/users/{email}/limits",
             get(limits::get).patch(limits::patch).put(limits::patch),
@@ -87,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/session/{s}/upload", post(session::upload))
         .route("/session/{s}/files", get(session::files))
+        .route("/session/{s}/ping", get(session::ping))
         .route("/stream/session/{s}/apps", get(session::apps))
         .route("/stream/session/{s}/tcpproxy", get(tunnel::tcpproxy))
         .route("/admin/tunnels", get(tunnel::list))
@@ -104,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/folders/_/tus/download", get(compat::download))
         .route("/images", get(session::images))
         .route("/agent/v1/heartbeat", post(session::heartbeat))
+        .route("/agent/v1/events", post(session::runner_events))
         .route("/folders", get(folders::list).post(folders::create))
         .route("/folders/_/id", get(folders::id_of))
         .route(
@@ -126,15 +136,28 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::origin::guard,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::context,
+        ))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state);
     // Rewrite before routing: wrap the finished router.
     Router::new().fallback_service(api.map_request(strip_func))
+}
+
+/// The administrator's cluster snapshot (for the web UI).
+pub(crate) async fn cluster_snapshot(
+    state: &AppState,
+) -> crate::error::ApiResult<serde_json::Value> {
+    cluster::snapshot(state).await
 }
 
 /// Only the agent heartbeat (see [`crate::serve_agent_link`]).
 pub fn agent_link(state: AppState) -> Router {
     Router::new()
         .route("/agent/v1/heartbeat", post(session::heartbeat))
+        .route("/agent/v1/events", post(session::runner_events))
         .fallback(not_found)
         .with_state(state)
 }

@@ -149,6 +149,13 @@ pub(crate) async fn create(
 pub(crate) struct ListQuery {
     #[serde(default)]
     all: Option<String>,
+    /// Every user's sessions (administrators only).
+    #[serde(default)]
+    all_users: Option<String>,
+}
+
+fn flag(v: Option<&str>) -> bool {
+    v.is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// `GET /session` (airlock's list; Backend.AI's client uses GraphQL).
@@ -157,11 +164,16 @@ pub(crate) async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Vec<SessionInfo>>> {
-    let all = q
-        .all
-        .as_deref()
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    let rows = state.store().sessions(Some(&caller.user.id), !all).await?;
+    let all = flag(q.all.as_deref());
+    let everyone = flag(q.all_users.as_deref());
+    if everyone && !caller.user.is_admin() {
+        return Err(
+            ApiError::forbidden("only administrators can list every user's sessions")
+                .hint("leave out --all-users to list your own sessions"),
+        );
+    }
+    let owner = (!everyone).then_some(caller.user.id.as_str());
+    let rows = state.store().sessions(owner, !all).await?;
     let mut out = Vec::with_capacity(rows.len());
     for s in &rows {
         out.push(sessions::info(&state, s).await?);
@@ -195,33 +207,149 @@ pub(crate) async fn destroy(
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
     let forced = q.forced.as_deref().is_some_and(|v| v == "true" || v == "1");
     let status = sessions::destroy(&state, &s, forced).await?;
+    crate::audit::session_terminated(&state, &s, &caller.user, status.as_str()).await;
     Ok(axum::Json(
         serde_json::json!({"stats": {}, "status": status.as_str()}),
     ))
 }
 
-/// `GET /session/{s}/logs`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogsQuery {
+    /// Lines from the end (default: [`sessions::LOG_LINES`], at most that).
+    #[serde(default)]
+    tail: Option<usize>,
+    /// Keep the response open and stream new lines (`docker logs -f`).
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    match body.rmatch_indices('\n').nth(n - 1) {
+        Some((i, _)) => &text[i + 1..],
+        None => text,
+    }
+}
+
+/// `GET /session/{s}/logs[?tail=N][&follow=true]`: the container's log; a
+/// terminated session's saved tail (see `sessions::destroy`).
 pub(crate) async fn logs(
     State(state): State<AppState>,
     caller: Caller,
     Path(ident): Path<String>,
+    Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
     let s = sessions::resolve(&state, &caller, &ident, false).await?;
-    if s.status == crate::store::Status::Terminated {
-        return Err(
-            ApiError::new(StatusCode::GONE, "session-terminated", "Session terminated").msg(
-                format!("session {:?} is terminated; its logs are gone", s.name),
-            ),
+    let tail = q
+        .tail
+        .unwrap_or(sessions::LOG_LINES)
+        .min(sessions::LOG_LINES);
+    let text_response = |text: Body| {
+        let mut resp = text.into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        resp
+    };
+    if s.status == crate::store::Status::Terminated {
+        return match state.store().session_log(&s.id).await? {
+            Some(saved) => Ok(text_response(Body::from(last_lines(&saved, tail).to_owned()))),
+            None => Err(
+                ApiError::new(StatusCode::GONE, "session-terminated", "Session terminated").msg(
+                    format!(
+                        "session {:?} is terminated and no log was saved (its node could not be reached when it ended)",
+                        s.name
+                    ),
+                ),
+            ),
+        };
     }
     let agent = sessions::agent_of(&state, &s).await?;
-    let text = state.agents().logs(&agent.url, &s.id).await?;
-    let mut resp = text.into_response();
+    if flag(q.follow.as_deref()) {
+        let upstream = state.agents().follow_logs(&agent.url, &s.id, tail).await?;
+        return Ok(text_response(Body::from_stream(upstream.bytes_stream())));
+    }
+    // The agent leaves out the runner's internal lines after taking the
+    // tail, so ask for more and cut here.
+    let asked = tail
+        .saturating_mul(4)
+        .saturating_add(200)
+        .min(sessions::LOG_LINES);
+    let text = state.agents().logs(&agent.url, &s.id, asked).await?;
+    let mut resp = last_lines(&text, tail).to_owned().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// `GET /session/{s}/ping`: times the hops behind the gateway for
+/// `airlock ping` (gateway → agent, agent → runner connect and SSH
+/// identification). Owner only, like every session route.
+pub(crate) async fn ping(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ident): Path<String>,
+) -> ApiResult<axum::Json<airlock_proto::api::SessionPing>> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    if s.status != crate::store::Status::Running {
+        return Err(ApiError::conflict(format!(
+            "session {:?} is {}, not RUNNING",
+            s.name,
+            s.status.as_str()
+        ))
+        .hint("wait until it is RUNNING (`airlock session info`)"));
+    }
+    let agent = sessions::agent_of(&state, &s).await?;
+    let p = if let Some(local) = state.local_agent(&agent.id) {
+        let t = std::time::Instant::now();
+        // A ping is not a client's tunnel: no origin for the audit trail.
+        let mut tcp = local.connect(&s.id, None).await.map_err(|e| {
+            ApiError::unavailable(format!("cannot reach the session's SSH server: {e}"))
+        })?;
+        let connect = t.elapsed();
+        let t = std::time::Instant::now();
+        let banner = tokio::time::timeout(
+            Duration::from_secs(10),
+            airlock_tunnel::read_ssh_banner(&mut tcp),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::unavailable("the session's SSH server sent no identification in 10 s")
+        })?
+        .map_err(|e| {
+            ApiError::unavailable(format!("reading the session's SSH identification: {e}"))
+        })?;
+        airlock_proto::api::SessionPing {
+            session: s.name.clone(),
+            agent: "embedded".into(),
+            gateway_agent_ms: None,
+            agent_runner_connect_ms: ms(connect),
+            agent_runner_banner_ms: ms(t.elapsed()),
+            runner_banner: banner,
+        }
+    } else {
+        let t = std::time::Instant::now();
+        let r = state.agents().ping(&agent.url, &s.id).await?;
+        // The agent's own work is in its answer; the rest is the hop.
+        let hop = (ms(t.elapsed()) - r.connect_ms - r.banner_ms).max(0.0);
+        airlock_proto::api::SessionPing {
+            session: s.name.clone(),
+            agent: "remote".into(),
+            gateway_agent_ms: Some(hop),
+            agent_runner_connect_ms: r.connect_ms,
+            agent_runner_banner_ms: r.banner_ms,
+            runner_banner: r.banner,
+        }
+    };
+    Ok(axum::Json(p))
 }
 
 /// `POST /session/{s}/download?files=a&files=b`: multipart/mixed of tar
@@ -456,15 +584,7 @@ pub(crate) async fn heartbeat(
     headers: http::HeaderMap,
     Json(hb): Json<airlock_proto::agent::Heartbeat>,
 ) -> ApiResult<axum::Json<airlock_proto::agent::HeartbeatReply>> {
-    use subtle::ConstantTimeEq;
-    let expected = state.agents().token().as_bytes();
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .as_bytes();
-    if expected.is_empty() || !bool::from(given.ct_eq(expected)) {
+    if !agent_token_ok(&state, &headers) {
         tracing::warn!(agent = %hb.agent_id, "refused a heartbeat with a wrong agent token");
         return Err(ApiError::unauthorized("wrong agent token"));
     }
@@ -473,9 +593,46 @@ pub(crate) async fn heartbeat(
     ))
 }
 
+/// Whether the request carries the shared agent token (constant time).
+fn agent_token_ok(state: &AppState, headers: &http::HeaderMap) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = state.agents().token().as_bytes();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes();
+    !expected.is_empty() && bool::from(given.ct_eq(expected))
+}
+
+/// `POST /agent/v1/events`: SSH events from the runners of an agent's
+/// sessions, authenticated by the shared token. Only sessions placed on
+/// that agent are believed.
+pub(crate) async fn runner_events(
+    State(state): State<AppState>,
+    headers: http::HeaderMap,
+    Json(batch): Json<airlock_proto::agent::RunnerEvents>,
+) -> ApiResult<http::StatusCode> {
+    if !agent_token_ok(&state, &headers) {
+        tracing::warn!(agent = %batch.agent_id, "refused runner events with a wrong agent token");
+        return Err(ApiError::unauthorized("wrong agent token"));
+    }
+    crate::audit::ingest_runner_events(&state, batch).await?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tails_lines() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(last_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(last_lines("a\nb\n", 5), "a\nb\n");
+        assert_eq!(last_lines("a\n", 0), "");
+    }
 
     #[test]
     fn parses_the_official_clients_body() {

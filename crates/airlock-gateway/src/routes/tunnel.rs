@@ -1,5 +1,6 @@
 //! `GET /stream/session/{s}/tcpproxy?app=sshd`: the SSH tunnel WebSocket.
 
+use airlock_tunnel::resume::SUBPROTOCOL;
 use airlock_tunnel::{close_with, relay, ws_config};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -13,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::AppState;
 use crate::agents::AgentCallError;
+use crate::audit::Audit;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::quotas;
@@ -47,7 +49,7 @@ fn websocket_accept(req: &Request) -> ApiResult<String> {
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return Err(ApiError::invalid("this endpoint needs a WebSocket upgrade")
-            .hint("use `airlock app SESSION sshd`, `airlock ssh` or `airlock proxy`"));
+            .hint("this address carries SSH tunnels for clients; see `airlock ssh --help` and `airlock app --help`"));
     }
     if h.get(header::SEC_WEBSOCKET_VERSION)
         .and_then(|v| v.to_str().ok())
@@ -61,7 +63,21 @@ fn websocket_accept(req: &Request) -> ApiResult<String> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// Upgrades, then relays the WebSocket to the session's SSH server.
+/// Whether the client offered the resumable subprotocol.
+fn offers_resume(req: &Request) -> bool {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL)
+}
+
+/// Upgrades, then relays the WebSocket to the session's SSH server. With
+/// the `airlock-resume.v1` subprotocol (only when the client offers it)
+/// the other end is the agent's resumable tunnel endpoint instead, and
+/// the relayed bytes are its frames: the gateway keeps no tunnel state,
+/// so a client can resume through a restarted gateway.
 pub(crate) async fn tcpproxy(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,6 +86,7 @@ pub(crate) async fn tcpproxy(
     mut req: Request,
 ) -> ApiResult<Response> {
     let accept = websocket_accept(&req)?;
+    let resumable = offers_resume(&req);
     let app = q.app.as_deref().unwrap_or("sshd");
     if app != "sshd" {
         return Err(ApiError::not_found(
@@ -91,6 +108,24 @@ pub(crate) async fn tcpproxy(
     let permit = quotas::tunnel_permit(&state, &caller.user.id).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let user = caller.user.email.clone();
+    // The audit trail's view of this connection (the relay runs in its own
+    // task, outside the request's context).
+    let ctx = crate::audit::current();
+    let ctx_for_conns = ctx.clone();
+    let (program, version) =
+        crate::audit::client_program(ctx.as_ref().and_then(|c| c.user_agent.as_deref()));
+    let account = caller.user.clone();
+    let event = move |kind: &str, s: &crate::store::SessionRow| {
+        let mut e = Audit::new(kind)
+            .user(&account)
+            .session(s)
+            .with("client", &program)
+            .with("client_version", &version);
+        if let Some(c) = &ctx {
+            e = e.ctx(c);
+        }
+        e
+    };
     tokio::spawn(async move {
         let _permit = permit;
         let upgraded = match on_upgrade.await {
@@ -110,6 +145,12 @@ pub(crate) async fn tcpproxy(
             Some(s) if s.status == Status::Running => s,
             other => {
                 let status = other.as_ref().map_or("GONE", |s| s.status.as_str());
+                state
+                    .audit(
+                        event("tunnel.refused", &session)
+                            .with("reason", format!("session {status}")),
+                    )
+                    .await;
                 close_with(
                     ws,
                     TRY_AGAIN_LATER,
@@ -128,9 +169,29 @@ pub(crate) async fn tcpproxy(
         };
         // An agent in this process is reached directly; others through an
         // HTTP upgrade on their API.
+        // The runner sees this end's address: its events are tied back to
+        // this connection through it (known for in-process agents).
+        let mut runner_peer: Option<String> = None;
+        let origin = ctx_for_conns
+            .as_ref()
+            .map(|c| airlock_proto::agent::TunnelOrigin {
+                conn: c.conn.clone(),
+                client: c.client.to_string(),
+            });
         let stream: Box<dyn Stream> = if let Some(local) = state.local_agent(&agent.id) {
-            match local.connect(&s.id).await {
-                Ok(tcp) => Box::new(tcp),
+            let opened = if resumable {
+                local
+                    .resumable(&s.id, origin.as_ref())
+                    .await
+                    .map(|p| Box::new(p) as Box<dyn Stream>)
+            } else {
+                local.connect(&s.id, origin.as_ref()).await.map(|tcp| {
+                    runner_peer = tcp.local_addr().ok().map(|a| a.to_string());
+                    Box::new(tcp) as Box<dyn Stream>
+                })
+            };
+            match opened {
+                Ok(st) => st,
                 Err(e) => {
                     tracing::warn!(session = %s.id, error = %e, "cannot open a tunnel");
                     close_with(ws, TRY_AGAIN_LATER, &e).await;
@@ -138,7 +199,15 @@ pub(crate) async fn tcpproxy(
                 }
             }
         } else {
-            match connect_agent(&agent.url, state.agents().token(), &s.id).await {
+            match connect_agent(
+                &agent.url,
+                state.agents().token(),
+                &s.id,
+                resumable,
+                origin.as_ref(),
+            )
+            .await
+            {
                 Ok(st) => Box::new(st),
                 Err(e) => {
                     let reason = match &e {
@@ -154,16 +223,36 @@ pub(crate) async fn tcpproxy(
             }
         };
         let _guard = state.tunnels().open(&s.id, &s.name, &user);
-        tracing::info!(session = %s.name, %user, "tunnel opened");
+        tracing::info!(session = %s.name, %user, resumable, "tunnel opened");
+        if let (Some(peer), Some(c)) = (&runner_peer, &ctx_for_conns) {
+            state.audit_conns().opened(&s.id, peer, c);
+        }
+        state.audit(event("tunnel.opened", &s)).await;
+        let started = std::time::Instant::now();
         let shutdown = state.shutdown_token().clone();
-        tokio::select! {
+        let closed = tokio::select! {
             stats = relay(ws, stream) => {
                 tracing::info!(session = %s.name, %user, up = stats.from_ws, down = stats.to_ws, "tunnel closed");
+                crate::metrics::tunnel_closed(stats.from_ws, stats.to_ws, started.elapsed().as_secs_f64());
+                let reason = match &stats.close {
+                    Some((code, _)) => format!("client closed ({code})"),
+                    None => "session side closed".to_owned(),
+                };
+                event("tunnel.closed", &s)
+                    .with("bytes_up", stats.from_ws)
+                    .with("bytes_down", stats.to_ws)
+                    .with("reason", reason)
             }
             _ = shutdown.cancelled() => {
                 tracing::info!(session = %s.name, "tunnel closed by shutdown");
+                event("tunnel.closed", &s).with("reason", "gateway shutdown")
             }
+        };
+        if let Some(peer) = &runner_peer {
+            state.audit_conns().closed(&s.id, peer);
         }
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        state.audit(closed.with("duration_ms", ms)).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -174,6 +263,12 @@ pub(crate) async fn tcpproxy(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
     );
+    if resumable {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
     Ok(resp)
 }
 

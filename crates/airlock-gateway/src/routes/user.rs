@@ -11,10 +11,21 @@ use axum::response::IntoResponse;
 use http::StatusCode;
 
 use crate::AppState;
+use crate::audit::Audit;
 use crate::auth::{Caller, LoginOutcome, MIN_PASSWORD, end_logins, password_login};
 use crate::error::{ApiError, ApiResult};
 use crate::forwarded::client_ip;
 use crate::json::Json;
+
+/// `GET /user/me`: who the caller is (`airlock whoami`).
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<airlock_proto::api::AccountInfo>> {
+    Ok(axum::Json(
+        super::login::account_info(&state, &caller.user).await?,
+    ))
+}
 
 /// `GET /user/settings`.
 pub(crate) async fn get_settings(
@@ -90,6 +101,14 @@ pub(crate) async fn add_key(
         .store()
         .add_ssh_key(&caller.user.id, &name, &key)
         .await?;
+    state
+        .audit(
+            Audit::new("sshkey.added")
+                .user(&caller.user)
+                .with("name", &info.name)
+                .with("fingerprint", &info.fingerprint),
+        )
+        .await;
     Ok((StatusCode::CREATED, axum::Json(info)))
 }
 
@@ -99,18 +118,24 @@ pub(crate) async fn remove_key(
     caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<axum::Json<SshKeyInfo>> {
-    state
-        .store()
-        .remove_ssh_key(&caller.user.id, &key)
-        .await?
-        .map(axum::Json)
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "ssh-key-not-found",
-                format!("no SSH key named {key:?} on your account"),
+    let removed = state.store().remove_ssh_key(&caller.user.id, &key).await?;
+    if let Some(info) = &removed {
+        state
+            .audit(
+                Audit::new("sshkey.removed")
+                    .user(&caller.user)
+                    .with("name", &info.name)
+                    .with("fingerprint", &info.fingerprint),
             )
-            .hint("list your keys with `airlock keys ls`")
-        })
+            .await;
+    }
+    removed.map(axum::Json).ok_or_else(|| {
+        ApiError::not_found(
+            "ssh-key-not-found",
+            format!("no SSH key named {key:?} on your account"),
+        )
+        .hint("list your keys with `airlock keys ls`")
+    })
 }
 
 /// `GET /user/keypair`: the access key (never the secret).
@@ -133,6 +158,13 @@ pub(crate) async fn regenerate_keypair(
 ) -> ApiResult<impl IntoResponse> {
     let kp = state.store().regenerate_keypair(&caller.user.id).await?;
     tracing::info!(email = %caller.user.email, access_key = %kp.access_key, "API keypair regenerated");
+    state
+        .audit(
+            Audit::new("keypair.created")
+                .user(&caller.user)
+                .with("access_key", &kp.access_key),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(KeypairInfo {
@@ -150,6 +182,13 @@ pub(crate) async fn revoke_keypair(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let n = state.store().revoke_keypairs(&caller.user.id).await?;
     tracing::info!(email = %caller.user.email, revoked = n, "API keypair revoked");
+    state
+        .audit(
+            Audit::new("keypair.revoked")
+                .user(&caller.user)
+                .with("revoked", n),
+        )
+        .await;
     Ok(axum::Json(serde_json::json!({ "revoked": n })))
 }
 
@@ -186,6 +225,13 @@ pub(crate) async fn change_password(
             return Err(e);
         }
         LoginOutcome::Wrong | LoginOutcome::Inactive => {
+            state
+                .audit(
+                    Audit::new("password.change-failed")
+                        .user(&caller.user)
+                        .with("reason", "wrong-password"),
+                )
+                .await;
             return Err(ApiError::forbidden("the current password is wrong")
                 .hint("give the password you log in with now as old_password"));
         }
@@ -196,6 +242,9 @@ pub(crate) async fn change_password(
         .await?;
     end_logins(&state, &caller.user.id).await?;
     tracing::info!(email = %caller.user.email, "password changed");
+    state
+        .audit(Audit::new("password.changed").user(&caller.user))
+        .await;
     Ok(axum::Json(serde_json::json!({
         "changed": true,
         "logged_out": true,

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod agents;
+mod events;
 mod folders;
 mod limits;
 mod sessions;
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, SqlSafeStr};
 
 pub use accounts::{Keypair, NewUser, Role, User};
 pub use agents::AgentRow;
+pub use events::{Event, EventFilter, NewEvent};
 pub use folders::Folder;
 pub use limits::{Limit, UserLimits};
 pub use sessions::{MountRecord, NewSession, SessionRow, Status};
@@ -67,6 +69,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "user limits",
         include_str!("../../migrations/0004_user_limits.sql"),
+    ),
+    (
+        5,
+        "events",
+        include_str!("../../migrations/0005_events.sql"),
+    ),
+    (
+        6,
+        "session logs",
+        include_str!("../../migrations/0006_session_logs.sql"),
     ),
 ];
 

@@ -342,4 +342,37 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    /// Saves the tail of a terminated session's log (replacing an earlier one).
+    pub async fn save_session_log(&self, id: &str, log: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO session_logs (session_id, log, saved_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (session_id) DO UPDATE SET log = excluded.log, saved_at = excluded.saved_at",
+        )
+        .bind(id)
+        .bind(log)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The saved log of a terminated session, if one was saved.
+    pub async fn session_log(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT log FROM session_logs WHERE session_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(l,)| l))
+    }
+
+    /// Sessions in `status` (for metrics).
+    pub async fn session_count(&self, status: Status) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }

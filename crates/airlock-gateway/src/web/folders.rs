@@ -123,9 +123,26 @@ async fn render_list(
                                     }
                                     td data-label="Created" { (layout::time(f.created_at)) }
                                     td.actions-cell {
-                                        (danger_button(user, &format!("/ui/folders/{}/delete", f.hex_id()), &[],
-                                            &format!("Delete folder {} and every file in it? This cannot be undone.", f.name),
-                                            "Delete", &format!("Delete folder {}", f.name)))
+                                        @if info.mounted_in.is_empty() {
+                                            (danger_button(user, &format!("/ui/folders/{}/delete", f.hex_id()), &[],
+                                                &format!("Delete folder {} and every file in it? This cannot be undone.", f.name),
+                                                "Delete", &format!("Delete folder {}", f.name)))
+                                        } @else {
+                                            // Said before the confirm, not after: the
+                                            // gateway refuses to delete a mounted folder.
+                                            @let why = format!("Folder {} is mounted in {}; terminate {} first to delete it.",
+                                                f.name, info.mounted_in.join(", "),
+                                                if info.mounted_in.len() == 1 { "that session" } else { "those sessions" });
+                                            span.disabled-action {
+                                                button.btn.btn-danger-ghost.btn-sm type="button" disabled
+                                                    aria-describedby={"why-" (f.hex_id())} title=(why) {
+                                                    (svg(icon::TRASH)) span { "Delete" }
+                                                }
+                                                span.small.muted.why #{"why-" (f.hex_id())} {
+                                                    "In use" span.visually-hidden { ": " (why) }
+                                                }
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -530,6 +547,15 @@ pub(crate) async fn download(
     // Resolved again, by descriptor: whatever it has become meanwhile,
     // only a regular file inside the folder is served.
     let (file, len) = folders::open_file(&state, &f, &path).await?;
+    crate::audit::folder_event(
+        &state,
+        (user.id(), Some(&user.caller.user)),
+        &f,
+        "folder.download",
+        &path,
+        Some(len),
+    )
+    .await;
     let mut resp = folders::serve_file(file, len, &headers)?;
     let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
     attachment(&mut resp, &name);
@@ -592,10 +618,21 @@ pub(crate) async fn delete_file(
         ));
     }
     match folders::delete_file(&state, &f, &path, true).await {
-        Ok(()) => Ok(redirect_with(
-            &back,
-            &[Flash::ok(format!("{path} deleted."))],
-        )),
+        Ok(()) => {
+            crate::audit::folder_event(
+                &state,
+                (user.id(), Some(&user.caller.user)),
+                &f,
+                "folder.delete",
+                &path,
+                None,
+            )
+            .await;
+            Ok(redirect_with(
+                &back,
+                &[Flash::ok(format!("{path} deleted."))],
+            ))
+        }
         Err(e) => {
             let (m, _) = explain(&e);
             Ok(redirect_with(&back, &[Flash::error(m)]))
@@ -771,7 +808,18 @@ pub(crate) async fn upload(
                 let (field, tripped, limit) =
                     crate::quotas::limit_upload(&state, user.id(), Box::pin(field)).await?;
                 match folders::write_file(&state, &f, &target, field, None, 0o644).await {
-                    Ok(n) => names.push((name, n)),
+                    Ok(n) => {
+                        crate::audit::folder_event(
+                            &state,
+                            (user.id(), Some(&user.caller.user)),
+                            &f,
+                            "folder.upload",
+                            &target,
+                            Some(n),
+                        )
+                        .await;
+                        names.push((name, n));
+                    }
                     Err(e) => {
                         let (m, _) = explain(&crate::quotas::over_limit_or(e, &tripped, limit));
                         return Ok(failure(m));

@@ -12,6 +12,7 @@ pub(crate) enum Nav {
     Sessions,
     Folders,
     Settings,
+    Admin,
     None,
 }
 
@@ -98,6 +99,9 @@ fn topbar(user: Option<&WebUser>, nav: Nav) -> Markup {
                         (item(Nav::Sessions, "/ui/sessions", "Sessions", icon::TERMINAL))
                         (item(Nav::Folders, "/ui/folders", "Folders", icon::FOLDER))
                         (item(Nav::Settings, "/ui/settings", "Settings", icon::SETTINGS))
+                        @if user.caller.user.is_admin() {
+                            (item(Nav::Admin, "/ui/admin/events", "Audit", icon::SHIELD))
+                        }
                     }
                     div.account {
                         span.who title="Logged in as" { (user.email()) }

@@ -129,7 +129,9 @@ pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageR
     let client = client_ip(state.config(), &parts.headers, peer_of(&parts));
     let cfg = state.config();
     let wrong = |msg: &str, status| Ok(login_page(&next, &email, Some(msg), None, status));
-    let user = match password_login(&state, &email, password, client).await? {
+    let outcome = password_login(&state, &email, password, client).await?;
+    crate::auth::audit_login(&state, &email, &outcome, "web").await;
+    let user = match outcome {
         LoginOutcome::Ok(user) => user,
         LoginOutcome::Wrong | LoginOutcome::Inactive => {
             return wrong("Invalid email or password.", StatusCode::UNAUTHORIZED);
@@ -177,6 +179,13 @@ pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> PageR
         state.store().delete_web_session(token).await?;
     }
     tracing::info!(email = %user.email(), "web logout");
+    state
+        .audit(
+            crate::audit::Audit::new("logout")
+                .user_ids(user.id(), Some(user.email()))
+                .with("via", "web"),
+        )
+        .await;
     let mut resp = redirect_with("/ui/login", &[super::Flash::ok("You have logged out.")]);
     resp.headers_mut().append(
         header::SET_COOKIE,

@@ -12,6 +12,7 @@
 //! - After a successful POST the handler redirects (303) and leaves a
 //!   one-shot flash message in a cookie.
 
+mod audit;
 mod folders;
 mod layout;
 mod login;
@@ -79,6 +80,8 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/settings/keypair/revoke", post(settings::revoke_keypair))
         .route("/settings/password", post(settings::change_password))
+        .route("/admin/events", get(audit::page))
+        .route("/admin/cluster", get(audit::cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(security_headers))

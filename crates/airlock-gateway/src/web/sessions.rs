@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use airlock_proto::files::multipart_boundary;
+use airlock_proto::recipes::{self, HostBlock, LocalCommands};
 use airlock_proto::validate;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -22,8 +23,8 @@ use crate::sessions::{self, CreateParams};
 use crate::store::{SessionRow, Status};
 
 /// The local port the dialog suggests when the user has no preferred one
-/// (the port Backend.AI's guide uses).
-pub(crate) const DEFAULT_LOCAL_PORT: u16 = 9922;
+/// (the port Backend.AI's guide uses; the CLI's default too).
+pub(crate) const DEFAULT_LOCAL_PORT: u16 = recipes::DEFAULT_LOCAL_PORT;
 
 const CPU_CHOICES: &[i64] = &[500, 1000, 2000, 4000];
 const MEM_CHOICES: &[(&str, i64)] = &[
@@ -456,6 +457,7 @@ pub(crate) async fn terminate(
         ));
     }
     let status = sessions::destroy(&state, &s, false).await?;
+    crate::audit::session_terminated(&state, &s, &user.caller.user, status.as_str()).await;
     let msg = if status == Status::Terminated {
         Flash::ok(format!("Session {} was terminated.", s.name))
     } else {
@@ -477,7 +479,7 @@ fn local_port(settings: &airlock_proto::api::UserSettings) -> (u16, bool) {
 /// The SSH/SFTP connection information for a session.
 fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> Markup {
     let name = &s.name;
-    let alias = format!("airlock-{name}");
+    let alias = recipes::alias(name);
     let fingerprint = s
         .host_key
         .as_deref()
@@ -487,23 +489,24 @@ fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> M
         .as_deref()
         .and_then(|k| k.split_whitespace().next())
         .unwrap_or("");
-    let proxy = format!("airlock app {name} sshd -b {port}");
-    let ssh = format!(
-        "ssh -i id_container -p {port} -o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts work@127.0.0.1"
-    );
-    let scp = format!(
-        "scp -P {port} -i id_container -o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts FILE work@127.0.0.1:/home/work/"
-    );
-    let sftp = format!(
-        "sftp -P {port} -i id_container -o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts work@127.0.0.1"
-    );
+    let LocalCommands {
+        proxy,
+        ssh,
+        scp,
+        sftp,
+    } = recipes::local_commands(name, port);
     let known = s
         .host_key
         .as_deref()
-        .map(|k| format!("{alias} {}", k.trim()));
-    let config = format!(
-        "Host {alias}\n  User work\n  ProxyCommand airlock proxy {name}\n  IdentityFile ~/.ssh/airlock/id_{name}\n  HostKeyAlias {alias}\n  UserKnownHostsFile ~/.ssh/airlock/known_hosts\n  StrictHostKeyChecking yes\n  ForwardAgent no"
-    );
+        .map(|k| recipes::known_hosts_line(name, k));
+    // Exactly what `airlock config-ssh` writes (its paths shown with `~`).
+    let config = HostBlock {
+        airlock: "airlock",
+        dir: "~/.ssh/airlock",
+        own_keys: &[],
+        forward_agent: false,
+    }
+    .render();
     let base = format!("/ui/sessions/{}", s.id);
     let running = s.status == Status::Running;
     html! {
@@ -648,9 +651,15 @@ fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> M
                 h3 #tab-vscode-h data-short="VS Code" { "VS Code · OpenSSH config" }
                 ol.steps {
                     li {
-                        p { "Let the CLI write the SSH configuration, the key and the host key for your sessions:" }
+                        p { "Let the CLI write the SSH configuration once; it covers this session and every session you create later:" }
                         (code("airlock config-ssh", "config-ssh command"))
-                        p.small.muted { "It adds this block to " code { "~/.ssh/config" } ":" }
+                        p.small.muted {
+                            "It writes this block to " code { "~/.ssh/airlock/config" }
+                            " (included from " code { "~/.ssh/config" } "; the real file names the full path of "
+                            code { "airlock" } "). On each connection the proxy pins the session's host key in "
+                            code { "~/.ssh/airlock/known_hosts" } " the first time, refuses a key that changed, "
+                            "and saves the session key as " code { "~/.ssh/airlock/" (alias) ".key" } ":"
+                        }
                         (code(&config, "ssh config block"))
                         p.small.muted #forward-agent-note {
                             "To use your laptop's SSH keys inside the session (for example "
@@ -828,7 +837,7 @@ pub(crate) async fn known_hosts(
         .hint("Wait until the session is RUNNING, then try again.")
     })?;
     Ok(download(
-        format!("airlock-{} {}\n", s.name, key.trim()).into_bytes(),
+        format!("{}\n", recipes::known_hosts_line(&s.name, key)).into_bytes(),
         "known_hosts",
         "text/plain; charset=utf-8",
     ))

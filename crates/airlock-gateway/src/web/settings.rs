@@ -53,14 +53,16 @@ async fn render(
         .clone()
         .unwrap_or_else(|| settings.ssh_port.map(|p| p.to_string()).unwrap_or_default());
     let (lo, hi) = SSH_PORT_RECOMMENDED;
+    let activity = super::audit::recent(state, user).await?;
     let content = html! {
         (layout::heading("Settings", None))
         div.settings-grid {
             section.card #port aria-labelledby="port-title" {
                 h2 #port-title { (svg(icon::TERMINAL)) "Preferred SSH port" }
                 p.small {
-                    "The local port the SSH/SFTP dialog uses for "
-                    code { "airlock app SESSION sshd -b PORT" } ". "
+                    "The local port the SSH/SFTP dialog suggests, and the one "
+                    code { "airlock app" } ", " code { "airlock ssh" } " and " code { "airlock scp" }
+                    " listen on when you do not name one (a random free port when it is taken). "
                     @match settings.ssh_port {
                         Some(p) => { "Now: " strong #current-port { (p) } "." }
                         None => { "Now: not set, so the dialog uses " strong #current-port { (DEFAULT_LOCAL_PORT) } "." }
@@ -183,6 +185,7 @@ async fn render(
                 }
             }
         }
+        (activity)
     };
     Ok(layout::page_status(
         user,
@@ -240,10 +243,17 @@ pub(crate) async fn add_key(
 ) -> PageResult {
     let name = form.get("name").trim().to_owned();
     let text = form.get("public_key").to_owned();
+    // A pasted private key is never sent back into the page (it would sit
+    // in the form, the browser's history and any screenshot).
+    let echo = if airlock_proto::sshkey::looks_private(&text) {
+        String::new()
+    } else {
+        text.clone()
+    };
     let fail = |msg: (String, Option<String>), status| {
         SettingsForm {
             key_name: name.clone(),
-            key_text: text.clone(),
+            key_text: echo.clone(),
             key_error: Some(msg),
             ..Default::default()
         }
@@ -277,13 +287,23 @@ pub(crate) async fn add_key(
         return render(&state, &user, f, s).await;
     }
     match state.store().add_ssh_key(user.id(), &key_name, &key).await {
-        Ok(info) => Ok(redirect_with(
-            "/ui/settings#keys",
-            &[Flash::ok(format!(
-                "Key {} added ({}).",
-                info.name, info.fingerprint
-            ))],
-        )),
+        Ok(info) => {
+            state
+                .audit(
+                    crate::audit::Audit::new("sshkey.added")
+                        .user_ids(user.id(), Some(user.email()))
+                        .with("name", &info.name)
+                        .with("fingerprint", &info.fingerprint),
+                )
+                .await;
+            Ok(redirect_with(
+                "/ui/settings#keys",
+                &[Flash::ok(format!(
+                    "Key {} added ({}).",
+                    info.name, info.fingerprint
+                ))],
+            ))
+        }
         Err(e) => {
             let e = ApiError::from(e);
             let status = e.status;
@@ -350,6 +370,14 @@ pub(crate) async fn remove_key(
         .remove_ssh_key(user.id(), &key.id)
         .await
         .map_err(ApiError::from)?;
+    state
+        .audit(
+            crate::audit::Audit::new("sshkey.removed")
+                .user_ids(user.id(), Some(user.email()))
+                .with("name", &key.name)
+                .with("fingerprint", &key.fingerprint),
+        )
+        .await;
     Ok(redirect_with(
         "/ui/settings#keys",
         &[Flash::ok(format!(
@@ -370,6 +398,13 @@ pub(crate) async fn regenerate_keypair(
         .await
         .map_err(ApiError::from)?;
     tracing::info!(email = %user.email(), access_key = %kp.access_key, "API keypair regenerated (web)");
+    state
+        .audit(
+            crate::audit::Audit::new("keypair.created")
+                .user_ids(user.id(), Some(user.email()))
+                .with("access_key", &kp.access_key),
+        )
+        .await;
     let form = SettingsForm {
         new_keypair: Some((kp.access_key, kp.secret_key)),
         ..Default::default()
@@ -408,6 +443,9 @@ pub(crate) async fn revoke_keypair(
         .await
         .map_err(ApiError::from)?;
     tracing::info!(email = %user.email(), "API keypair revoked (web)");
+    state
+        .audit(crate::audit::Audit::new("keypair.revoked").user_ids(user.id(), Some(user.email())))
+        .await;
     Ok(redirect_with(
         "/ui/settings#keypair",
         &[Flash::ok(
@@ -464,6 +502,13 @@ pub(crate) async fn change_password(
             return render(&state, &user, f, StatusCode::TOO_MANY_REQUESTS).await;
         }
         _ => {
+            state
+                .audit(
+                    crate::audit::Audit::new("password.change-failed")
+                        .user_ids(user.id(), Some(user.email()))
+                        .with("reason", "wrong-password"),
+                )
+                .await;
             let f = fail("The current password is wrong.", None);
             return render(&state, &user, f, StatusCode::FORBIDDEN).await;
         }
@@ -475,6 +520,9 @@ pub(crate) async fn change_password(
         .map_err(ApiError::from)?;
     crate::auth::end_logins(&state, user.id()).await?;
     tracing::info!(email = %user.email(), "password changed (web)");
+    state
+        .audit(crate::audit::Audit::new("password.changed").user_ids(user.id(), Some(user.email())))
+        .await;
     let mut resp = redirect_with(
         "/ui/login",
         &[Flash::ok("Password changed. Log in with the new password.")],

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cross_origin;
+mod events;
 mod harness;
 mod logins;
 mod quotas;

@@ -191,6 +191,113 @@ async fn exercise(store: &Store) {
             .id,
         f.id
     );
+    events(store, &u.id).await;
+}
+
+/// The audit trail: append in batches, filter by user (id or email),
+/// session (id or name), time, position; newest-N limits; pruning by age.
+async fn events(store: &Store, uid: &str) {
+    use airlock_gateway::store::{EventFilter, NewEvent};
+    let ev = |at: i64, kind: &str, user: Option<&str>, session: Option<&str>| NewEvent {
+        at,
+        kind: kind.to_owned(),
+        user_id: user.map(str::to_owned),
+        user: user.map(|u| format!("{u}@mail")),
+        client: Some("192.0.2.1".to_owned()),
+        session_id: session.map(|s| format!("id-{s}")),
+        session: session.map(str::to_owned),
+        conn: Some("c1".to_owned()),
+        detail: serde_json::json!({"path": "a b/ü.txt", "size": 5_000_000_000u64}),
+    };
+    store
+        .append_events(&[
+            ev(1_000, "login.ok", Some(uid), None),
+            ev(2_000, "tunnel.opened", Some(uid), Some("demo")),
+            ev(2_000, "tunnel.closed", Some(uid), Some("demo")),
+            ev(3_000, "login.failed", Some("other"), None),
+            ev(4_000, "login.failed", None, None),
+        ])
+        .await
+        .unwrap();
+    let all = store.events(&EventFilter::default()).await.unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "login.ok",
+            "tunnel.opened",
+            "tunnel.closed",
+            "login.failed",
+            "login.failed"
+        ]
+    );
+    assert_eq!(all[1].detail["size"], 5_000_000_000u64);
+    assert_eq!(all[1].detail["path"], "a b/ü.txt");
+    assert_eq!(all[1].time, "1970-01-01T00:00:02Z");
+    let mine = |f: EventFilter| async move { store.events(&f).await.unwrap() };
+    assert_eq!(
+        mine(EventFilter {
+            user: Some(uid.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    assert_eq!(
+        mine(EventFilter {
+            user: Some("other@mail".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    for s in ["demo", "id-demo"] {
+        let got = mine(EventFilter {
+            session: Some(s.to_owned()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(got.len(), 2, "{s}");
+    }
+    let since = mine(EventFilter {
+        since: Some(3_000),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(since.len(), 2);
+    let tail = mine(EventFilter {
+        after_id: Some(all[2].id.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(tail, all[3..].to_vec());
+    let newest = mine(EventFilter {
+        limit: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(newest, all[3..].to_vec());
+    assert_eq!(store.prune_events(2_500).await.unwrap(), 3);
+    assert_eq!(
+        store.events(&EventFilter::default()).await.unwrap().len(),
+        2
+    );
+    // A runner-sized batch: several multi-row statements, order kept.
+    let batch: Vec<NewEvent> = (0..250)
+        .map(|i| ev(10_000 + i, "sftp.write", Some(uid), Some("big")))
+        .collect();
+    store.append_events(&batch).await.unwrap();
+    let got = store
+        .events(&EventFilter {
+            session: Some("big".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 250);
+    assert!(got.windows(2).all(|w| w[0].at < w[1].at));
 }
 
 #[tokio::test]

@@ -1,0 +1,854 @@
+//! Resumable tunnels: the `airlock-resume.v1` WebSocket subprotocol.
+//!
+//! A resumable tunnel survives its transport breaking: the two ends that
+//! own the byte streams (the CLI, next to ssh, and the agent, next to the
+//! runner) each keep what they sent until the other acknowledges it, and
+//! after a reconnect each says how much it has received so the other
+//! resends the rest. Everything between them (the gateway) relays opaque
+//! bytes and keeps no state.
+//!
+//! # Wire format
+//!
+//! A byte stream of frames `[type: u8][length: u32 BE][payload]`; frame
+//! boundaries need not match WebSocket message boundaries.
+//!
+//! | type | frame | payload |
+//! |------|-------|---------|
+//! | 1 | `HELLO` | version `1` (u8), tunnel id (16 bytes, zero for a new tunnel), bytes received (u64), flags (u8, bit 0: FIN received), grace period in ms (u32, agent only) |
+//! | 2 | `DATA` | stream bytes (at most [`MAX_DATA`]) |
+//! | 3 | `ACK` | bytes received (u64), flags (u8, bit 0: FIN received) |
+//! | 4 | `FIN` | none: no data follows (resent after every resume until acknowledged) |
+//! | 5 | `ERROR` | code (u16), UTF-8 reason: the tunnel is over |
+//!
+//! Each attachment starts with the client's `HELLO` and the agent's answer
+//! (`HELLO`, or `ERROR` when it cannot open or find the tunnel); both then
+//! resend from the count the other reported. Counts only grow and must lie
+//! within what was sent, so a confused peer is a protocol error, never
+//! silent corruption.
+//!
+//! # Buffers
+//!
+//! Each end keeps a replay buffer of at most [`Config::buffer`] bytes of
+//! unacknowledged data. When it is full, the end stops reading its local
+//! stream (backpressure); it never grows and never drops. Receivers
+//! acknowledge every [`Config::buffer`]`/4` bytes and, for smaller amounts,
+//! after [`ACK_DELAY`], so buffers drain during bulk transfers.
+//!
+//! A steady state costs a 5-byte header per frame, a small ACK every
+//! megabyte, and reference-counted (not copied) buffers for the replay.
+//!
+//! One assumption: acknowledgements travel behind data on the same link,
+//! so if both directions are saturated, progress needs each local stream's
+//! consumer to keep reading while its own writes wait. SSH peers do
+//! (their channel windows bound what they buffer).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The WebSocket subprotocol a client offers to get a resumable tunnel.
+pub const SUBPROTOCOL: &str = "airlock-resume.v1";
+
+/// Largest DATA payload we send.
+pub const MAX_DATA: usize = 256 * 1024;
+
+/// Largest frame payload we accept.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Longest a receiver waits before acknowledging a small amount.
+pub const ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// How long a detached tunnel waits for its client by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
+
+/// A tunnel's id: 128 random bits, bound to its session by the agent.
+pub type TunnelId = [u8; 16];
+
+/// `ERROR` code: no such tunnel (it ended, its grace period ran out, or it
+/// belongs to another session).
+pub const ERR_UNKNOWN: u16 = 1;
+/// `ERROR` code: the agent could not open the session's SSH server.
+pub const ERR_CONNECT: u16 = 2;
+/// `ERROR` code: the peer broke the protocol.
+pub const ERR_PROTOCOL: u16 = 3;
+/// `ERROR` code: the other end's local stream failed.
+pub const ERR_ABORTED: u16 = 4;
+
+const T_HELLO: u8 = 1;
+const T_DATA: u8 = 2;
+const T_ACK: u8 = 3;
+const T_FIN: u8 = 4;
+const T_ERROR: u8 = 5;
+const HEADER: usize = 5;
+const VERSION: u8 = 1;
+
+/// One protocol frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Opens an attachment.
+    Hello {
+        /// The tunnel (zero: a new one).
+        id: TunnelId,
+        /// Bytes the sender has received so far.
+        received: u64,
+        /// Whether the sender has received the peer's FIN.
+        fin: bool,
+        /// The agent's grace period in milliseconds (0 from clients).
+        grace_ms: u32,
+    },
+    /// Stream bytes.
+    Data(Bytes),
+    /// Bytes received so far.
+    Ack {
+        /// The count.
+        received: u64,
+        /// Whether the FIN arrived too.
+        fin: bool,
+    },
+    /// The end of the sender's stream.
+    Fin,
+    /// The tunnel is over.
+    Error {
+        /// One of the `ERR_*` codes.
+        code: u16,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl Frame {
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let (ty, len) = match self {
+            Frame::Hello { .. } => (T_HELLO, 30),
+            Frame::Data(d) => (T_DATA, d.len()),
+            Frame::Ack { .. } => (T_ACK, 9),
+            Frame::Fin => (T_FIN, 0),
+            Frame::Error { reason, .. } => (T_ERROR, 2 + reason.len()),
+        };
+        out.reserve(HEADER + len);
+        out.put_u8(ty);
+        out.put_u32(len as u32);
+        match self {
+            Frame::Hello {
+                id,
+                received,
+                fin,
+                grace_ms,
+            } => {
+                out.put_u8(VERSION);
+                out.put_slice(id);
+                out.put_u64(*received);
+                out.put_u8(u8::from(*fin));
+                out.put_u32(*grace_ms);
+            }
+            Frame::Data(d) => out.put_slice(d),
+            Frame::Ack { received, fin } => {
+                out.put_u64(*received);
+                out.put_u8(u8::from(*fin));
+            }
+            Frame::Fin => {}
+            Frame::Error { code, reason } => {
+                out.put_u16(*code);
+                out.put_slice(reason.as_bytes());
+            }
+        }
+    }
+
+    /// The encoded frame.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        self.encode(&mut b);
+        b.freeze()
+    }
+}
+
+/// Why a tunnel attachment or handshake failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The peer sent something this protocol does not allow.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+fn protocol(msg: impl Into<String>) -> ResumeError {
+    ResumeError::Protocol(msg.into())
+}
+
+/// Splits a byte stream into frames.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: BytesMut,
+}
+
+impl Decoder {
+    /// Adds received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, if there is one.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ResumeError> {
+        if self.buf.len() < HEADER {
+            return Ok(None);
+        }
+        let ty = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(protocol(format!("a frame of {len} bytes")));
+        }
+        if self.buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        self.buf.advance(HEADER);
+        let mut p = self.buf.split_to(len);
+        let frame = match (ty, len) {
+            (T_HELLO, 30) => {
+                if p.get_u8() != VERSION {
+                    return Err(protocol("unknown protocol version"));
+                }
+                let mut id = [0u8; 16];
+                p.copy_to_slice(&mut id);
+                Frame::Hello {
+                    id,
+                    received: p.get_u64(),
+                    fin: p.get_u8() & 1 == 1,
+                    grace_ms: p.get_u32(),
+                }
+            }
+            (T_DATA, _) => Frame::Data(p.freeze()),
+            (T_ACK, 9) => Frame::Ack {
+                received: p.get_u64(),
+                fin: p.get_u8() & 1 == 1,
+            },
+            (T_FIN, 0) => Frame::Fin,
+            (T_ERROR, 2..) => Frame::Error {
+                code: p.get_u16(),
+                reason: String::from_utf8_lossy(&p).into_owned(),
+            },
+            _ => return Err(protocol(format!("bad frame (type {ty}, {len} bytes)"))),
+        };
+        Ok(Some(frame))
+    }
+}
+
+/// The receiving half of a transport.
+pub trait LinkRx: Send {
+    /// Appends the next bytes to `buf` (possibly none, e.g. for a pong);
+    /// `false` at the end.
+    fn recv_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<bool>> + Send;
+}
+
+/// The sending half of a transport.
+pub trait LinkTx: Send {
+    /// Sends encoded frames.
+    fn send(&mut self, frames: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends a keepalive probe (WebSocket ping); nothing by default.
+    fn ping(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// [`LinkRx`] over a byte stream.
+#[derive(Debug)]
+pub struct StreamRx<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send> LinkRx for StreamRx<R> {
+    async fn recv_into(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
+        // Straight into the decoder's buffer: no copy.
+        buf.reserve(64 * 1024);
+        Ok(self.0.read_buf(buf).await? > 0)
+    }
+}
+
+/// [`LinkTx`] over a byte stream.
+#[derive(Debug)]
+pub struct StreamTx<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send> LinkTx for StreamTx<W> {
+    async fn send(&mut self, frames: Bytes) -> io::Result<()> {
+        self.0.write_all(&frames).await?;
+        self.0.flush().await
+    }
+}
+
+/// A transport with its frame decoder.
+#[derive(Debug)]
+pub struct Link<Rx, Tx> {
+    /// Receiving half.
+    pub rx: Rx,
+    /// Sending half.
+    pub tx: Tx,
+    dec: Decoder,
+}
+
+impl<Rx: LinkRx, Tx: LinkTx> Link<Rx, Tx> {
+    /// Wraps the two halves.
+    pub fn new(rx: Rx, tx: Tx) -> Self {
+        Self {
+            rx,
+            tx,
+            dec: Decoder::default(),
+        }
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        self.tx.send(frame.to_bytes()).await
+    }
+
+    /// Receives one frame (`Ok(None)`: the transport ended).
+    pub async fn recv(&mut self) -> Result<Option<Frame>, LinkError> {
+        recv_frame(&mut self.rx, &mut self.dec, None).await
+    }
+}
+
+/// Why a link stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The transport failed or fell silent.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ResumeError),
+}
+
+async fn recv_frame<Rx: LinkRx>(
+    rx: &mut Rx,
+    dec: &mut Decoder,
+    dead_after: Option<Duration>,
+) -> Result<Option<Frame>, LinkError> {
+    loop {
+        if let Some(f) = dec.next_frame()? {
+            return Ok(Some(f));
+        }
+        let more = match dead_after {
+            Some(d) => tokio::time::timeout(d, rx.recv_into(&mut dec.buf))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer for {} s", d.as_secs()),
+                    )
+                })??,
+            None => rx.recv_into(&mut dec.buf).await?,
+        };
+        if !more {
+            return Ok(None);
+        }
+    }
+}
+
+/// Tuning for an [`Endpoint`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most unacknowledged bytes kept for replay.
+    pub buffer: usize,
+    /// Keepalive probes this often (`None`: none).
+    pub keepalive: Option<Duration>,
+    /// A link that delivers nothing for this long is dead (`None`: never).
+    pub dead_after: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            buffer: 4 << 20,
+            keepalive: None,
+            dead_after: None,
+        }
+    }
+}
+
+impl Config {
+    /// The client's settings: pings every 15 s, dead after 45 s of silence.
+    pub fn client() -> Self {
+        Self {
+            keepalive: Some(Duration::from_secs(15)),
+            dead_after: Some(Duration::from_secs(45)),
+            ..Self::default()
+        }
+    }
+}
+
+/// How an attachment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detach {
+    /// Both streams ended and everything was acknowledged: the tunnel is over.
+    Done,
+    /// The transport broke (or fell silent); a resume can continue.
+    Broken(String),
+    /// A newer attachment took over.
+    Replaced,
+    /// This end's local stream failed; the tunnel is over (the peer was told).
+    Failed(String),
+    /// The peer ended the tunnel with an `ERROR`.
+    Refused {
+        /// Its code.
+        code: u16,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    // Outgoing: bytes `acked..end` are in `replay`; `next` is the send
+    // cursor of the current attachment.
+    acked: u64,
+    end: u64,
+    next: u64,
+    replay: VecDeque<Bytes>,
+    local_eof: bool,
+    fin_acked: bool,
+    // Incoming.
+    received: u64,
+    peer_fin: bool,
+    ack_sent: u64,
+    fin_ack_sent: bool,
+    ack_due: Option<Instant>,
+    failed: Option<String>,
+}
+
+impl State {
+    fn done(&self) -> bool {
+        self.local_eof && self.fin_acked && self.peer_fin && self.fin_ack_sent
+    }
+
+    /// Drops what the peer confirmed.
+    fn ack(&mut self, upto: u64, fin: bool) -> Result<bool, ResumeError> {
+        if upto > self.end {
+            return Err(protocol(format!(
+                "acknowledged {upto} bytes of {} sent",
+                self.end
+            )));
+        }
+        let freed = upto > self.acked;
+        while self.acked < upto {
+            let Some(front) = self.replay.front_mut() else {
+                break;
+            };
+            let drop = (upto - self.acked).min(front.len() as u64) as usize;
+            front.advance(drop);
+            self.acked += drop as u64;
+            if front.is_empty() {
+                self.replay.pop_front();
+            }
+        }
+        if fin && self.local_eof && upto == self.end {
+            self.fin_acked = true;
+        }
+        Ok(freed)
+    }
+
+    /// Up to `max` bytes from `next`.
+    fn chunk_at(&self, max: usize) -> Bytes {
+        let mut off = self.next - self.acked;
+        for b in &self.replay {
+            if off < b.len() as u64 {
+                let start = off as usize;
+                let stop = b.len().min(start + max);
+                return b.slice(start..stop);
+            }
+            off -= b.len() as u64;
+        }
+        Bytes::new()
+    }
+}
+
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+struct Shared {
+    state: Mutex<State>,
+    wake_tx: Notify,
+    wake_reader: Notify,
+    writer: tokio::sync::Mutex<BoxWrite>,
+    attach: tokio::sync::Mutex<()>,
+    current: Mutex<Option<CancellationToken>>,
+    cfg: Config,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the counters half-updated in a
+        // way that matters more than stopping would.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One end of a resumable tunnel: owns the local stream and the replay
+/// buffer, and runs over a sequence of transports ([`Endpoint::attach`]).
+/// Dropping it closes the local stream.
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("Endpoint")
+            .field("sent", &st.end)
+            .field("acked", &st.acked)
+            .field("received", &st.received)
+            .finish()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Endpoint {
+    /// Starts reading `rd` into the replay buffer; `wr` gets what arrives.
+    pub fn new<R, W>(rd: R, wr: W, cfg: Config) -> Self
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake_tx: Notify::new(),
+            wake_reader: Notify::new(),
+            writer: tokio::sync::Mutex::new(Box::new(wr)),
+            attach: tokio::sync::Mutex::new(()),
+            current: Mutex::new(None),
+            cfg,
+        });
+        let reader = tokio::spawn(read_local(shared.clone(), rd));
+        Self { shared, reader }
+    }
+
+    /// This end's `HELLO` for tunnel `id`.
+    pub fn hello(&self, id: TunnelId, grace: Duration) -> Frame {
+        let st = self.shared.lock();
+        Frame::Hello {
+            id,
+            received: st.received,
+            fin: st.peer_fin,
+            grace_ms: u32::try_from(grace.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether the peer's stream has ended (its FIN arrived).
+    pub fn peer_finished(&self) -> bool {
+        self.shared.lock().peer_fin
+    }
+
+    /// Whether the tunnel is over.
+    pub fn is_done(&self) -> bool {
+        self.shared.lock().done()
+    }
+
+    /// Bytes (sent, received) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = self.shared.lock();
+        (st.end, st.received)
+    }
+
+    /// Runs the tunnel over `link` after the handshake, where the peer
+    /// said it had received `peer_received` bytes (and our FIN, if
+    /// `peer_fin`). A newer attach replaces this one.
+    pub async fn attach<Rx: LinkRx, Tx: LinkTx>(
+        &self,
+        link: &mut Link<Rx, Tx>,
+        peer_received: u64,
+        peer_fin: bool,
+    ) -> Detach {
+        let token = CancellationToken::new();
+        if let Some(old) = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(token.clone())
+        {
+            old.cancel();
+        }
+        let _attached = self.shared.attach.lock().await;
+        if token.is_cancelled() {
+            return Detach::Replaced;
+        }
+        let refused = {
+            let mut st = self.shared.lock();
+            if peer_received < st.acked {
+                Some("the peer lost acknowledged bytes".to_owned())
+            } else if let Err(ResumeError::Protocol(e)) = st.ack(peer_received, peer_fin) {
+                Some(e)
+            } else {
+                st.next = peer_received;
+                st.ack_sent = st.received;
+                st.fin_ack_sent = st.peer_fin;
+                st.ack_due = None;
+                None
+            }
+        };
+        if let Some(reason) = refused {
+            return self.fail_protocol(link, &reason).await;
+        }
+        self.shared.wake_reader.notify_one();
+        let shared = &self.shared;
+        let Link { rx, tx, dec } = link;
+        let send = send_loop(shared, tx);
+        let recv = recv_loop(shared, rx, dec);
+        let mut outcome = tokio::select! {
+            d = send => d,
+            d = recv => d,
+            _ = token.cancelled() => Detach::Replaced,
+        };
+        // The peer may close right after the last ACK: over is over.
+        if matches!(outcome, Detach::Broken(_)) && self.shared.lock().done() {
+            outcome = Detach::Done;
+        }
+        if let Detach::Failed(reason) = &outcome {
+            let code = if reason.starts_with("protocol error") {
+                ERR_PROTOCOL
+            } else {
+                ERR_ABORTED
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                link.send(&Frame::Error {
+                    code,
+                    reason: reason.clone(),
+                }),
+            )
+            .await;
+        }
+        outcome
+    }
+
+    async fn fail_protocol<Rx: LinkRx, Tx: LinkTx>(
+        &self,
+        link: &mut Link<Rx, Tx>,
+        reason: &str,
+    ) -> Detach {
+        let reason = format!("protocol error: {reason}");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            link.send(&Frame::Error {
+                code: ERR_PROTOCOL,
+                reason: reason.clone(),
+            }),
+        )
+        .await;
+        Detach::Failed(reason)
+    }
+}
+
+/// Reads the local stream into the replay buffer while there is room.
+async fn read_local<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
+    // Small reads while idle (little memory per quiet tunnel), large ones
+    // while the stream keeps them full.
+    const SMALL: usize = 16 * 1024;
+    let mut want = SMALL;
+    loop {
+        let room = loop {
+            {
+                let st = shared.lock();
+                let used = (st.end - st.acked) as usize;
+                if used < shared.cfg.buffer {
+                    break shared.cfg.buffer - used;
+                }
+            }
+            shared.wake_reader.notified().await;
+        };
+        let mut buf = BytesMut::with_capacity(want.min(room));
+        let n = match (&mut rd)
+            .take(want.min(room) as u64)
+            .read_buf(&mut buf)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel: local read failed; ending the stream");
+                0
+            }
+        };
+        want = if n == buf.capacity() { MAX_DATA } else { SMALL };
+        let mut st = shared.lock();
+        if n == 0 {
+            st.local_eof = true;
+            drop(st);
+            shared.wake_tx.notify_one();
+            return;
+        }
+        st.end += n as u64;
+        st.replay.push_back(buf.freeze());
+        drop(st);
+        shared.wake_tx.notify_one();
+    }
+}
+
+enum Act {
+    Send(Frame),
+    Wait(Option<Instant>),
+    Done,
+    Failed(String),
+}
+
+async fn send_loop<Tx: LinkTx>(shared: &Shared, tx: &mut Tx) -> Detach {
+    let ack_every = (shared.cfg.buffer / 4).max(1) as u64;
+    let mut fin_sent = false;
+    let mut keepalive = shared.cfg.keepalive.map(|every| {
+        let mut i = tokio::time::interval_at(Instant::now() + every, every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    loop {
+        let act = {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            let unacked = st.received - st.ack_sent;
+            if let Some(reason) = st.failed.clone() {
+                Act::Failed(reason)
+            } else if (unacked > 0
+                && (unacked >= ack_every || st.ack_due.is_some_and(|d| d <= now)))
+                || (st.peer_fin && !st.fin_ack_sent)
+            {
+                st.ack_sent = st.received;
+                st.fin_ack_sent = st.peer_fin;
+                st.ack_due = None;
+                Act::Send(Frame::Ack {
+                    received: st.received,
+                    fin: st.peer_fin,
+                })
+            } else if st.next < st.end {
+                let chunk = st.chunk_at(MAX_DATA);
+                st.next += chunk.len() as u64;
+                Act::Send(Frame::Data(chunk))
+            } else if st.local_eof && !fin_sent {
+                fin_sent = true;
+                Act::Send(Frame::Fin)
+            } else if st.done() {
+                Act::Done
+            } else {
+                Act::Wait(if unacked > 0 { st.ack_due } else { None })
+            }
+        };
+        match act {
+            Act::Send(frame) => {
+                if let Err(e) = tx.send(frame.to_bytes()).await {
+                    return Detach::Broken(e.to_string());
+                }
+            }
+            Act::Done => return Detach::Done,
+            Act::Failed(reason) => return Detach::Failed(reason),
+            Act::Wait(due) => {
+                let ping = async {
+                    match keepalive.as_mut() {
+                        Some(k) => {
+                            k.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                let timer = async {
+                    match due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shared.wake_tx.notified() => {}
+                    _ = timer => {}
+                    _ = ping => {
+                        if let Err(e) = tx.ping().await {
+                            return Detach::Broken(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) -> Detach {
+    let ack_every = (shared.cfg.buffer / 4).max(1) as u64;
+    let mut writer = shared.writer.lock().await;
+    loop {
+        let frame = match recv_frame(rx, dec, shared.cfg.dead_after).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Detach::Broken("the connection closed".into()),
+            Err(LinkError::Io(e)) => return Detach::Broken(e.to_string()),
+            Err(LinkError::Protocol(e)) => return Detach::Failed(e.to_string()),
+        };
+        match frame {
+            Frame::Data(mut d) => {
+                if shared.lock().peer_fin {
+                    return Detach::Failed("protocol error: data after FIN".into());
+                }
+                // Counted per write, so an attachment cancelled mid-frame
+                // knows exactly what reached the local stream.
+                while !d.is_empty() {
+                    match writer.write(&d).await {
+                        Ok(n) if n > 0 => {
+                            d.advance(n);
+                            shared.lock().received += n as u64;
+                        }
+                        Ok(_) => return local_failed(shared, "the local stream is closed"),
+                        Err(e) => return local_failed(shared, &e.to_string()),
+                    }
+                }
+                if let Err(e) = writer.flush().await {
+                    return local_failed(shared, &e.to_string());
+                }
+                let mut st = shared.lock();
+                if st.received - st.ack_sent >= ack_every {
+                    drop(st);
+                    shared.wake_tx.notify_one();
+                } else if st.ack_due.is_none() {
+                    st.ack_due = Some(Instant::now() + ACK_DELAY);
+                    drop(st);
+                    shared.wake_tx.notify_one();
+                }
+            }
+            Frame::Ack { received, fin } => {
+                let freed = match shared.lock().ack(received, fin) {
+                    Ok(f) => f,
+                    Err(e) => return Detach::Failed(e.to_string()),
+                };
+                if freed {
+                    shared.wake_reader.notify_one();
+                }
+                shared.wake_tx.notify_one();
+            }
+            Frame::Fin => {
+                let first = {
+                    let mut st = shared.lock();
+                    !std::mem::replace(&mut st.peer_fin, true)
+                };
+                if first {
+                    let _ = writer.shutdown().await;
+                }
+                shared.wake_tx.notify_one();
+            }
+            Frame::Hello { .. } => {
+                return Detach::Failed("protocol error: HELLO in mid-stream".into());
+            }
+            Frame::Error { code, reason } => return Detach::Refused { code, reason },
+        }
+    }
+}
+
+fn local_failed(shared: &Shared, reason: &str) -> Detach {
+    let reason = format!("the local stream failed: {reason}");
+    shared.lock().failed = Some(reason.clone());
+    Detach::Failed(reason)
+}
+
+#[cfg(test)]
+mod tests;

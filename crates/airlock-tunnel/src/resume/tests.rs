@@ -1,0 +1,342 @@
+use super::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::io::DuplexStream;
+
+type DLink =
+    Link<StreamRx<tokio::io::ReadHalf<DuplexStream>>, StreamTx<tokio::io::WriteHalf<DuplexStream>>>;
+
+fn link_pair(cap: usize) -> (DLink, DLink) {
+    let (a, b) = tokio::io::duplex(cap);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    (
+        Link::new(StreamRx(ar), StreamTx(aw)),
+        Link::new(StreamRx(br), StreamTx(bw)),
+    )
+}
+
+#[test]
+fn frames_round_trip_in_any_split() {
+    let frames = vec![
+        Frame::Hello {
+            id: [7; 16],
+            received: 1 << 40,
+            fin: true,
+            grace_ms: 120_000,
+        },
+        Frame::Data(Bytes::from_static(b"hello world")),
+        Frame::Data(Bytes::new()),
+        Frame::Ack {
+            received: 12345,
+            fin: false,
+        },
+        Frame::Fin,
+        Frame::Error {
+            code: ERR_UNKNOWN,
+            reason: "gone".into(),
+        },
+    ];
+    let mut wire = BytesMut::new();
+    for f in &frames {
+        f.encode(&mut wire);
+    }
+    for step in [1, 2, 3, 7, 64, wire.len()] {
+        let mut dec = Decoder::default();
+        let mut got = Vec::new();
+        for piece in wire.chunks(step) {
+            dec.push(piece);
+            while let Some(f) = dec.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames, "split every {step} bytes");
+    }
+}
+
+#[test]
+fn bad_frames_are_protocol_errors() {
+    let mut dec = Decoder::default();
+    dec.push(&[9, 0, 0, 0, 0]);
+    assert!(dec.next_frame().is_err());
+    let mut dec = Decoder::default();
+    dec.push(&[T_DATA, 0xff, 0, 0, 0]);
+    assert!(dec.next_frame().is_err(), "oversized frames are refused");
+    let mut dec = Decoder::default();
+    dec.push(&[T_ACK, 0, 0, 0, 2, 0, 0]);
+    assert!(dec.next_frame().is_err());
+}
+
+#[test]
+fn acks_free_the_replay_and_never_overrun() {
+    let mut st = State::default();
+    st.replay.push_back(Bytes::from_static(b"abcdef"));
+    st.replay.push_back(Bytes::from_static(b"ghij"));
+    st.end = 10;
+    st.next = 10;
+    assert!(st.ack(4, false).unwrap());
+    assert_eq!(st.acked, 4);
+    st.next = 4;
+    assert_eq!(&st.chunk_at(100)[..], b"ef");
+    st.next = 6;
+    assert_eq!(&st.chunk_at(3)[..], b"ghi");
+    assert!(!st.ack(3, false).unwrap(), "an old ack changes nothing");
+    assert!(st.ack(11, false).is_err(), "acking unsent bytes is refused");
+    st.local_eof = true;
+    st.ack(10, true).unwrap();
+    assert!(st.fin_acked);
+    assert!(st.replay.is_empty());
+}
+
+/// Sends `up` from A to B and `down` from B to A through endpoints whose
+/// links are cut at random moments (mid-frame included), with slow local
+/// readers, and checks both streams arrive intact and the tunnel ends.
+async fn cut_and_resume(seed: u64, size: usize, buffer: usize) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let up: Vec<u8> = (0..size).map(|_| rng.random()).collect();
+    let down: Vec<u8> = (0..size / 2).map(|_| rng.random()).collect();
+    let cfg = Config {
+        buffer,
+        ..Config::default()
+    };
+    let (a_local, a_far) = tokio::io::duplex(rng.random_range(1..64 * 1024));
+    let (b_local, b_far) = tokio::io::duplex(rng.random_range(1..64 * 1024));
+    let (ar, aw) = tokio::io::split(a_local);
+    let (br, bw) = tokio::io::split(b_local);
+    let a = Endpoint::new(ar, aw, cfg.clone());
+    let b = Endpoint::new(br, bw, cfg);
+
+    // The far ends: write one stream in random pieces, read the other
+    // slowly, then close.
+    let far = |io: DuplexStream, send: Vec<u8>, expect: usize, seed: u64| async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (mut r, mut w) = tokio::io::split(io);
+        let writer = async {
+            let mut off = 0;
+            while off < send.len() {
+                let n = rng.random_range(1..=64 * 1024).min(send.len() - off);
+                w.write_all(&send[off..off + n]).await.unwrap();
+                off += n;
+            }
+            w.shutdown().await.unwrap();
+        };
+        let mut rng2 = StdRng::seed_from_u64(seed ^ 1);
+        let reader = async {
+            let mut got = Vec::with_capacity(expect);
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let want = rng2.random_range(1..=buf.len());
+                let n = r.read(&mut buf[..want]).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if rng2.random_range(0..8) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            got
+        };
+        let ((), got) = tokio::join!(writer, reader);
+        got
+    };
+    let fa = tokio::spawn(far(a_far, up.clone(), down.len(), seed ^ 2));
+    let fb = tokio::spawn(far(b_far, down.clone(), up.len(), seed ^ 3));
+
+    let mut attaches = 0;
+    loop {
+        attaches += 1;
+        assert!(attaches < 2000, "no progress");
+        let (mut la, mut lb) = link_pair(rng.random_range(64..256 * 1024));
+        // The handshake: each side says what it has received.
+        let (ha, hb) = (
+            a.hello([1; 16], Duration::ZERO),
+            b.hello([1; 16], Duration::ZERO),
+        );
+        la.send(&ha).await.unwrap();
+        lb.send(&hb).await.unwrap();
+        let Some(Frame::Hello {
+            received: rb,
+            fin: fb_,
+            ..
+        }) = lb.recv().await.unwrap()
+        else {
+            panic!("no hello")
+        };
+        let Some(Frame::Hello {
+            received: ra,
+            fin: fa_,
+            ..
+        }) = la.recv().await.unwrap()
+        else {
+            panic!("no hello")
+        };
+        let cut = Duration::from_micros(rng.random_range(100..20_000));
+        let both = async { tokio::join!(a.attach(&mut la, ra, fa_), b.attach(&mut lb, rb, fb_)) };
+        match tokio::time::timeout(cut, both).await {
+            Ok((Detach::Done, Detach::Done)) => break,
+            Ok((da, db)) => {
+                assert!(
+                    matches!(da, Detach::Done | Detach::Broken(_))
+                        && matches!(db, Detach::Done | Detach::Broken(_)),
+                    "{da:?} {db:?}"
+                );
+                if a.is_done() && b.is_done() {
+                    break;
+                }
+            }
+            Err(_) => {} // cut
+        }
+    }
+    let got_at_b = tokio::time::timeout(Duration::from_secs(30), fb)
+        .await
+        .unwrap()
+        .unwrap();
+    let got_at_a = tokio::time::timeout(Duration::from_secs(30), fa)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got_at_b == up, "seed {seed}: A→B stream differs");
+    assert!(got_at_a == down, "seed {seed}: B→A stream differs");
+    attaches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_cuts_always_deliver_the_exact_streams() {
+    let started = std::time::Instant::now();
+    let mut big_attaches = 0;
+    for seed in 0..24u64 {
+        let size = [0, 1, 1000, 300_000, 2_000_000][seed as usize % 5];
+        let buffer = [4096, 64 * 1024, 1 << 20][seed as usize % 3];
+        let n = tokio::time::timeout(Duration::from_secs(60), cut_and_resume(seed, size, buffer))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed} hung"));
+        if size == 2_000_000 {
+            assert!(n > 1, "seed {seed}: never cut");
+            big_attaches += n;
+        }
+    }
+    eprintln!(
+        "24 cases in {:?}, {big_attaches} attachments for the large ones",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn uninterrupted_tunnel_delivers_and_ends() {
+    cut_and_resume_never(5_000_000).await;
+}
+
+async fn cut_and_resume_never(size: usize) {
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let (a_local, mut a_far) = tokio::io::duplex(1 << 16);
+    let (b_local, mut b_far) = tokio::io::duplex(1 << 16);
+    let (ar, aw) = tokio::io::split(a_local);
+    let (br, bw) = tokio::io::split(b_local);
+    let a = Endpoint::new(ar, aw, Config::default());
+    let b = Endpoint::new(br, bw, Config::default());
+    let (mut la, mut lb) = link_pair(1 << 16);
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            a_far.write_all(&data).await.unwrap();
+            a_far.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            a_far.read_to_end(&mut rest).await.unwrap();
+            rest
+        })
+    };
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        b_far.read_to_end(&mut got).await.unwrap();
+        b_far.write_all(b"bye").await.unwrap();
+        b_far.shutdown().await.unwrap();
+        got
+    });
+    let (da, db) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(a.attach(&mut la, 0, false), b.attach(&mut lb, 0, false))
+    })
+    .await
+    .unwrap();
+    assert_eq!((da, db), (Detach::Done, Detach::Done));
+    assert!(reader.await.unwrap() == data);
+    assert_eq!(writer.await.unwrap(), b"bye");
+}
+
+#[tokio::test]
+async fn a_newer_attach_replaces_the_old_one() {
+    let (a_local, _a_far) = tokio::io::duplex(1024);
+    let (ar, aw) = tokio::io::split(a_local);
+    let a = Endpoint::new(ar, aw, Config::default());
+    let (mut l1, _p1) = link_pair(1024);
+    let (mut l2, mut p2) = link_pair(1024);
+    let first = a.attach(&mut l1, 0, false);
+    tokio::pin!(first);
+    // Let the first one start.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut first)
+            .await
+            .is_err()
+    );
+    let second = a.attach(&mut l2, 0, false);
+    tokio::pin!(second);
+    let d1 = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::select! {
+            d = &mut first => d,
+            _ = &mut second => panic!("the second ended first"),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(d1, Detach::Replaced);
+    // The second one works: a peer error ends it.
+    p2.send(&Frame::Error {
+        code: ERR_UNKNOWN,
+        reason: "x".into(),
+    })
+    .await
+    .unwrap();
+    let d2 = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap();
+    assert_eq!(
+        d2,
+        Detach::Refused {
+            code: ERR_UNKNOWN,
+            reason: "x".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_peer_claiming_unsent_bytes_is_refused() {
+    let (a_local, _a_far) = tokio::io::duplex(1024);
+    let (ar, aw) = tokio::io::split(a_local);
+    let a = Endpoint::new(ar, aw, Config::default());
+    let (mut l, mut p) = link_pair(1024);
+    let d = a.attach(&mut l, 99, false).await;
+    assert!(
+        matches!(d, Detach::Failed(ref r) if r.contains("protocol")),
+        "{d:?}"
+    );
+    assert!(matches!(
+        p.recv().await.unwrap(),
+        Some(Frame::Error {
+            code: ERR_PROTOCOL,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_link_is_declared_dead() {
+    let (a_local, _a_far) = tokio::io::duplex(1024);
+    let (ar, aw) = tokio::io::split(a_local);
+    let a = Endpoint::new(ar, aw, Config::client());
+    let (mut l, _p) = link_pair(1024);
+    let d = a.attach(&mut l, 0, false).await;
+    assert!(
+        matches!(d, Detach::Broken(ref r) if r.contains("no answer")),
+        "{d:?}"
+    );
+}
