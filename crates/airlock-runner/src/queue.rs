@@ -120,6 +120,7 @@ impl Count {
         let high = self.inner.high;
         if prev < high && prev + n >= high {
             self.inner.over.fetch_add(1, Ordering::AcqRel);
+            tracing::debug!("a channel is {high} bytes behind: token window");
         }
     }
 
@@ -128,6 +129,7 @@ impl Count {
         let high = self.inner.high;
         if prev >= high && prev - n < high {
             self.inner.over.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!("the channel caught up");
         }
     }
 }

@@ -4,7 +4,8 @@
 //! Both used to stall for good (issue 13): the channel reader awaited room
 //! in a bounded queue, which stopped russh's session loop and with it the
 //! window adjusts the echoed output waited for (src/queue.rs explains the
-//! design that replaced it). Deadlines turn a stall into a failure.
+//! design that replaced it). The consumers start late, so the client always
+//! gets far ahead; deadlines turn a stall into a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -28,7 +29,7 @@ fn cat_echoes_512m_through_exec() {
         .collect();
     let o = run_timeout(
         Command::new("sh").arg("-c").arg(format!(
-            "{} {} cat < {} > {}",
+            "{} {} 'sleep 2; cat' < {} > {}",
             words.join(" "),
             s.dest(),
             big.display(),
@@ -38,6 +39,18 @@ fn cat_echoes_512m_through_exec() {
     );
     assert_ok(&o, "ssh cat", &s);
     assert!(same_file(&big, &out), "echoed bytes differ");
+    assert_throttled(&s);
+}
+
+/// The consumer started late, so the client got far ahead: the runner must
+/// have throttled the window (and not stopped its session loop).
+fn assert_throttled(s: &Server) {
+    let log = s.log_text();
+    assert!(
+        log.contains("behind: token window") && log.contains("caught up"),
+        "expected the connection to be throttled and to recover; server log tail:\n{}",
+        tail(&log, 30)
+    );
 }
 
 #[test]
@@ -53,6 +66,8 @@ fn echoing_forward_target_gets_256m_back() {
     let echo = std::thread::spawn(move || {
         use std::io::{Read as _, Write as _};
         let (mut sock, _) = listener.accept().unwrap();
+        // Start late, so that the client gets far ahead.
+        std::thread::sleep(Duration::from_secs(2));
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = sock.read(&mut buf).unwrap_or(0);
@@ -79,4 +94,5 @@ fn echoing_forward_target_gets_256m_back() {
     assert_ok(&o, "ssh -W to an echo target", &s);
     assert!(same_file(&big, &out), "echoed bytes differ");
     echo.join().unwrap();
+    assert_throttled(&s);
 }

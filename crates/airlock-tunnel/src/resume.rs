@@ -37,10 +37,15 @@
 //! A steady state costs a 5-byte header per frame, a small ACK every
 //! megabyte, and reference-counted (not copied) buffers for the replay.
 //!
-//! One assumption: acknowledgements travel behind data on the same link,
-//! so if both directions are saturated, progress needs each local stream's
-//! consumer to keep reading while its own writes wait. SSH peers do
-//! (their channel windows bound what they buffer).
+//! Receiving never waits on the local stream: DATA goes into a queue that
+//! a writer task empties into the local stream, and ACKs count what that
+//! task has *written* (so the peer's replay buffer bounds the queue).
+//! Waiting on the local write instead left the ACKs that follow the data on
+//! the link unread while the local write waited, which deadlocks with a
+//! local peer that does blocking writes and reads only between them (PuTTY
+//! `psftp -proxycmd "airlock proxy S"`: psftp blocks writing an upload to
+//! our stdin, whose reading waits for ACKs, which wait behind our write to
+//! psftp's stdout, which psftp reads only after its write).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -410,9 +415,14 @@ struct State {
     replay: VecDeque<Bytes>,
     local_eof: bool,
     fin_acked: bool,
-    // Incoming.
+    // Incoming: `received` bytes (and `peer_fin`) were taken from links
+    // into the local write queue (what a HELLO reports: the peer resends
+    // from there); `written` bytes (and `fin_written`) reached the local
+    // stream (what ACKs report: the peer frees its buffer up to there).
     received: u64,
     peer_fin: bool,
+    written: u64,
+    fin_written: bool,
     ack_sent: u64,
     fin_ack_sent: bool,
     ack_due: Option<Instant>,
@@ -421,7 +431,7 @@ struct State {
 
 impl State {
     fn done(&self) -> bool {
-        self.local_eof && self.fin_acked && self.peer_fin && self.fin_ack_sent
+        self.local_eof && self.fin_acked && self.fin_written && self.fin_ack_sent
     }
 
     /// Drops what the peer confirmed.
@@ -465,13 +475,17 @@ impl State {
     }
 }
 
-type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+/// What the local writer task gets.
+enum Out {
+    Data(Bytes),
+    Fin,
+}
 
 struct Shared {
     state: Mutex<State>,
     wake_tx: Notify,
     wake_reader: Notify,
-    writer: tokio::sync::Mutex<BoxWrite>,
+    out: tokio::sync::mpsc::UnboundedSender<Out>,
     attach: tokio::sync::Mutex<()>,
     current: Mutex<Option<CancellationToken>>,
     cfg: Config,
@@ -493,6 +507,7 @@ impl Shared {
 pub struct Endpoint {
     shared: Arc<Shared>,
     reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -509,6 +524,7 @@ impl std::fmt::Debug for Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.reader.abort();
+        self.writer.abort();
     }
 }
 
@@ -519,17 +535,23 @@ impl Endpoint {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        let (out, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake_tx: Notify::new(),
             wake_reader: Notify::new(),
-            writer: tokio::sync::Mutex::new(Box::new(wr)),
+            out,
             attach: tokio::sync::Mutex::new(()),
             current: Mutex::new(None),
             cfg,
         });
         let reader = tokio::spawn(read_local(shared.clone(), rd));
-        Self { shared, reader }
+        let writer = tokio::spawn(write_local(shared.clone(), wr, out_rx));
+        Self {
+            shared,
+            reader,
+            writer,
+        }
     }
 
     /// This end's `HELLO` for tunnel `id`.
@@ -590,7 +612,9 @@ impl Endpoint {
                 Some(e)
             } else {
                 st.next = peer_received;
-                st.ack_sent = st.received;
+                // Our HELLO reported what we took in; ACKs go on from
+                // what is written.
+                st.ack_sent = st.written;
                 st.fin_ack_sent = st.peer_fin;
                 st.ack_due = None;
                 None
@@ -712,19 +736,19 @@ async fn send_loop<Tx: LinkTx>(shared: &Shared, tx: &mut Tx) -> Detach {
         let act = {
             let mut st = shared.lock();
             let now = Instant::now();
-            let unacked = st.received - st.ack_sent;
+            let unacked = st.written.saturating_sub(st.ack_sent);
             if let Some(reason) = st.failed.clone() {
                 Act::Failed(reason)
             } else if (unacked > 0
                 && (unacked >= ack_every || st.ack_due.is_some_and(|d| d <= now)))
-                || (st.peer_fin && !st.fin_ack_sent)
+                || (st.fin_written && !st.fin_ack_sent)
             {
-                st.ack_sent = st.received;
-                st.fin_ack_sent = st.peer_fin;
+                st.ack_sent = st.written;
+                st.fin_ack_sent = st.fin_written;
                 st.ack_due = None;
                 Act::Send(Frame::Ack {
-                    received: st.received,
-                    fin: st.peer_fin,
+                    received: st.written,
+                    fin: st.fin_written,
                 })
             } else if st.next < st.end {
                 let chunk = st.chunk_at(MAX_DATA);
@@ -777,8 +801,6 @@ async fn send_loop<Tx: LinkTx>(shared: &Shared, tx: &mut Tx) -> Detach {
 }
 
 async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) -> Detach {
-    let ack_every = (shared.cfg.buffer / 4).max(1) as u64;
-    let mut writer = shared.writer.lock().await;
     loop {
         let frame = match recv_frame(rx, dec, shared.cfg.dead_after).await {
             Ok(Some(f)) => f,
@@ -787,34 +809,18 @@ async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) 
             Err(LinkError::Protocol(e)) => return Detach::Failed(e.to_string()),
         };
         match frame {
-            Frame::Data(mut d) => {
-                if shared.lock().peer_fin {
+            Frame::Data(d) => {
+                // Handed to the writer task at once: this loop must go on
+                // reading the ACKs behind this data (see the module docs).
+                let mut st = shared.lock();
+                if st.peer_fin {
                     return Detach::Failed("protocol error: data after FIN".into());
                 }
-                // Counted per write, so an attachment cancelled mid-frame
-                // knows exactly what reached the local stream.
-                while !d.is_empty() {
-                    match writer.write(&d).await {
-                        Ok(n) if n > 0 => {
-                            d.advance(n);
-                            shared.lock().received += n as u64;
-                        }
-                        Ok(_) => return local_failed(shared, "the local stream is closed"),
-                        Err(e) => return local_failed(shared, &e.to_string()),
-                    }
-                }
-                if let Err(e) = writer.flush().await {
-                    return local_failed(shared, &e.to_string());
-                }
-                let mut st = shared.lock();
-                if st.received - st.ack_sent >= ack_every {
-                    drop(st);
-                    shared.wake_tx.notify_one();
-                } else if st.ack_due.is_none() {
-                    st.ack_due = Some(Instant::now() + ACK_DELAY);
-                    drop(st);
-                    shared.wake_tx.notify_one();
-                }
+                st.received += d.len() as u64;
+                drop(st);
+                // The writer is gone only after a local failure, which the
+                // send loop reports.
+                let _ = shared.out.send(Out::Data(d));
             }
             Frame::Ack { received, fin } => {
                 let freed = match shared.lock().ack(received, fin) {
@@ -832,7 +838,7 @@ async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) 
                     !std::mem::replace(&mut st.peer_fin, true)
                 };
                 if first {
-                    let _ = writer.shutdown().await;
+                    let _ = shared.out.send(Out::Fin);
                 }
                 shared.wake_tx.notify_one();
             }
@@ -844,10 +850,49 @@ async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) 
     }
 }
 
-fn local_failed(shared: &Shared, reason: &str) -> Detach {
+/// Writes what arrives to the local stream, for as long as the endpoint
+/// lives (across attachments), and reports progress for the ACKs.
+async fn write_local<W: AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut wr: W,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+) {
+    let ack_every = (shared.cfg.buffer / 4).max(1) as u64;
+    while let Some(out) = rx.recv().await {
+        match out {
+            Out::Data(d) => {
+                if let Err(e) = wr.write_all(&d).await {
+                    return local_failed(&shared, &e.to_string());
+                }
+                if let Err(e) = wr.flush().await {
+                    return local_failed(&shared, &e.to_string());
+                }
+                let mut st = shared.lock();
+                st.written += d.len() as u64;
+                if st.written - st.ack_sent >= ack_every {
+                    drop(st);
+                    shared.wake_tx.notify_one();
+                } else if st.ack_due.is_none() {
+                    st.ack_due = Some(Instant::now() + ACK_DELAY);
+                    drop(st);
+                    shared.wake_tx.notify_one();
+                }
+            }
+            Out::Fin => {
+                let _ = wr.shutdown().await;
+                shared.lock().fin_written = true;
+                shared.wake_tx.notify_one();
+            }
+        }
+    }
+}
+
+/// The local stream cannot take more: the tunnel is over (the send loop
+/// reports it to the peer).
+fn local_failed(shared: &Shared, reason: &str) {
     let reason = format!("the local stream failed: {reason}");
-    shared.lock().failed = Some(reason.clone());
-    Detach::Failed(reason)
+    shared.lock().failed = Some(reason);
+    shared.wake_tx.notify_one();
 }
 
 #[cfg(test)]

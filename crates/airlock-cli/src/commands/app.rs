@@ -37,6 +37,10 @@ pub async fn run(client: &ApiClient, args: AppArgs) -> CliResult<()> {
             addr.port()
         ));
     }
+    // Listen for Ctrl-C/SIGINT before saying we are ready: a script that
+    // interrupts right after the banner must stop us (a background job of a
+    // non-interactive shell otherwise inherits SIGINT as ignored).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     output::info(&format!(
         "A local proxy to the application \"sshd\" provided by the session \"{}\" is available at:",
         args.session
@@ -61,7 +65,7 @@ pub async fn run(client: &ApiClient, args: AppArgs) -> CliResult<()> {
     let stop = CancellationToken::new();
     let s2 = stop.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupt.recv().await.is_some() {
             s2.cancel();
         }
     });

@@ -340,3 +340,65 @@ async fn a_silent_link_is_declared_dead() {
         "{d:?}"
     );
 }
+
+/// A local peer that writes in blocking style — it reads nothing until
+/// its whole write is taken (PuTTY's psftp on a ProxyCommand pipe) —
+/// while the far side answers every 32 KiB with 1 KiB (SFTP status
+/// replies). The answers must not hold up the ACKs behind them: this
+/// deadlocked when the receiving loop waited on the local write.
+#[tokio::test]
+async fn a_blocking_local_writer_does_not_deadlock() {
+    const UP: usize = 16 << 20;
+    let cfg = Config {
+        buffer: 1 << 20,
+        ..Config::default()
+    };
+    let (a_local, a_far) = tokio::io::duplex(64 * 1024);
+    let (b_local, b_far) = tokio::io::duplex(64 * 1024);
+    let (ar, aw) = tokio::io::split(a_local);
+    let (br, bw) = tokio::io::split(b_local);
+    let a = Endpoint::new(ar, aw, cfg.clone());
+    let b = Endpoint::new(br, bw, cfg);
+    // psftp: write everything, then read the answers.
+    let client = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(a_far);
+        let data = vec![7u8; UP];
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+        let mut answers = Vec::new();
+        r.read_to_end(&mut answers).await.unwrap();
+        answers.len()
+    });
+    // The server: 1 KiB of answer per 32 KiB taken.
+    let server = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(b_far);
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut total = 0;
+        loop {
+            let mut got = 0;
+            while got < buf.len() {
+                let n = r.read(&mut buf[got..]).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if got == 0 {
+                break;
+            }
+            total += got;
+            w.write_all(&[1u8; 1024]).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        total
+    });
+    let (mut la, mut lb) = link_pair(256 * 1024);
+    let ends = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(a.attach(&mut la, 0, false), b.attach(&mut lb, 0, false))
+    })
+    .await
+    .expect("deadlocked: ACKs waited behind a local write");
+    assert_eq!(ends, (Detach::Done, Detach::Done));
+    assert_eq!(server.await.unwrap(), UP);
+    assert_eq!(client.await.unwrap(), UP / 32);
+}
