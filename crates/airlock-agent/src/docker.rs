@@ -72,6 +72,17 @@ fn status_is(e: &bollard::errors::Error, status: u16) -> bool {
     )
 }
 
+impl From<bollard::errors::Error> for AgentError {
+    fn from(e: bollard::errors::Error) -> Self {
+        match e {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                AgentError::Docker(message)
+            }
+            other => AgentError::Docker(other.to_string()),
+        }
+    }
+}
+
 impl From<LogOutput> for LogChunk {
     fn from(out: LogOutput) -> Self {
         match out {

@@ -4,8 +4,8 @@
 //! containers by label, create and remove them, inspect one into a plain
 //! [`ContainerState`], read and follow logs, run commands (`exec`), watch
 //! for containers that stop, and set up the session network. Its types are
-//! plain data: no engine type crosses this seam, so `sessions.rs`, `api.rs`,
-//! `audit.rs` and `firewall.rs` know nothing of Docker. [`crate::docker`] is
+//! plain data: no engine type crosses this seam, and `sessions.rs`, `api.rs`,
+//! `audit.rs` and `firewall.rs` call no engine directly. [`crate::docker`] is
 //! the implementation (and the only code that talks to Docker); a
 //! Kubernetes one would be another (see docs/kubernetes.md).
 

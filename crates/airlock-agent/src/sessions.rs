@@ -584,7 +584,7 @@ impl Agent {
     /// The full report for a heartbeat: the engine's listing, plus an
     /// inspection of each stopped container and the host key of running
     /// ones the agent does not know, reconciled with the agent's entries
-    /// ([`reconcile`]).
+    /// (the pure `reconcile::reconcile`).
     pub async fn report(&self) -> Result<Heartbeat, AgentError> {
         // Entries that changed after this instant may not be in the listing
         // yet (a container created meanwhile): they are not "removed".
@@ -846,5 +846,242 @@ mod tests {
             assert!(e.is_err(), "{host} -> {inside} must be refused");
         }
         assert!(check_mount(None, &m(&r("f1"), "/home/work/data")).is_err());
+    }
+}
+
+/// The agent's logic against a fake engine, through the [`Runtime`] seam.
+#[cfg(test)]
+mod fake_runtime_tests {
+    use std::sync::{Arc, Mutex};
+
+    use airlock_proto::agent::{ContainerPhase, ImageInfo};
+    use airlock_proto::recipes::readiness;
+    use futures_util::future::BoxFuture;
+    use futures_util::{FutureExt, StreamExt};
+    use tokio_util::sync::CancellationToken;
+
+    use super::Agent;
+    use crate::config::{AgentConfig, NetworkPolicy};
+    use crate::error::AgentError;
+    use crate::runtime::{
+        Capacity, Container, ContainerSpec, ContainerState, EventStream, Exec, LogChunk, LogMode,
+        LogStream, Runtime, SessionNetwork,
+    };
+
+    #[derive(Debug, Default)]
+    struct Fake {
+        /// (container, its state, its log).
+        containers: Mutex<Vec<(Container, ContainerState, String)>>,
+        inspected: Mutex<Vec<String>>,
+        removed: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn add(&self, session: &str, running: bool, exit_code: i64, log: &str) {
+            let c = Container {
+                id: format!("c-{session}"),
+                session_id: session.to_owned(),
+                running,
+            };
+            let state = ContainerState {
+                running,
+                exit_code,
+                ..ContainerState::default()
+            };
+            self.containers
+                .lock()
+                .unwrap()
+                .push((c, state, log.to_owned()));
+        }
+
+        fn drop_container(&self, id: &str) {
+            self.containers
+                .lock()
+                .unwrap()
+                .retain(|(c, _, _)| c.id != id);
+        }
+    }
+
+    fn unsupported<T: Send + 'static>() -> BoxFuture<'static, Result<T, AgentError>> {
+        async { Err(AgentError::Docker("not in the fake".into())) }.boxed()
+    }
+
+    impl Runtime for Fake {
+        fn capacity(&self) -> BoxFuture<'_, Result<Capacity, AgentError>> {
+            async {
+                Ok(Capacity {
+                    cpus: 2.0,
+                    mem_bytes: 1 << 30,
+                })
+            }
+            .boxed()
+        }
+        fn ensure_network<'a>(
+            &'a self,
+            _: &'a str,
+            bridge: &'a str,
+        ) -> BoxFuture<'a, Result<SessionNetwork, AgentError>> {
+            async move {
+                Ok(SessionNetwork {
+                    bridge: bridge.to_owned(),
+                    inter_container: false,
+                })
+            }
+            .boxed()
+        }
+        fn has_image<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, AgentError>> {
+            async { Ok(true) }.boxed()
+        }
+        fn images(&self) -> BoxFuture<'_, Result<Vec<ImageInfo>, AgentError>> {
+            async { Ok(Vec::new()) }.boxed()
+        }
+        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Container>, AgentError>> {
+            let list = self.containers.lock().unwrap();
+            let found = list.iter().map(|(c, _, _)| c.clone()).collect();
+            async move { Ok(found) }.boxed()
+        }
+        fn create_and_start(&self, _: ContainerSpec) -> BoxFuture<'_, Result<String, AgentError>> {
+            unsupported()
+        }
+        fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), AgentError>> {
+            self.drop_container(id);
+            self.removed.lock().unwrap().push(id.to_owned());
+            async { Ok(()) }.boxed()
+        }
+        fn inspect<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<ContainerState>, AgentError>> {
+            self.inspected.lock().unwrap().push(id.to_owned());
+            let list = self.containers.lock().unwrap();
+            let state = list
+                .iter()
+                .find(|(c, _, _)| c.id == id)
+                .map(|(_, s, _)| s.clone());
+            async move { Ok(state) }.boxed()
+        }
+        fn logs(&self, id: &str, mode: LogMode, tail: Option<usize>) -> LogStream {
+            let list = self.containers.lock().unwrap();
+            let log = list
+                .iter()
+                .find(|(c, _, _)| c.id == id)
+                .map(|(_, _, l)| l.clone())
+                .unwrap_or_default();
+            // Following from the end (re-adoption) sees nothing old.
+            let log = if mode == LogMode::Follow && tail == Some(0) {
+                String::new()
+            } else {
+                log
+            };
+            futures_util::stream::iter([Ok(LogChunk::Stdout(log.into()))]).boxed()
+        }
+        fn exec<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Vec<String>,
+        ) -> BoxFuture<'a, Result<Exec, AgentError>> {
+            unsupported()
+        }
+        fn exec_exit_code<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<i64, AgentError>> {
+            unsupported()
+        }
+        fn events(&self, _: &str) -> EventStream {
+            futures_util::stream::empty().boxed()
+        }
+    }
+
+    fn ready_log(key: &str) -> String {
+        format!(
+            "{}{key}\n{}\n",
+            readiness::HOST_KEY_PREFIX,
+            readiness::READY
+        )
+    }
+
+    #[tokio::test]
+    async fn adopts_reports_and_notices_removals_through_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = dir.path().join("airlock-runner");
+        std::fs::write(&runner, b"not really a runner").unwrap();
+        let mut config = AgentConfig::new(
+            "node-1",
+            "http://127.0.0.1:9",
+            "token",
+            runner,
+            dir.path().join("data"),
+        );
+        config.network = NetworkPolicy {
+            firewall: false,
+            ..NetworkPolicy::default()
+        };
+        let fake = Arc::new(Fake::default());
+        fake.add("s-run", true, 0, &ready_log("ssh-ed25519 RUN"));
+        fake.add("s-dead", false, 3, "");
+        let shutdown = CancellationToken::new();
+        let agent = Agent::start(config, fake.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        // Re-adopted: the running one with the key from its log.
+        assert_eq!(agent.container_of("s-run").unwrap(), "c-s-run");
+        assert!(agent.container_of("s-dead").is_err());
+
+        // A container of this agent it does not know (an orphan).
+        fake.add("s-orphan", true, 0, &ready_log("ssh-ed25519 ORPHAN"));
+        fake.inspected.lock().unwrap().clear();
+        let hb = agent.report().await.unwrap();
+        assert_eq!(hb.agent_id, "node-1");
+        assert_eq!(hb.cpu, 2.0);
+        let phase = |hb: &airlock_proto::agent::Heartbeat, s: &str| {
+            hb.containers
+                .iter()
+                .find(|c| c.session_id == s)
+                .map(|c| (c.phase, c.reason.clone(), c.host_key.clone()))
+        };
+        assert_eq!(
+            phase(&hb, "s-run"),
+            Some((
+                ContainerPhase::Running,
+                None,
+                Some("ssh-ed25519 RUN".into())
+            ))
+        );
+        assert_eq!(
+            phase(&hb, "s-dead"),
+            Some((
+                ContainerPhase::Exited,
+                Some("the container stopped unexpectedly (exit code 3)".into()),
+                None
+            ))
+        );
+        assert_eq!(
+            phase(&hb, "s-orphan"),
+            Some((
+                ContainerPhase::Running,
+                None,
+                Some("ssh-ed25519 ORPHAN".into())
+            ))
+        );
+        // Only stopped containers are inspected.
+        assert_eq!(*fake.inspected.lock().unwrap(), ["c-s-dead"]);
+
+        // Removed behind the agent's back: reported once, then forgotten.
+        fake.drop_container("c-s-run");
+        let hb = agent.report().await.unwrap();
+        assert_eq!(
+            phase(&hb, "s-run").map(|p| p.0),
+            Some(ContainerPhase::Removed)
+        );
+        let hb = agent.report().await.unwrap();
+        assert_eq!(phase(&hb, "s-run"), None);
+
+        // Destroying removes its container through the runtime.
+        agent.destroy("s-dead").await.unwrap();
+        assert_eq!(*fake.removed.lock().unwrap(), ["c-s-dead"]);
+        let hb = agent.report().await.unwrap();
+        assert_eq!(phase(&hb, "s-dead"), None);
+
+        shutdown.cancel();
+        agent.wait_tasks().await;
     }
 }
