@@ -11,7 +11,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
@@ -19,8 +18,8 @@ use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 
-use crate::docker::RUNNER_IN_CONTAINER;
 use crate::error::AgentError;
+use crate::runtime::{LogChunk, LogMode, RUNNER_IN_CONTAINER};
 use crate::sessions::Agent;
 
 type Shared = Arc<Agent>;
@@ -105,12 +104,11 @@ async fn destroy(
 }
 
 async fn images(State(agent): State<Shared>) -> Result<Json<Vec<ImageInfo>>, AgentError> {
-    let list = agent.engine().images().await?;
+    let list = agent.runtime().images().await?;
     let allowed = &agent.config().allowed_images;
     Ok(Json(
         list.into_iter()
-            .filter(|(name, _)| crate::sessions::image_allowed(allowed, name))
-            .map(|(name, size)| ImageInfo { name, size })
+            .filter(|i| crate::sessions::image_allowed(allowed, &i.name))
             .collect(),
     ))
 }
@@ -167,7 +165,8 @@ async fn connect(
         // HELLO arrives; only the session must exist now.
         agent.container_of(&id)?;
         let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
+        let tracker = agent.clone();
+        tracker.spawn_until_shutdown(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     crate::tunnels::serve(agent, id, TokioIo::new(upgraded), origin).await;
@@ -180,7 +179,7 @@ async fn connect(
     let tcp = agent.connect(&id).await?;
     agent.note_origin(&id, &tcp, origin.as_ref());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    agent.spawn_until_shutdown(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
@@ -289,7 +288,7 @@ async fn download(
     }
     // Validate every path first, so that errors get a proper status.
     let stat = agent
-        .engine()
+        .runtime()
         .exec_capture(&cid, &user(&agent), runner_files("stat", &req.paths))
         .await?;
     if stat.code != 0 {
@@ -298,7 +297,8 @@ async fn download(
     let boundary = format!("airlock-{}", hex::encode(rand::random::<[u8; 12]>()));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let b = boundary.clone();
-    tokio::spawn(async move {
+    let tracker = agent.clone();
+    tracker.spawn(async move {
         for path in &req.paths {
             let name = path
                 .trim_end_matches('/')
@@ -314,7 +314,7 @@ async fn download(
                 return;
             }
             let mut exec = match agent
-                .engine()
+                .runtime()
                 .exec(
                     &cid,
                     &user(&agent),
@@ -332,22 +332,22 @@ async fn download(
             let mut stderr = String::new();
             while let Some(chunk) = exec.output.next().await {
                 match chunk {
-                    Ok(LogOutput::StdOut { message }) => {
+                    Ok(LogChunk::Stdout(message)) => {
                         if tx.send(Ok(message)).await.is_err() {
                             return;
                         }
                     }
-                    Ok(LogOutput::StdErr { message }) => {
+                    Ok(LogChunk::Stderr(message)) => {
                         stderr.push_str(&String::from_utf8_lossy(&message));
                     }
-                    Ok(_) => {}
+                    Ok(LogChunk::Other(_)) => {}
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                         return;
                     }
                 }
             }
-            match agent.engine().exec_exit_code(&exec.id).await {
+            match agent.runtime().exec_exit_code(&exec.id).await {
                 Ok(0) => {}
                 Ok(code) => {
                     tracing::warn!(path, code, stderr = %stderr.trim(), "packing a file failed");
@@ -389,7 +389,7 @@ async fn upload(
 ) -> Result<Response, AgentError> {
     let cid = agent.container_of(&id)?;
     let mut exec = agent
-        .engine()
+        .runtime()
         .exec(&cid, &user(&agent), runner_files("unpack", &[]))
         .await?;
     let mut body = req.into_body().into_data_stream();
@@ -416,15 +416,15 @@ async fn upload(
                 }
             },
             out = exec.output.next() => match out {
-                Some(Ok(LogOutput::StdOut { message })) => output.extend_from_slice(&message),
-                Some(Ok(LogOutput::StdErr { message })) => stderr.push_str(&String::from_utf8_lossy(&message)),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(LogChunk::Stdout(message))) => output.extend_from_slice(&message),
+                Some(Ok(LogChunk::Stderr(message))) => stderr.push_str(&String::from_utf8_lossy(&message)),
+                Some(Ok(LogChunk::Other(_))) => {}
+                Some(Err(e)) => return Err(e),
                 None => break,
             },
         }
     }
-    let code = agent.engine().exec_exit_code(&exec.id).await?;
+    let code = agent.runtime().exec_exit_code(&exec.id).await?;
     if code != 0 {
         return Err(file_error(code, &stderr));
     }
@@ -450,7 +450,7 @@ async fn list_files(
     let cid = agent.container_of(&id)?;
     let path = q.path.unwrap_or_else(|| ".".to_owned());
     let out = agent
-        .engine()
+        .runtime()
         .exec_capture(&cid, &user(&agent), runner_files("ls", &[path]))
         .await?;
     if out.code != 0 {
@@ -480,7 +480,7 @@ async fn logs(
     let cid = match agent.container_of(&id) {
         Ok(c) => c,
         Err(_) => agent
-            .engine()
+            .runtime()
             .list(&agent.config().agent_id)
             .await?
             .into_iter()
@@ -488,9 +488,14 @@ async fn logs(
             .map(|f| f.id)
             .ok_or_else(|| AgentError::NoSession(id.clone()))?,
     };
+    let mode = if q.follow {
+        LogMode::Follow
+    } else {
+        LogMode::Existing
+    };
     let stream = agent
-        .engine()
-        .logs(&cid, q.follow, Some(q.tail.unwrap_or(2000)));
+        .runtime()
+        .logs(&cid, mode, Some(q.tail.unwrap_or(2000)));
     // The runner's readiness lines are for us, not for the session's owner.
     let lines = Arc::new(std::sync::Mutex::new(LineFilter::default()));
     let at_end = lines.clone();
@@ -500,7 +505,7 @@ async fn logs(
             let mut f = lines
                 .lock()
                 .map_err(|_| std::io::Error::other("log filter"))?;
-            Ok::<_, std::io::Error>(f.push(chunk.as_ref()))
+            Ok::<_, std::io::Error>(f.push(chunk.bytes()))
         })
         .chain(futures_util::stream::once(async move {
             let mut f = at_end

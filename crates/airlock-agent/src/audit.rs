@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airlock_proto::agent::{EVENTS_PATH, RunnerEvent, RunnerEvents, TunnelOrigin};
-use bollard::container::LogOutput;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{LogChunk, LogStream};
 
 /// The line prefix the runner writes.
 use airlock_proto::recipes::readiness::AUDIT_PREFIX as PREFIX;
@@ -140,40 +141,36 @@ pub fn parse_line(session_id: &str, line: &str) -> Option<Vec<RunnerEvent>> {
 
 /// Follows a container log until it ends (the container stopped) or
 /// `shutdown`, queueing the runner's events. `pending` is what the caller
-/// already read of the current stdout line.
-pub fn follow<S>(
+/// already read of the current stdout line. The caller spawns it (see
+/// `Agent::spawn`).
+pub async fn follow(
     queue: Arc<Queue>,
     session_id: String,
-    mut logs: S,
+    mut logs: LogStream,
     mut pending: String,
     shutdown: CancellationToken,
-) where
-    S: Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + Unpin + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            let chunk = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = logs.next() => c,
-            };
-            let Some(Ok(LogOutput::StdOut { message })) = chunk else {
-                match chunk {
-                    Some(Ok(_)) => continue,
-                    _ => return,
-                }
-            };
-            pending.push_str(&String::from_utf8_lossy(&message));
-            while let Some(pos) = pending.find('\n') {
-                let line: String = pending.drain(..=pos).collect();
-                if let Some(events) = parse_line(&session_id, line.trim_end()) {
-                    queue.push(events);
-                }
-            }
-            if pending.len() > MAX_LINE {
-                pending.clear();
+) {
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = logs.next() => c,
+        };
+        let message = match chunk {
+            Some(Ok(LogChunk::Stdout(message))) => message,
+            Some(Ok(_)) => continue,
+            _ => return,
+        };
+        pending.push_str(&String::from_utf8_lossy(&message));
+        while let Some(pos) = pending.find('\n') {
+            let line: String = pending.drain(..=pos).collect();
+            if let Some(events) = parse_line(&session_id, line.trim_end()) {
+                queue.push(events);
             }
         }
-    });
+        if pending.len() > MAX_LINE {
+            pending.clear();
+        }
+    }
 }
 
 /// Posts queued events to the gateway until `shutdown` (then once more).

@@ -1,37 +1,33 @@
-//! The Docker Engine API, through bollard: the only place that talks to
-//! Docker.
+//! The Docker Engine API, through bollard: the only code that talks to
+//! Docker. [`Engine`] implements [`Runtime`] for the agent's logic and
+//! imports the base image for [`crate::image`]; no bollard type leaves
+//! this file.
 
-use std::collections::HashMap;
-use std::pin::Pin;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use airlock_proto::agent::ImageInfo;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum,
+    HostConfig, HostConfigLogConfig, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::error::AgentError;
-
-/// Label holding the session id on every session container.
-pub const LABEL_SESSION: &str = "airlock.session";
-/// Label holding the agent id.
-pub const LABEL_AGENT: &str = "airlock.agent";
-/// Label holding the owner's user id.
-pub const LABEL_OWNER: &str = "airlock.owner";
-/// Label holding the session name.
-pub const LABEL_NAME: &str = "airlock.name";
-
-/// Where the runner binary is mounted in every container.
-pub const RUNNER_IN_CONTAINER: &str = "/opt/airlock/airlock-runner";
+use crate::runtime::{
+    Capacity, Container, ContainerSpec, ContainerState, EventStream, Exec, LABEL_AGENT,
+    LABEL_SESSION, LogChunk, LogMode, LogStream, RUNNER_IN_CONTAINER, Runtime, SessionNetwork,
+};
 
 /// The capabilities a session container keeps (all others are dropped):
 /// what the runner needs as root at start-up to create the account `work`
@@ -54,53 +50,124 @@ pub const LOG_MAX_SIZE: &str = "10m";
 /// …keeping this many files.
 pub const LOG_MAX_FILE: &str = "3";
 
+/// Docker's network options for the session bridge.
+const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+const OPT_BRIDGE: &str = "com.docker.network.bridge.name";
+const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+
 /// A connection to the local Docker engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     docker: Docker,
 }
 
-/// A session container found on the engine.
-#[derive(Debug, Clone)]
-pub struct Found {
-    /// Container id.
-    pub id: String,
-    /// Session id label.
-    pub session_id: String,
-    /// Whether it is running.
-    pub running: bool,
-}
-
-/// Output of a finished command.
-#[derive(Debug)]
-pub struct ExecOutput {
-    /// Exit code.
-    pub code: i64,
-    /// Captured stdout.
-    pub stdout: Vec<u8>,
-    /// Captured stderr.
-    pub stderr: String,
-}
-
-/// A command running in a container: its stdout as a stream, stdin as a
-/// writer; [`Engine::exec_exit_code`] gives the result afterwards.
-pub struct Exec {
-    /// Exec id.
-    pub id: String,
-    /// stdout chunks (stderr is collected into the error on failure).
-    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
-    /// stdin.
-    pub input: Pin<Box<dyn AsyncWrite + Send>>,
-}
-
 fn not_found(e: &bollard::errors::Error) -> bool {
+    status_is(e, 404)
+}
+
+fn status_is(e: &bollard::errors::Error, status: u16) -> bool {
     matches!(
         e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == status
     )
+}
+
+impl From<bollard::errors::Error> for AgentError {
+    fn from(e: bollard::errors::Error) -> Self {
+        match e {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                AgentError::Docker(message)
+            }
+            other => AgentError::Docker(other.to_string()),
+        }
+    }
+}
+
+impl From<LogOutput> for LogChunk {
+    fn from(out: LogOutput) -> Self {
+        match out {
+            LogOutput::StdOut { message } => LogChunk::Stdout(message),
+            LogOutput::StdErr { message } => LogChunk::Stderr(message),
+            LogOutput::StdIn { message } | LogOutput::Console { message } => {
+                LogChunk::Other(message)
+            }
+        }
+    }
+}
+
+fn chunks<S>(stream: S) -> LogStream
+where
+    S: Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + 'static,
+{
+    stream
+        .map(|r| r.map(LogChunk::from).map_err(AgentError::from))
+        .boxed()
+}
+
+/// A listed container as the agent sees it; `None` without a session label
+/// or an id.
+fn session_container(c: ContainerSummary) -> Option<Container> {
+    let session_id = c.labels.as_ref()?.get(LABEL_SESSION)?.clone();
+    Some(Container {
+        id: c.id?,
+        session_id,
+        running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+    })
+}
+
+/// The plain state of an inspected container.
+fn container_state(c: ContainerInspectResponse) -> ContainerState {
+    let state = c.state.unwrap_or_default();
+    let addresses: BTreeMap<String, String> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, net)| Some((name, net.ip_address.filter(|ip| !ip.is_empty())?)))
+        .collect();
+    ContainerState {
+        running: state.running.unwrap_or(false),
+        exit_code: state.exit_code.unwrap_or(0),
+        oom_killed: state.oom_killed.unwrap_or(false),
+        addresses,
+    }
+}
+
+/// The Docker create body of a session container: the runner as entrypoint
+/// (PID 1), no published ports, on the session network, resource limits,
+/// no new privileges, only [`SESSION_CAPS`], a bounded log.
+fn create_body(spec: ContainerSpec) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(spec.image),
+        hostname: Some(spec.hostname),
+        user: Some("0:0".to_owned()),
+        entrypoint: Some(vec![RUNNER_IN_CONTAINER.to_owned(), "boot".to_owned()]),
+        cmd: Some(Vec::new()),
+        env: Some(spec.env),
+        labels: Some(spec.labels),
+        working_dir: Some(airlock_proto::CONTAINER_HOME.to_owned()),
+        host_config: Some(HostConfig {
+            binds: Some(spec.binds),
+            nano_cpus: Some(spec.nano_cpus),
+            memory: Some(spec.memory),
+            memory_swap: Some(spec.memory),
+            pids_limit: Some(8192),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: Some(SESSION_CAPS.iter().map(|c| (*c).to_owned()).collect()),
+            network_mode: Some(spec.network),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+                    ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
+                ])),
+            }),
+            init: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 impl Engine {
@@ -124,19 +191,6 @@ impl Engine {
         Ok(Self { docker })
     }
 
-    /// The bollard handle.
-    pub fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
-    /// CPU cores and memory of the engine's host.
-    pub async fn capacity(&self) -> Result<(f64, u64), AgentError> {
-        let info = self.docker.info().await.map_err(AgentError::from)?;
-        let cpus = info.ncpu.unwrap_or(1).max(1);
-        let mem = u64::try_from(info.mem_total.unwrap_or(0)).unwrap_or(0);
-        Ok((f64::from(i32::try_from(cpus).unwrap_or(1)), mem))
-    }
-
     /// Whether an image is present.
     pub async fn has_image(&self, image: &str) -> Result<bool, AgentError> {
         match self.docker.inspect_image(image).await {
@@ -146,57 +200,34 @@ impl Engine {
         }
     }
 
-    /// Tagged images on the engine.
-    pub async fn images(&self) -> Result<Vec<(String, u64)>, AgentError> {
-        let list = self
-            .docker
-            .list_images(Some(ListImagesOptionsBuilder::default().build()))
-            .await?;
-        let mut out = Vec::new();
-        for img in list {
-            for tag in img.repo_tags {
-                if tag != "<none>:<none>" {
-                    out.push((tag, u64::try_from(img.size).unwrap_or(0)));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Creates and starts a container.
-    pub async fn create_and_start(
+    /// Imports a root file system (a tar `stream`) as image `repo:tag`,
+    /// with Dockerfile `changes` (`CMD …`, `ENV …`).
+    pub async fn import_image<S>(
         &self,
-        name: &str,
-        body: ContainerCreateBody,
-    ) -> Result<String, AgentError> {
-        let opts = CreateContainerOptionsBuilder::default().name(name).build();
-        let created = self.docker.create_container(Some(opts), body).await?;
-        if let Err(e) = self.docker.start_container(&created.id, None).await {
-            let _ = self.remove(&created.id).await;
-            return Err(e.into());
-        }
-        Ok(created.id)
-    }
-
-    /// Force-removes a container (no error if it is already gone).
-    pub async fn remove(&self, id: &str) -> Result<(), AgentError> {
-        let opts = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
+        repo: &str,
+        tag: &str,
+        changes: Vec<String>,
+        stream: S,
+    ) -> Result<(), AgentError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(changes)
             .build();
-        match self.docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()), // removal already in progress
-            Err(e) => Err(e.into()),
+        let mut progress =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_try_stream(stream)), None);
+        while let Some(item) = progress.next().await {
+            item?;
         }
+        Ok(())
     }
 
-    /// Session containers of this agent.
-    pub async fn list(&self, agent_id: &str) -> Result<Vec<Found>, AgentError> {
+    async fn list_containers(&self, agent_id: &str) -> Result<Vec<Container>, AgentError> {
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_owned(),
@@ -210,68 +241,86 @@ impl Engine {
             .filters(&filters)
             .build();
         let list = self.docker.list_containers(Some(opts)).await?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let session_id = c.labels.as_ref()?.get(LABEL_SESSION)?.clone();
-                Some(Found {
-                    id: c.id?,
-                    session_id,
-                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
-                })
-            })
-            .collect())
+        Ok(list.into_iter().filter_map(session_container).collect())
     }
 
-    /// State of a container: `(running, exit code, oom killed, IP address)`;
-    /// `None` when it does not exist.
-    pub async fn inspect(
-        &self,
-        id: &str,
-    ) -> Result<Option<(bool, i64, bool, Option<String>)>, AgentError> {
-        match self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => {
-                let state = c.state.unwrap_or_default();
-                let ip = c.network_settings.and_then(|n| {
-                    n.networks?
-                        .into_values()
-                        .find_map(|net| net.ip_address.filter(|ip| !ip.is_empty()))
-                });
-                Ok(Some((
-                    state.running.unwrap_or(false),
-                    state.exit_code.unwrap_or(0),
-                    state.oom_killed.unwrap_or(false),
-                    ip,
-                )))
-            }
-            Err(e) if not_found(&e) => Ok(None),
+    async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if status_is(&e, 409) => Ok(()), // removal already in progress
             Err(e) => Err(e.into()),
         }
     }
 
-    /// The container's log (stdout and stderr), optionally followed.
-    pub fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<usize>,
-    ) -> impl Stream<Item = Result<LogOutput, bollard::errors::Error>> + use<> {
-        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-        let opts = LogsOptionsBuilder::default()
-            .follow(follow)
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail)
-            .build();
-        self.docker.logs(id, Some(opts))
+    async fn network(&self, name: &str, bridge: &str) -> Result<SessionNetwork, AgentError> {
+        let existing = match self.docker.inspect_network(name, None).await {
+            Ok(n) => Some(n),
+            Err(e) if not_found(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let network = match existing {
+            Some(n) => n,
+            None => {
+                let options: HashMap<String, String> = [
+                    (OPT_ICC, "false"),
+                    (OPT_BRIDGE, bridge),
+                    (OPT_MASQUERADE, "true"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+                let req = NetworkCreateRequest {
+                    name: name.to_owned(),
+                    driver: Some("bridge".to_owned()),
+                    options: Some(options),
+                    labels: Some(HashMap::from([(
+                        "airlock.network".to_owned(),
+                        "sessions".to_owned(),
+                    )])),
+                    ..Default::default()
+                };
+                match self.docker.create_network(req).await {
+                    Ok(_) => {
+                        tracing::info!(network = %name, %bridge, "created the session network")
+                    }
+                    // Another agent on this host created it at the same moment.
+                    Err(e) if status_is(&e, 409) => {}
+                    Err(e) => {
+                        return Err(AgentError::Docker(format!(
+                            "cannot create the session network {name}: {e}"
+                        )));
+                    }
+                }
+                self.docker.inspect_network(name, None).await?
+            }
+        };
+        if network.driver.as_deref() != Some("bridge") {
+            return Err(AgentError::Docker(format!(
+                "the session network {name} exists but is not a bridge network"
+            )));
+        }
+        let options = network.options.unwrap_or_default();
+        let inter_container = options.get(OPT_ICC).map(String::as_str) != Some("false");
+        // Docker names the bridge br-<first 12 digits of the id> unless told.
+        let bridge = match options.get(OPT_BRIDGE) {
+            Some(b) if !b.is_empty() => b.clone(),
+            _ => {
+                let id = network.id.unwrap_or_default();
+                format!("br-{}", id.get(..12).unwrap_or(&id))
+            }
+        };
+        Ok(SessionNetwork {
+            bridge,
+            inter_container,
+        })
     }
 
-    /// Starts `cmd` in a container as `user` with stdin attached.
-    pub async fn exec(&self, id: &str, user: &str, cmd: Vec<String>) -> Result<Exec, AgentError> {
+    async fn start_exec(&self, id: &str, user: &str, cmd: Vec<String>) -> Result<Exec, AgentError> {
         let created = self
             .docker
             .create_exec(
@@ -306,7 +355,7 @@ impl Engine {
         match started {
             StartExecResults::Attached { output, input } => Ok(Exec {
                 id: created.id,
-                output,
+                output: chunks(output),
                 input,
             }),
             StartExecResults::Detached => {
@@ -314,127 +363,259 @@ impl Engine {
             }
         }
     }
+}
 
-    /// Exit code of a finished exec (waits briefly for it to be recorded).
-    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, AgentError> {
-        for _ in 0..100 {
-            let info = self.docker.inspect_exec(exec_id).await?;
-            if info.running != Some(true) {
-                return Ok(info.exit_code.unwrap_or(-1));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+impl Runtime for Engine {
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, AgentError>> {
+        async move {
+            let info = self.docker.info().await.map_err(AgentError::from)?;
+            let cpus = info.ncpu.unwrap_or(1).max(1);
+            let mem = u64::try_from(info.mem_total.unwrap_or(0)).unwrap_or(0);
+            Ok(Capacity {
+                cpus: f64::from(i32::try_from(cpus).unwrap_or(1)),
+                mem_bytes: mem,
+            })
         }
-        Err(AgentError::Docker(format!("exec {exec_id} did not finish")))
+        .boxed()
     }
 
-    /// Runs a command to completion, capturing its output.
-    pub async fn exec_capture(
-        &self,
-        id: &str,
-        user: &str,
+    fn ensure_network<'a>(
+        &'a self,
+        name: &'a str,
+        bridge: &'a str,
+    ) -> BoxFuture<'a, Result<SessionNetwork, AgentError>> {
+        self.network(name, bridge).boxed()
+    }
+
+    fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, AgentError>> {
+        Engine::has_image(self, image).boxed()
+    }
+
+    fn images(&self) -> BoxFuture<'_, Result<Vec<ImageInfo>, AgentError>> {
+        async move {
+            let list = self
+                .docker
+                .list_images(Some(ListImagesOptionsBuilder::default().build()))
+                .await?;
+            let mut out = Vec::new();
+            for img in list {
+                for tag in img.repo_tags {
+                    if tag != "<none>:<none>" {
+                        out.push(ImageInfo {
+                            name: tag,
+                            size: u64::try_from(img.size).unwrap_or(0),
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| (&a.name, a.size).cmp(&(&b.name, b.size)));
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<Vec<Container>, AgentError>> {
+        self.list_containers(agent_id).boxed()
+    }
+
+    fn create_and_start(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<String, AgentError>> {
+        async move {
+            let opts = CreateContainerOptionsBuilder::default()
+                .name(&spec.name)
+                .build();
+            let created = self
+                .docker
+                .create_container(Some(opts), create_body(spec))
+                .await?;
+            if let Err(e) = self.docker.start_container(&created.id, None).await {
+                let _ = self.remove_container(&created.id).await;
+                return Err(e.into());
+            }
+            Ok(created.id)
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), AgentError>> {
+        self.remove_container(id).boxed()
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ContainerState>, AgentError>> {
+        async move {
+            match self
+                .docker
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(c) => Ok(Some(container_state(c))),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn logs(&self, id: &str, mode: LogMode, tail: Option<usize>) -> LogStream {
+        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let opts = LogsOptionsBuilder::default()
+            .follow(mode == LogMode::Follow)
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail)
+            .build();
+        chunks(self.docker.logs(id, Some(opts)))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        user: &'a str,
         cmd: Vec<String>,
-    ) -> Result<ExecOutput, AgentError> {
-        let mut exec = self.exec(id, user, cmd).await?;
-        drop(exec.input);
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        while let Some(chunk) = exec.output.next().await {
-            match chunk? {
-                LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
-                LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
-                _ => {}
-            }
-        }
-        let code = self.exec_exit_code(&exec.id).await?;
-        Ok(ExecOutput {
-            code,
-            stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        })
+    ) -> BoxFuture<'a, Result<Exec, AgentError>> {
+        self.start_exec(id, user, cmd).boxed()
     }
 
-    /// The container's IP address: on `network` when it is attached to it
-    /// (new sessions), else on whichever network it has (containers started
-    /// before the session network existed).
-    pub async fn ip(&self, id: &str, network: &str) -> Result<Option<String>, AgentError> {
-        match self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => {
-                let mut networks = c
-                    .network_settings
-                    .and_then(|n| n.networks)
-                    .unwrap_or_default();
-                let preferred = networks
-                    .remove(network)
-                    .and_then(|n| n.ip_address.filter(|ip| !ip.is_empty()));
-                Ok(preferred.or_else(|| {
-                    networks
-                        .into_values()
-                        .find_map(|n| n.ip_address.filter(|ip| !ip.is_empty()))
-                }))
+    fn exec_exit_code<'a>(&'a self, exec_id: &'a str) -> BoxFuture<'a, Result<i64, AgentError>> {
+        async move {
+            for _ in 0..100 {
+                let info = self.docker.inspect_exec(exec_id).await?;
+                if info.running != Some(true) {
+                    return Ok(info.exit_code.unwrap_or(-1));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(AgentError::Docker(format!("exec {exec_id} did not finish")))
         }
+        .boxed()
+    }
+
+    fn events(&self, agent_id: &str) -> EventStream {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert(
+            "label".to_owned(),
+            vec![format!("{LABEL_AGENT}={agent_id}")],
+        );
+        filters.insert(
+            "event".to_owned(),
+            vec!["die".to_owned(), "destroy".to_owned(), "oom".to_owned()],
+        );
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker
+            .events(Some(opts))
+            .map(|ev| ev.map(drop).map_err(AgentError::from))
+            .boxed()
     }
 }
 
-/// Body of a session container.
-pub struct ContainerSpec<'a> {
-    pub image: &'a str,
-    pub hostname: String,
-    pub labels: HashMap<String, String>,
-    pub env: Vec<String>,
-    pub binds: Vec<String>,
-    pub nano_cpus: i64,
-    pub memory: i64,
-    /// Docker network to attach to.
-    pub network: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerState as DockerState, EndpointSettings, NetworkSettings};
 
-impl ContainerSpec<'_> {
-    /// The Docker create body: the runner as entrypoint (PID 1), no
-    /// published ports, on the session network, resource limits, no new
-    /// privileges, only [`SESSION_CAPS`], a bounded log.
-    pub fn into_body(self) -> ContainerCreateBody {
-        ContainerCreateBody {
-            image: Some(self.image.to_owned()),
-            hostname: Some(self.hostname),
-            user: Some("0:0".to_owned()),
-            entrypoint: Some(vec![RUNNER_IN_CONTAINER.to_owned(), "boot".to_owned()]),
-            cmd: Some(Vec::new()),
-            env: Some(self.env),
-            labels: Some(self.labels),
-            working_dir: Some(airlock_proto::CONTAINER_HOME.to_owned()),
-            host_config: Some(HostConfig {
-                binds: Some(self.binds),
-                nano_cpus: Some(self.nano_cpus),
-                memory: Some(self.memory),
-                memory_swap: Some(self.memory),
-                pids_limit: Some(8192),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                cap_drop: Some(vec!["ALL".to_owned()]),
-                cap_add: Some(SESSION_CAPS.iter().map(|c| (*c).to_owned()).collect()),
-                network_mode: Some(self.network),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".to_owned()),
-                    config: Some(HashMap::from([
-                        ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
-                        ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
-                    ])),
-                }),
-                init: Some(false),
-                ..Default::default()
-            }),
+    fn summary(labels: &[(&str, &str)], state: ContainerSummaryStateEnum) -> ContainerSummary {
+        ContainerSummary {
+            id: Some("c1".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            state: Some(state),
             ..Default::default()
         }
     }
-}
 
-/// Converts a log chunk into bytes.
-pub fn chunk_bytes(out: LogOutput) -> Bytes {
-    out.into_bytes()
+    #[test]
+    fn listing_keeps_only_session_containers() {
+        let running = summary(
+            &[(LABEL_SESSION, "s1"), (LABEL_AGENT, "a")],
+            ContainerSummaryStateEnum::RUNNING,
+        );
+        assert_eq!(
+            session_container(running),
+            Some(Container {
+                id: "c1".into(),
+                session_id: "s1".into(),
+                running: true
+            })
+        );
+        let exited = summary(&[(LABEL_SESSION, "s1")], ContainerSummaryStateEnum::EXITED);
+        assert_eq!(session_container(exited).map(|c| c.running), Some(false));
+        // Without the session label (or an id) a container is not ours.
+        assert_eq!(
+            session_container(summary(
+                &[(LABEL_AGENT, "a")],
+                ContainerSummaryStateEnum::RUNNING
+            )),
+            None
+        );
+        let mut no_id = summary(&[(LABEL_SESSION, "s1")], ContainerSummaryStateEnum::RUNNING);
+        no_id.id = None;
+        assert_eq!(session_container(no_id), None);
+    }
+
+    #[test]
+    fn inspection_becomes_plain_state() {
+        let net = |ip: &str| EndpointSettings {
+            ip_address: Some(ip.to_owned()),
+            ..Default::default()
+        };
+        let c = ContainerInspectResponse {
+            state: Some(DockerState {
+                running: Some(false),
+                exit_code: Some(137),
+                oom_killed: Some(true),
+                ..Default::default()
+            }),
+            network_settings: Some(NetworkSettings {
+                networks: Some(HashMap::from([
+                    ("airlock-sessions".to_owned(), net("172.30.0.2")),
+                    ("none".to_owned(), net("")),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = container_state(c);
+        assert!(!s.running);
+        assert_eq!(s.exit_code, 137);
+        assert!(s.oom_killed);
+        assert_eq!(
+            s.addresses.into_iter().collect::<Vec<_>>(),
+            [("airlock-sessions".to_owned(), "172.30.0.2".to_owned())]
+        );
+        assert_eq!(
+            container_state(ContainerInspectResponse::default()),
+            ContainerState::default()
+        );
+    }
+
+    #[test]
+    fn body_runs_the_runner_with_few_capabilities() {
+        let body = create_body(ContainerSpec {
+            name: "airlock-demo-12345678".into(),
+            image: "airlock/base:bookworm".into(),
+            hostname: "demo".into(),
+            labels: HashMap::new(),
+            env: vec![],
+            binds: vec![],
+            nano_cpus: 1_000_000_000,
+            memory: 1 << 30,
+            network: "airlock-sessions".into(),
+        });
+        assert_eq!(
+            body.entrypoint,
+            Some(vec![RUNNER_IN_CONTAINER.to_owned(), "boot".to_owned()])
+        );
+        let host = body.host_config.unwrap_or_default();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add.map(|c| c.len()), Some(SESSION_CAPS.len()));
+        assert_eq!(host.memory_swap, Some(1 << 30));
+        assert_eq!(host.port_bindings, None);
+    }
 }

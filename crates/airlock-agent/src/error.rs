@@ -29,17 +29,6 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
 }
 
-impl From<bollard::errors::Error> for AgentError {
-    fn from(e: bollard::errors::Error) -> Self {
-        match e {
-            bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                AgentError::Docker(message)
-            }
-            other => AgentError::Docker(other.to_string()),
-        }
-    }
-}
-
 impl AgentError {
     /// An invalid-request error.
     pub fn invalid(status: StatusCode, message: impl Into<String>) -> Self {

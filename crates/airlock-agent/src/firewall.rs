@@ -21,14 +21,11 @@
 //! removed. Several agents on one host share them; the last to start sets
 //! the egress policy.
 
-use std::collections::HashMap;
 use std::process::Command;
 
-use bollard::models::NetworkCreateRequest;
-
 use crate::config::{Egress, NetworkPolicy};
-use crate::docker::Engine;
 use crate::error::AgentError;
+use crate::runtime::Runtime;
 
 /// Default name of the session network.
 pub const NETWORK: &str = "airlock-sessions";
@@ -45,77 +42,17 @@ const LOCK_FILE: &str = "/run/airlock-firewall.lock";
 
 /// Creates the session network if it does not exist yet and returns the
 /// name of its bridge interface.
-pub async fn ensure_network(engine: &Engine, policy: &NetworkPolicy) -> Result<String, AgentError> {
-    let docker = engine.docker();
-    let existing = match docker.inspect_network(&policy.network, None).await {
-        Ok(n) => Some(n),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let network = match existing {
-        Some(n) => n,
-        None => {
-            let options: HashMap<String, String> = [
-                ("com.docker.network.bridge.enable_icc", "false"),
-                ("com.docker.network.bridge.name", policy.bridge.as_str()),
-                ("com.docker.network.bridge.enable_ip_masquerade", "true"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-            let req = NetworkCreateRequest {
-                name: policy.network.clone(),
-                driver: Some("bridge".to_owned()),
-                options: Some(options),
-                labels: Some(HashMap::from([(
-                    "airlock.network".to_owned(),
-                    "sessions".to_owned(),
-                )])),
-                ..Default::default()
-            };
-            match docker.create_network(req).await {
-                Ok(_) => {
-                    tracing::info!(network = %policy.network, bridge = %policy.bridge, "created the session network")
-                }
-                // Another agent on this host created it at the same moment.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                }) => {}
-                Err(e) => {
-                    return Err(AgentError::Docker(format!(
-                        "cannot create the session network {}: {e}",
-                        policy.network
-                    )));
-                }
-            }
-            docker.inspect_network(&policy.network, None).await?
-        }
-    };
-    if network.driver.as_deref() != Some("bridge") {
-        return Err(AgentError::Docker(format!(
-            "the session network {} exists but is not a bridge network",
-            policy.network
-        )));
-    }
-    let options = network.options.unwrap_or_default();
-    if options
-        .get("com.docker.network.bridge.enable_icc")
-        .map(String::as_str)
-        != Some("false")
-    {
+pub async fn ensure_network(
+    runtime: &dyn Runtime,
+    policy: &NetworkPolicy,
+) -> Result<String, AgentError> {
+    let network = runtime
+        .ensure_network(&policy.network, &policy.bridge)
+        .await?;
+    if network.inter_container {
         tracing::warn!(network = %policy.network, "the session network allows inter-container traffic; the firewall blocks it instead (recreate the network to let Docker block it too)");
     }
-    // Docker names the bridge br-<first 12 digits of the id> unless told.
-    let bridge = match options.get("com.docker.network.bridge.name") {
-        Some(b) if !b.is_empty() => b.clone(),
-        _ => {
-            let id = network.id.unwrap_or_default();
-            format!("br-{}", id.get(..12).unwrap_or(&id))
-        }
-    };
-    Ok(bridge)
+    Ok(network.bridge)
 }
 
 /// The rules of our two chains for a bridge and an egress policy, in
@@ -240,8 +177,8 @@ pub fn install_rules(bridge: &str, egress: Egress) -> Result<(), String> {
 
 /// The session network and, unless the operator turned it off, its
 /// firewall. Returns the bridge name.
-pub async fn prepare(engine: &Engine, policy: &NetworkPolicy) -> Result<String, AgentError> {
-    let bridge = ensure_network(engine, policy).await?;
+pub async fn prepare(runtime: &dyn Runtime, policy: &NetworkPolicy) -> Result<String, AgentError> {
+    let bridge = ensure_network(runtime, policy).await?;
     if !policy.firewall {
         tracing::warn!(
             bridge = %bridge,

@@ -7,9 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bollard::query_parameters::CreateImageOptionsBuilder;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::docker::Engine;
@@ -169,23 +167,12 @@ pub async fn import_rootfs(engine: &Engine, rootfs: &Path, tag: &str) -> Result<
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let options = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo(repo)
-        .tag(tag_part)
-        .changes(vec![
-            "CMD [\"/bin/bash\"]".to_owned(),
-            "ENV LANG=C.UTF-8".to_owned(),
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-        ])
-        .build();
-    let mut progress =
-        engine
-            .docker()
-            .create_image(Some(options), Some(bollard::body_try_stream(stream)), None);
-    while let Some(item) = progress.next().await {
-        item?;
-    }
+    let changes = vec![
+        "CMD [\"/bin/bash\"]".to_owned(),
+        "ENV LANG=C.UTF-8".to_owned(),
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    ];
+    engine.import_image(repo, tag_part, changes, stream).await?;
     producer
         .await
         .map_err(|e| AgentError::Docker(e.to_string()))??;

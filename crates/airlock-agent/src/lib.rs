@@ -1,14 +1,18 @@
 //! The airlock agent: runs session containers on one node.
 //!
-//! It drives the local Docker engine through bollard ([`docker`]), starts
+//! It drives the local Docker engine through bollard ([`docker`], the only
+//! code that talks to Docker, behind the [`runtime::Runtime`] trait), starts
 //! each session with the static `airlock-runner` bind-mounted as PID 1,
-//! reports container states to the gateway ([`link`]), and serves the
-//! gateway's requests ([`api`]): create/destroy, file transfer (through the
-//! runner, as the session user, confined to its home) and raw TCP streams to
-//! the runner's SSH port for tunnels.
+//! reports container states to the gateway ([`link`]; the states come from
+//! the pure `reconcile` module), and serves the gateway's requests
+//! ([`api`]): create/destroy, file transfer (through the runner, as the
+//! session user, confined to its home) and raw TCP streams to the runner's
+//! SSH port for tunnels.
 //!
-//! Invariant: the agent makes no authorization decisions about users; it
-//! trusts the gateway, which proves itself with the shared token.
+//! Invariants: the agent makes no authorization decisions about users; it
+//! trusts the gateway, which proves itself with the shared token. Every
+//! task it spawns is tracked (`Agent::spawn`) and ends at shutdown, which
+//! waits for them (at most 10 s).
 
 pub mod api;
 pub mod audit;
@@ -18,6 +22,8 @@ pub mod error;
 pub mod firewall;
 pub mod image;
 pub mod link;
+mod reconcile;
+pub mod runtime;
 mod sessions;
 pub mod tunnels;
 
@@ -36,7 +42,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Arc<Agent>, AgentError> {
     let engine = docker::Engine::connect().await?;
-    Ok(Arc::new(Agent::start(config, engine, shutdown).await?))
+    Ok(Arc::new(
+        Agent::start(config, Arc::new(engine), shutdown).await?,
+    ))
 }
 
 /// Serves a started agent: the gateway API on `listener`, reports to the
@@ -47,8 +55,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let link = tokio::spawn(link::run(agent.clone(), shutdown.clone()));
-    let events = tokio::spawn(sessions::watch_events(agent.clone(), shutdown.clone()));
+    let link = agent.spawn(link::run(agent.clone(), shutdown.clone()));
+    let events = agent.spawn(sessions::watch_events(agent.clone(), shutdown.clone()));
     let app = api::router(agent.clone());
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);

@@ -29,7 +29,7 @@ pub async fn run(agent: Arc<Agent>, shutdown: CancellationToken) {
         agent.config().gateway_url.trim_end_matches('/')
     );
     // Runner events travel beside the heartbeats, on their own schedule.
-    tokio::spawn(crate::audit::forward(
+    agent.spawn(crate::audit::forward(
         agent.audit().clone(),
         client.clone(),
         agent.config().gateway_url.clone(),

@@ -6,9 +6,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use airlock_proto::agent::{ContainerPhase, ContainerReport, CreateContainer, Heartbeat, Mount};
+use airlock_proto::agent::{ContainerPhase, CreateContainer, Heartbeat, Mount, TunnelOrigin};
 use airlock_proto::recipes::readiness;
-use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
@@ -17,33 +16,28 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::AgentConfig;
-use crate::docker::{
-    ContainerSpec, Engine, LABEL_AGENT, LABEL_NAME, LABEL_OWNER, LABEL_SESSION, RUNNER_IN_CONTAINER,
-};
 use crate::error::AgentError;
-
-#[derive(Debug, Clone)]
-struct Entry {
-    phase: ContainerPhase,
-    reason: Option<String>,
-    host_key: Option<String>,
-    container_id: Option<String>,
-    since: Instant,
-}
+use crate::reconcile::{Entry, Observed, reconcile};
+use crate::runtime::{
+    Capacity, ContainerSpec, LABEL_AGENT, LABEL_NAME, LABEL_OWNER, LABEL_SESSION, LogChunk,
+    LogMode, RUNNER_IN_CONTAINER, Runtime,
+};
 
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
     config: AgentConfig,
-    engine: Engine,
+    runtime: Arc<dyn Runtime>,
     runner: PathBuf,
     /// The canonical folder storage root, if any.
     storage_root: Option<PathBuf>,
-    capacity: (f64, u64),
+    capacity: Capacity,
     entries: Mutex<HashMap<String, Entry>>,
     /// Container id → IP address (fixed while a container runs).
     addresses: Mutex<HashMap<String, String>>,
     changed: Notify,
+    /// Every task the agent spawns ([`Agent::spawn`]); shutdown waits for
+    /// them.
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Runner events waiting to go to the gateway.
@@ -105,7 +99,7 @@ impl Agent {
     /// Prepares the agent and re-adopts containers left by a previous run.
     pub async fn start(
         config: AgentConfig,
-        engine: Engine,
+        runtime: Arc<dyn Runtime>,
         shutdown: CancellationToken,
     ) -> Result<Self, AgentError> {
         let runner = install_runner(&config.runner, &config.data_dir)?;
@@ -119,13 +113,16 @@ impl Agent {
             })?),
             None => None,
         };
-        let (cpus, mem) = engine.capacity().await?;
-        crate::firewall::prepare(&engine, &config.network).await?;
+        let capacity = runtime.capacity().await?;
+        crate::firewall::prepare(runtime.as_ref(), &config.network).await?;
         let agent = Self {
             storage_root,
-            capacity: (cpus * config.cpu_overcommit, mem),
+            capacity: Capacity {
+                cpus: capacity.cpus * config.cpu_overcommit,
+                mem_bytes: capacity.mem_bytes,
+            },
             config,
-            engine,
+            runtime,
             runner,
             entries: Mutex::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
@@ -144,12 +141,36 @@ impl Agent {
         &self.config
     }
 
-    /// The Docker engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The container engine.
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.runtime.as_ref()
     }
 
-    /// Waits for background work (container creation) to finish.
+    /// Runs `task` in the background, tracked: shutdown
+    /// ([`Agent::wait_tasks`]) waits for it. Tasks that could run for long
+    /// end at shutdown themselves (or use [`Agent::spawn_until_shutdown`]).
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// [`Agent::spawn`], dropping `task` when the agent shuts down.
+    pub fn spawn_until_shutdown<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = shutdown.cancelled() => {}
+            }
+        })
+    }
+
+    /// Waits (at most 10 s) for the background tasks to finish.
     pub async fn wait_tasks(&self) {
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
@@ -172,7 +193,7 @@ impl Agent {
     }
 
     async fn adopt(&self) -> Result<(), AgentError> {
-        let found = self.engine.list(&self.config.agent_id).await?;
+        let found = self.runtime.list(&self.config.agent_id).await?;
         for c in found {
             let host_key = if c.running {
                 self.scan_host_key(&c.id).await
@@ -187,14 +208,14 @@ impl Agent {
             tracing::info!(session = %c.session_id, container = %c.id, ?phase, "re-adopted a session container");
             if c.running {
                 // New lines only: what was logged before is not re-sent.
-                let logs = self.engine.logs(&c.id, true, Some(0));
-                crate::audit::follow(
+                let logs = self.runtime.logs(&c.id, LogMode::Follow, Some(0));
+                self.spawn(crate::audit::follow(
                     self.audit.clone(),
                     c.session_id.clone(),
                     logs,
                     String::new(),
                     self.shutdown.clone(),
-                );
+                ));
             }
             lock(&self.entries).insert(
                 c.session_id.clone(),
@@ -211,10 +232,10 @@ impl Agent {
     }
 
     async fn scan_host_key(&self, container: &str) -> Option<String> {
-        let mut logs = self.engine.logs(container, false, None);
+        let mut logs = self.runtime.logs(container, LogMode::Existing, None);
         let mut buf = Vec::new();
         while let Some(Ok(chunk)) = logs.next().await {
-            if let LogOutput::StdOut { message } = chunk {
+            if let LogChunk::Stdout(message) = chunk {
                 buf.extend_from_slice(&message);
             }
         }
@@ -228,7 +249,7 @@ impl Agent {
         // The log is bounded: after enough output the line has rotated
         // away; the runner keeps the key in its root-owned state directory.
         let out = self
-            .engine
+            .runtime
             .exec_capture(
                 container,
                 "0:0",
@@ -273,7 +294,7 @@ impl Agent {
         }
         let mut spec = spec;
         spec.mounts = self.check_mounts(&spec)?;
-        if !self.engine.has_image(&spec.image).await? {
+        if !self.runtime.has_image(&spec.image).await? {
             return Err(AgentError::invalid(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -283,18 +304,9 @@ impl Agent {
             )
             .with_hint("list the images with `airlock session images`, build the default one with `airlockd image build-base`, or load yours with `docker load`"));
         }
-        lock(&self.entries).insert(
-            spec.session_id.clone(),
-            Entry {
-                phase: ContainerPhase::Preparing,
-                reason: None,
-                host_key: None,
-                container_id: None,
-                since: Instant::now(),
-            },
-        );
+        lock(&self.entries).insert(spec.session_id.clone(), Entry::preparing(Instant::now()));
         let this = self.clone();
-        self.tasks.spawn(async move {
+        self.spawn(async move {
             let id = spec.session_id.clone();
             let result = tokio::select! {
                 r = this.create_container(&spec) => r,
@@ -315,7 +327,7 @@ impl Agent {
                         })
                     };
                     if let Some(Some(cid)) = cid {
-                        let _ = this.engine.remove(&cid).await;
+                        let _ = this.runtime.remove(&cid).await;
                     }
                 }
             }
@@ -378,8 +390,9 @@ impl Agent {
         }
         let short = spec.session_id.get(..8).unwrap_or(&spec.session_id);
         let name = format!("airlock-{}-{short}", hostname(&spec.session_name));
-        let body = ContainerSpec {
-            image: &spec.image,
+        let container = ContainerSpec {
+            name,
+            image: spec.image.clone(),
             hostname: hostname(&spec.session_name),
             labels,
             env,
@@ -387,9 +400,8 @@ impl Agent {
             nano_cpus: (spec.cpu * 1e9) as i64,
             memory: i64::try_from(spec.mem_bytes).unwrap_or(i64::MAX),
             network: self.config.network.network.clone(),
-        }
-        .into_body();
-        let cid = self.engine.create_and_start(&name, body).await?;
+        };
+        let cid = self.runtime.create_and_start(container).await?;
         if let Some(e) = lock(&self.entries).get_mut(&spec.session_id) {
             e.container_id = Some(cid.clone());
         }
@@ -416,14 +428,14 @@ impl Agent {
     /// Follows the container log until the runner says it is ready; returns
     /// the host key it printed.
     async fn wait_ready(&self, cid: &str, session_id: &str) -> Result<String, AgentError> {
-        let mut logs = self.engine.logs(cid, true, None);
+        let mut logs = self.runtime.logs(cid, LogMode::Follow, None);
         let mut pending = String::new();
         let mut tail: Vec<String> = Vec::new();
         let mut host_key = None;
         while let Some(chunk) = logs.next().await {
             let chunk = chunk?;
-            let is_stdout = matches!(chunk, LogOutput::StdOut { .. });
-            pending.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            let is_stdout = matches!(chunk, LogChunk::Stdout(_));
+            pending.push_str(&String::from_utf8_lossy(chunk.bytes()));
             while let Some(pos) = pending.find('\n') {
                 let line: String = pending.drain(..=pos).collect();
                 let line = line.trim_end();
@@ -434,13 +446,13 @@ impl Agent {
                         AgentError::Docker("the runner did not report its host key".into())
                     })?;
                     // From here on the log carries the runner's audit events.
-                    crate::audit::follow(
+                    self.spawn(crate::audit::follow(
                         self.audit.clone(),
                         session_id.to_owned(),
                         logs,
                         std::mem::take(&mut pending),
                         self.shutdown.clone(),
-                    );
+                    ));
                     return Ok(key);
                 } else {
                     tail.push(line.to_owned());
@@ -450,12 +462,7 @@ impl Agent {
                 }
             }
         }
-        let exit = self
-            .engine
-            .inspect(cid)
-            .await?
-            .map(|(_, code, _, _)| code)
-            .unwrap_or(-1);
+        let exit = self.runtime.inspect(cid).await?.map_or(-1, |s| s.exit_code);
         Err(AgentError::Docker(format!(
             "the container exited (code {exit}) before the SSH server started: {}",
             tail.join(" | ")
@@ -500,7 +507,7 @@ impl Agent {
         let ids: Vec<String> = match cid {
             Some(c) => vec![c],
             None => self
-                .engine
+                .runtime
                 .list(&self.config.agent_id)
                 .await?
                 .into_iter()
@@ -509,7 +516,7 @@ impl Agent {
                 .collect(),
         };
         for id in ids {
-            self.engine.remove(&id).await?;
+            self.runtime.remove(&id).await?;
         }
         tracing::info!(session = %session_id, "session container removed");
         self.poke();
@@ -531,7 +538,7 @@ impl Agent {
         &self,
         session_id: &str,
         tcp: &tokio::net::TcpStream,
-        origin: Option<&airlock_proto::agent::TunnelOrigin>,
+        origin: Option<&TunnelOrigin>,
     ) {
         if let (Some(o), Ok(local)) = (origin, tcp.local_addr()) {
             self.audit.record_origin(session_id, local, o.clone());
@@ -546,9 +553,10 @@ impl Agent {
             Some(ip) => ip,
             None => {
                 let ip = self
-                    .engine
-                    .ip(&cid, &self.config.network.network)
+                    .runtime
+                    .inspect(&cid)
                     .await?
+                    .and_then(|s| s.ip_on(&self.config.network.network).map(str::to_owned))
                     .ok_or_else(|| {
                         AgentError::Docker("the session container has no IP address".into())
                     })?;
@@ -573,139 +581,78 @@ impl Agent {
         Ok(tcp)
     }
 
-    /// The full report for a heartbeat.
+    /// The full report for a heartbeat: the engine's listing, plus an
+    /// inspection of each stopped container and the host key of running
+    /// ones the agent does not know, reconciled with the agent's entries
+    /// (the pure `reconcile::reconcile`).
     pub async fn report(&self) -> Result<Heartbeat, AgentError> {
         // Entries that changed after this instant may not be in the listing
         // yet (a container created meanwhile): they are not "removed".
         let listed_at = Instant::now();
-        let found = self.engine.list(&self.config.agent_id).await?;
-        let mut reports = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for c in &found {
-            seen.insert(c.session_id.clone());
-            let entry = lock(&self.entries).get(&c.session_id).cloned();
-            let (phase, reason, host_key) = if c.running {
-                match &entry {
-                    Some(e) if e.phase == ContainerPhase::Preparing => {
-                        (ContainerPhase::Preparing, None, None)
-                    }
-                    Some(e) => (ContainerPhase::Running, None, e.host_key.clone()),
-                    None => (
-                        ContainerPhase::Running,
-                        None,
-                        self.scan_host_key(&c.id).await,
-                    ),
-                }
-            } else if entry
-                .as_ref()
-                .is_some_and(|e| e.phase == ContainerPhase::Preparing)
-            {
-                // Created but not started yet: the creating task reports
-                // the outcome (ready or Failed), not this listing.
-                (ContainerPhase::Preparing, None, None)
-            } else {
-                let reason = match self.engine.inspect(&c.id).await? {
-                    Some((_, _, true, _)) => {
-                        "the container ran out of memory and was killed".to_owned()
-                    }
-                    Some((_, 137, _, _)) => {
-                        "the container was killed (SIGKILL) outside airlock".to_owned()
-                    }
-                    Some((_, code, _, _)) => {
-                        format!("the container stopped unexpectedly (exit code {code})")
-                    }
-                    None => "the container disappeared".to_owned(),
-                };
-                if let Some(e) = lock(&self.entries).get_mut(&c.session_id)
-                    && e.phase != ContainerPhase::Exited
-                {
-                    e.phase = ContainerPhase::Exited;
-                    e.since = Instant::now();
-                }
-                (ContainerPhase::Exited, Some(reason), None)
+        let found = self.runtime.list(&self.config.agent_id).await?;
+        let mut observed = Vec::with_capacity(found.len());
+        for container in found {
+            let known = lock(&self.entries).contains_key(&container.session_id);
+            let mut o = Observed {
+                state: None,
+                host_key: None,
+                container,
             };
-            reports.push(ContainerReport {
-                session_id: c.session_id.clone(),
-                phase,
-                reason,
-                host_key,
-                container_id: Some(c.id.clone()),
-            });
-        }
-        let mut entries = lock(&self.entries);
-        // Failed creations are reported for a while, then forgotten.
-        entries.retain(|_, e| {
-            !(e.phase == ContainerPhase::Failed && e.since.elapsed() > Duration::from_secs(600))
-        });
-        let mut gone = Vec::new();
-        for (id, e) in entries.iter() {
-            if seen.contains(id) {
-                continue;
+            if !o.container.running {
+                o.state = self.runtime.inspect(&o.container.id).await?;
+            } else if !known {
+                o.host_key = self.scan_host_key(&o.container.id).await;
             }
-            match e.phase {
-                ContainerPhase::Preparing | ContainerPhase::Failed => {
-                    reports.push(ContainerReport {
-                        session_id: id.clone(),
-                        phase: e.phase,
-                        reason: e.reason.clone(),
-                        host_key: None,
-                        container_id: e.container_id.clone(),
-                    })
-                }
-                // Changed after the listing was taken: report next time.
-                _ if e.since >= listed_at => {}
-                // Known but no longer on the engine: removed behind our back.
-                _ => {
-                    reports.push(ContainerReport {
-                        session_id: id.clone(),
-                        phase: ContainerPhase::Removed,
-                        reason: Some("the container was removed outside airlock".into()),
-                        host_key: None,
-                        container_id: e.container_id.clone(),
-                    });
-                    gone.push(id.clone());
-                }
-            }
+            observed.push(o);
         }
-        for id in gone {
-            entries.remove(&id);
-        }
+        let containers = reconcile(
+            &mut lock(&self.entries),
+            observed,
+            listed_at,
+            Instant::now(),
+        );
         Ok(Heartbeat {
             agent_id: self.config.agent_id.clone(),
             url: self.config.advertise_url.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            cpu: self.capacity.0,
-            mem_bytes: self.capacity.1,
-            containers: reports,
+            cpu: self.capacity.cpus,
+            mem_bytes: self.capacity.mem_bytes,
+            containers,
             partial: false,
         })
     }
+
+    /// Serves one attachment of a resumable tunnel over an in-process pipe
+    /// (the embedded agent of `airlockd up`); returns the gateway's end.
+    pub fn resumable(
+        self: &Arc<Self>,
+        session_id: &str,
+        origin: Option<&TunnelOrigin>,
+    ) -> Result<tokio::io::DuplexStream, AgentError> {
+        self.container_of(session_id)?;
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        self.spawn_until_shutdown(crate::tunnels::serve(
+            self.clone(),
+            session_id.to_owned(),
+            theirs,
+            origin.cloned(),
+        ));
+        Ok(ours)
+    }
 }
 
-/// Pokes the link whenever Docker reports that one of our containers died
-/// or was removed, so the gateway learns within a second.
+/// Pokes the link whenever the engine reports that one of our containers
+/// died or was removed, so the gateway learns within a second.
 pub async fn watch_events(agent: Arc<Agent>, shutdown: CancellationToken) {
-    use bollard::query_parameters::EventsOptionsBuilder;
     loop {
-        let mut filters = HashMap::new();
-        filters.insert("type".to_owned(), vec!["container".to_owned()]);
-        filters.insert(
-            "label".to_owned(),
-            vec![format!("{LABEL_AGENT}={}", agent.config.agent_id)],
-        );
-        filters.insert(
-            "event".to_owned(),
-            vec!["die".to_owned(), "destroy".to_owned(), "oom".to_owned()],
-        );
-        let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        let mut events = agent.engine.docker().events(Some(opts));
+        let mut events = agent.runtime.events(&agent.config.agent_id);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 ev = events.next() => match ev {
-                    Some(Ok(_)) => agent.poke(),
+                    Some(Ok(())) => agent.poke(),
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "docker event stream failed; reconnecting");
+                        tracing::debug!(error = %e, "the engine's event stream failed; reconnecting");
                         break;
                     }
                     None => break,
@@ -899,5 +846,242 @@ mod tests {
             assert!(e.is_err(), "{host} -> {inside} must be refused");
         }
         assert!(check_mount(None, &m(&r("f1"), "/home/work/data")).is_err());
+    }
+}
+
+/// The agent's logic against a fake engine, through the [`Runtime`] seam.
+#[cfg(test)]
+mod fake_runtime_tests {
+    use std::sync::{Arc, Mutex};
+
+    use airlock_proto::agent::{ContainerPhase, ImageInfo};
+    use airlock_proto::recipes::readiness;
+    use futures_util::future::BoxFuture;
+    use futures_util::{FutureExt, StreamExt};
+    use tokio_util::sync::CancellationToken;
+
+    use super::Agent;
+    use crate::config::{AgentConfig, NetworkPolicy};
+    use crate::error::AgentError;
+    use crate::runtime::{
+        Capacity, Container, ContainerSpec, ContainerState, EventStream, Exec, LogChunk, LogMode,
+        LogStream, Runtime, SessionNetwork,
+    };
+
+    #[derive(Debug, Default)]
+    struct Fake {
+        /// (container, its state, its log).
+        containers: Mutex<Vec<(Container, ContainerState, String)>>,
+        inspected: Mutex<Vec<String>>,
+        removed: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn add(&self, session: &str, running: bool, exit_code: i64, log: &str) {
+            let c = Container {
+                id: format!("c-{session}"),
+                session_id: session.to_owned(),
+                running,
+            };
+            let state = ContainerState {
+                running,
+                exit_code,
+                ..ContainerState::default()
+            };
+            self.containers
+                .lock()
+                .unwrap()
+                .push((c, state, log.to_owned()));
+        }
+
+        fn drop_container(&self, id: &str) {
+            self.containers
+                .lock()
+                .unwrap()
+                .retain(|(c, _, _)| c.id != id);
+        }
+    }
+
+    fn unsupported<T: Send + 'static>() -> BoxFuture<'static, Result<T, AgentError>> {
+        async { Err(AgentError::Docker("not in the fake".into())) }.boxed()
+    }
+
+    impl Runtime for Fake {
+        fn capacity(&self) -> BoxFuture<'_, Result<Capacity, AgentError>> {
+            async {
+                Ok(Capacity {
+                    cpus: 2.0,
+                    mem_bytes: 1 << 30,
+                })
+            }
+            .boxed()
+        }
+        fn ensure_network<'a>(
+            &'a self,
+            _: &'a str,
+            bridge: &'a str,
+        ) -> BoxFuture<'a, Result<SessionNetwork, AgentError>> {
+            async move {
+                Ok(SessionNetwork {
+                    bridge: bridge.to_owned(),
+                    inter_container: false,
+                })
+            }
+            .boxed()
+        }
+        fn has_image<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, AgentError>> {
+            async { Ok(true) }.boxed()
+        }
+        fn images(&self) -> BoxFuture<'_, Result<Vec<ImageInfo>, AgentError>> {
+            async { Ok(Vec::new()) }.boxed()
+        }
+        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Container>, AgentError>> {
+            let list = self.containers.lock().unwrap();
+            let found = list.iter().map(|(c, _, _)| c.clone()).collect();
+            async move { Ok(found) }.boxed()
+        }
+        fn create_and_start(&self, _: ContainerSpec) -> BoxFuture<'_, Result<String, AgentError>> {
+            unsupported()
+        }
+        fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), AgentError>> {
+            self.drop_container(id);
+            self.removed.lock().unwrap().push(id.to_owned());
+            async { Ok(()) }.boxed()
+        }
+        fn inspect<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<ContainerState>, AgentError>> {
+            self.inspected.lock().unwrap().push(id.to_owned());
+            let list = self.containers.lock().unwrap();
+            let state = list
+                .iter()
+                .find(|(c, _, _)| c.id == id)
+                .map(|(_, s, _)| s.clone());
+            async move { Ok(state) }.boxed()
+        }
+        fn logs(&self, id: &str, mode: LogMode, tail: Option<usize>) -> LogStream {
+            let list = self.containers.lock().unwrap();
+            let log = list
+                .iter()
+                .find(|(c, _, _)| c.id == id)
+                .map(|(_, _, l)| l.clone())
+                .unwrap_or_default();
+            // Following from the end (re-adoption) sees nothing old.
+            let log = if mode == LogMode::Follow && tail == Some(0) {
+                String::new()
+            } else {
+                log
+            };
+            futures_util::stream::iter([Ok(LogChunk::Stdout(log.into()))]).boxed()
+        }
+        fn exec<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Vec<String>,
+        ) -> BoxFuture<'a, Result<Exec, AgentError>> {
+            unsupported()
+        }
+        fn exec_exit_code<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<i64, AgentError>> {
+            unsupported()
+        }
+        fn events(&self, _: &str) -> EventStream {
+            futures_util::stream::empty().boxed()
+        }
+    }
+
+    fn ready_log(key: &str) -> String {
+        format!(
+            "{}{key}\n{}\n",
+            readiness::HOST_KEY_PREFIX,
+            readiness::READY
+        )
+    }
+
+    #[tokio::test]
+    async fn adopts_reports_and_notices_removals_through_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = dir.path().join("airlock-runner");
+        std::fs::write(&runner, b"not really a runner").unwrap();
+        let mut config = AgentConfig::new(
+            "node-1",
+            "http://127.0.0.1:9",
+            "token",
+            runner,
+            dir.path().join("data"),
+        );
+        config.network = NetworkPolicy {
+            firewall: false,
+            ..NetworkPolicy::default()
+        };
+        let fake = Arc::new(Fake::default());
+        fake.add("s-run", true, 0, &ready_log("ssh-ed25519 RUN"));
+        fake.add("s-dead", false, 3, "");
+        let shutdown = CancellationToken::new();
+        let agent = Agent::start(config, fake.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        // Re-adopted: the running one with the key from its log.
+        assert_eq!(agent.container_of("s-run").unwrap(), "c-s-run");
+        assert!(agent.container_of("s-dead").is_err());
+
+        // A container of this agent it does not know (an orphan).
+        fake.add("s-orphan", true, 0, &ready_log("ssh-ed25519 ORPHAN"));
+        fake.inspected.lock().unwrap().clear();
+        let hb = agent.report().await.unwrap();
+        assert_eq!(hb.agent_id, "node-1");
+        assert_eq!(hb.cpu, 2.0);
+        let phase = |hb: &airlock_proto::agent::Heartbeat, s: &str| {
+            hb.containers
+                .iter()
+                .find(|c| c.session_id == s)
+                .map(|c| (c.phase, c.reason.clone(), c.host_key.clone()))
+        };
+        assert_eq!(
+            phase(&hb, "s-run"),
+            Some((
+                ContainerPhase::Running,
+                None,
+                Some("ssh-ed25519 RUN".into())
+            ))
+        );
+        assert_eq!(
+            phase(&hb, "s-dead"),
+            Some((
+                ContainerPhase::Exited,
+                Some("the container stopped unexpectedly (exit code 3)".into()),
+                None
+            ))
+        );
+        assert_eq!(
+            phase(&hb, "s-orphan"),
+            Some((
+                ContainerPhase::Running,
+                None,
+                Some("ssh-ed25519 ORPHAN".into())
+            ))
+        );
+        // Only stopped containers are inspected.
+        assert_eq!(*fake.inspected.lock().unwrap(), ["c-s-dead"]);
+
+        // Removed behind the agent's back: reported once, then forgotten.
+        fake.drop_container("c-s-run");
+        let hb = agent.report().await.unwrap();
+        assert_eq!(
+            phase(&hb, "s-run").map(|p| p.0),
+            Some(ContainerPhase::Removed)
+        );
+        let hb = agent.report().await.unwrap();
+        assert_eq!(phase(&hb, "s-run"), None);
+
+        // Destroying removes its container through the runtime.
+        agent.destroy("s-dead").await.unwrap();
+        assert_eq!(*fake.removed.lock().unwrap(), ["c-s-dead"]);
+        let hb = agent.report().await.unwrap();
+        assert_eq!(phase(&hb, "s-dead"), None);
+
+        shutdown.cancel();
+        agent.wait_tasks().await;
     }
 }

@@ -194,15 +194,15 @@ pub async fn serve<S>(
             }
             tunnels.trim(&session_id);
             tracing::info!(session = %session_id, tunnel = %short(&id), %reason, "tunnel detached; waiting for its client");
-            let agent = agent.clone();
-            tokio::spawn(async move {
+            let expiring = agent.clone();
+            agent.spawn_until_shutdown(async move {
                 tokio::time::sleep(grace).await;
                 let expired = {
                     let a = lock(&entry.attach);
                     a.0 == generation && !a.1
                 };
                 if expired {
-                    agent.tunnels.remove(&id, &entry);
+                    expiring.tunnels.remove(&id, &entry);
                     tracing::info!(session = %entry.session, tunnel = %short(&id), "tunnel expired (its client did not come back)");
                 }
             });

@@ -166,15 +166,9 @@ impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
         Box<dyn std::future::Future<Output = Result<tokio::io::DuplexStream, String>> + Send + 'a>,
     > {
         Box::pin(async move {
-            self.0.container_of(session_id).map_err(|e| e.to_string())?;
-            let (ours, theirs) = tokio::io::duplex(256 * 1024);
-            tokio::spawn(airlock_agent::tunnels::serve(
-                self.0.clone(),
-                session_id.to_owned(),
-                theirs,
-                origin.cloned(),
-            ));
-            Ok(ours)
+            self.0
+                .resumable(session_id, origin)
+                .map_err(|e| e.to_string())
         })
     }
 }
