@@ -13,6 +13,11 @@ use serde::Serialize;
 
 use crate::agents::AgentCallError;
 
+/// What [`LocalAgent`]'s methods return: a boxed future (the trait is
+/// used as `dyn`), failing with a reason for people.
+pub type Opening<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
 /// An agent running in this process (`airlockd up`): tunnels reach its
 /// containers directly instead of through an HTTP hop to ourselves.
 pub trait LocalAgent: Send + Sync + std::fmt::Debug {
@@ -22,9 +27,7 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + 'a>,
-    >;
+    ) -> Opening<'a, tokio::net::TcpStream>;
 
     /// A pipe to the agent's end of a resumable tunnel to a running
     /// session (the agent reads the client's HELLO from it).
@@ -32,9 +35,7 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<tokio::io::DuplexStream, String>> + Send + 'a>,
-    >;
+    ) -> Opening<'a, tokio::io::DuplexStream>;
 }
 
 /// A tunnel in the registry.

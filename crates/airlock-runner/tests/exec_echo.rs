@@ -10,7 +10,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -22,24 +23,29 @@ fn cat_echoes_512m_through_exec() {
     let big = dir.path().join("big.bin");
     let out = dir.path().join("out.bin");
     random_file(&big, 512 << 20);
+    let o = ssh_with_files(&s, "", "'sleep 2; cat'", &big, &out);
+    assert_ok(&o, "ssh cat", &s);
+    assert!(same_file(&big, &out), "echoed bytes differ");
+    assert_throttled(&s);
+}
+
+/// `ssh OPTIONS DEST COMMAND < input > output`, with a deadline.
+fn ssh_with_files(s: &Server, options: &str, command: &str, input: &Path, output: &Path) -> Output {
     let ssh = s.ssh();
     let words: Vec<String> = std::iter::once(ssh.get_program())
         .chain(ssh.get_args())
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let o = run_timeout(
+    run_timeout(
         Command::new("sh").arg("-c").arg(format!(
-            "{} {} 'sleep 2; cat' < {} > {}",
+            "{} {options} {} {command} < {} > {}",
             words.join(" "),
             s.dest(),
-            big.display(),
-            out.display()
+            input.display(),
+            output.display()
         )),
         Duration::from_secs(120),
-    );
-    assert_ok(&o, "ssh cat", &s);
-    assert!(same_file(&big, &out), "echoed bytes differ");
-    assert_throttled(&s);
+    )
 }
 
 /// The consumer started late, so the client got far ahead: the runner must
@@ -76,21 +82,7 @@ fn echoing_forward_target_gets_256m_back() {
             }
         }
     });
-    let ssh = s.ssh();
-    let words: Vec<String> = std::iter::once(ssh.get_program())
-        .chain(ssh.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let o = run_timeout(
-        Command::new("sh").arg("-c").arg(format!(
-            "{} -W 127.0.0.1:{echo_port} {} < {} > {}",
-            words.join(" "),
-            s.dest(),
-            big.display(),
-            out.display()
-        )),
-        Duration::from_secs(120),
-    );
+    let o = ssh_with_files(&s, &format!("-W 127.0.0.1:{echo_port}"), "", &big, &out);
     assert_ok(&o, "ssh -W to an echo target", &s);
     assert!(same_file(&big, &out), "echoed bytes differ");
     echo.join().unwrap();

@@ -1,6 +1,7 @@
 //! `airlockd up`: gateway and a local agent on this machine.
 
 use airlock_agent::image::{BaseImageOptions, ensure_base_image};
+use airlock_gateway::tunnels::Opening;
 use airlock_proto::agent::TunnelOrigin;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
@@ -144,9 +145,7 @@ impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + 'a>,
-    > {
+    ) -> Opening<'a, tokio::net::TcpStream> {
         Box::pin(async move {
             let tcp = self
                 .0
@@ -162,9 +161,7 @@ impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<tokio::io::DuplexStream, String>> + Send + 'a>,
-    > {
+    ) -> Opening<'a, tokio::io::DuplexStream> {
         Box::pin(async move {
             self.0
                 .resumable(session_id, origin)
