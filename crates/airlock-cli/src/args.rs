@@ -366,6 +366,10 @@ pub struct CreateArgs {
     /// Memory, e.g. 2g or 512m.
     #[arg(long)]
     pub mem: Option<String>,
+    /// Run it on this node (administrators; otherwise the scheduler
+    /// picks a node with room).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
     /// Return at once instead of waiting until the session runs.
     #[arg(long)]
     pub no_wait: bool,

@@ -253,45 +253,178 @@ pub async fn online(state: &AppState) -> Result<Vec<AgentRow>, ApiError> {
     Ok(state.store().online_agents(max_age).await?)
 }
 
-/// Picks the online agent with the most free CPU that fits the request.
-pub async fn schedule(
-    state: &AppState,
-    cpu_milli: i64,
-    mem_bytes: i64,
-) -> Result<AgentRow, ApiError> {
-    let agents = online(state).await?;
-    if agents.is_empty() {
-        return Err(
-            ApiError::unavailable("no node is online to run sessions").hint(
-                "start an agent (`airlockd agent`), or check that `airlockd up` can reach Docker",
-            ),
-        );
-    }
-    let mut best: Option<(i64, AgentRow)> = None;
-    for a in agents {
-        let (cpu, mem) = state.store().agent_usage(&a.id).await?;
-        let free_cpu = a.cpu_milli - cpu;
-        let free_mem = a.mem_bytes - mem;
-        if free_cpu >= cpu_milli
-            && free_mem >= mem_bytes
-            && best.as_ref().is_none_or(|(f, _)| free_cpu > *f)
-        {
-            best = Some((free_cpu, a));
+/// Where new sessions go among the nodes with room (`--placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The node with the most free CPU (then memory): load spreads out.
+    #[default]
+    Spread,
+    /// The fullest node that still fits: whole nodes stay free for large
+    /// sessions.
+    Pack,
+}
+
+impl std::str::FromStr for Placement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "spread" => Ok(Self::Spread),
+            "pack" => Ok(Self::Pack),
+            other => Err(format!("{other:?} is not a placement: use spread or pack")),
         }
     }
-    best.map(|(_, a)| a).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no-available-resource",
-            "Not enough resources",
-        )
-        .msg(format!(
-            "no node has {:.1} CPU and {} MiB of memory free",
-            cpu_milli as f64 / 1000.0,
-            mem_bytes / (1024 * 1024)
-        ))
-        .hint("ask for less (--cpu, --mem) or terminate sessions you no longer need")
+}
+
+/// A node as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The node.
+    pub agent: AgentRow,
+    /// CPU millicores not held by live sessions.
+    pub free_cpu_milli: i64,
+    /// Memory not held by live sessions.
+    pub free_mem_bytes: i64,
+}
+
+/// What a session asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// CPU millicores.
+    pub cpu_milli: i64,
+    /// Memory.
+    pub mem_bytes: i64,
+    /// This node only (administrators).
+    pub node: Option<&'a str>,
+}
+
+/// Why no node was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoNode {
+    /// No agent is online.
+    NoneOnline,
+    /// The named node is not online.
+    UnknownNode(String),
+    /// The named node is drained.
+    Draining(String),
+    /// Every node is drained.
+    AllDraining,
+    /// No node has room; the largest free slot (cpu, mem, node), if any.
+    NoRoom(Option<(i64, i64, String)>),
+}
+
+/// Chooses a node for `req` by `placement` (pure: the data in, the choice
+/// out). Drained nodes get nothing, not even when named.
+pub fn place(
+    candidates: Vec<Candidate>,
+    req: Request<'_>,
+    placement: Placement,
+) -> Result<AgentRow, NoNode> {
+    if candidates.is_empty() {
+        return Err(NoNode::NoneOnline);
+    }
+    let candidates: Vec<Candidate> = match req.node {
+        Some(name) => {
+            let named: Vec<Candidate> = candidates
+                .into_iter()
+                .filter(|c| c.agent.id == name)
+                .collect();
+            if named.is_empty() {
+                return Err(NoNode::UnknownNode(name.to_owned()));
+            }
+            if named.iter().all(|c| c.agent.draining) {
+                return Err(NoNode::Draining(name.to_owned()));
+            }
+            named
+        }
+        None => candidates,
+    };
+    let open: Vec<Candidate> = candidates
+        .into_iter()
+        .filter(|c| !c.agent.draining)
+        .collect();
+    if open.is_empty() {
+        return Err(NoNode::AllDraining);
+    }
+    let largest = open
+        .iter()
+        .max_by_key(|c| (c.free_cpu_milli, c.free_mem_bytes))
+        .map(|c| (c.free_cpu_milli, c.free_mem_bytes, c.agent.id.clone()));
+    let fits = open
+        .into_iter()
+        .filter(|c| c.free_cpu_milli >= req.cpu_milli && c.free_mem_bytes >= req.mem_bytes);
+    let key = |c: &Candidate| (c.free_cpu_milli, c.free_mem_bytes);
+    let chosen = match placement {
+        // Ties go to the first id either way (candidates come sorted).
+        Placement::Spread => fits.rev().max_by_key(key),
+        Placement::Pack => fits.min_by_key(key),
+    };
+    chosen
+        .map(|c| c.agent)
+        .ok_or(NoNode::NoRoom(largest.filter(|l| l.0 > 0 && l.1 > 0)))
+}
+
+fn mib(bytes: i64) -> i64 {
+    bytes / (1024 * 1024)
+}
+
+fn cpus(milli: i64) -> String {
+    format!("{:.1}", milli as f64 / 1000.0)
+}
+
+/// Picks a node for a new session (see [`place`]), with errors for people.
+pub async fn schedule(state: &AppState, req: Request<'_>) -> Result<AgentRow, ApiError> {
+    let mut candidates = Vec::new();
+    for a in online(state).await? {
+        let (cpu, mem) = state.store().agent_usage(&a.id).await?;
+        candidates.push(Candidate {
+            free_cpu_milli: a.cpu_milli - cpu,
+            free_mem_bytes: a.mem_bytes - mem,
+            agent: a,
+        });
+    }
+    place(candidates, req, state.config().placement).map_err(|e| match e {
+        NoNode::NoneOnline => ApiError::unavailable("no node is online to run sessions").hint(
+            "start an agent (`airlockd agent`), or check that `airlockd up` can reach Docker",
+        ),
+        NoNode::UnknownNode(n) => {
+            ApiError::not_found("node-not-found", format!("no node named {n:?} is online"))
+                .hint("see the nodes with `airlock admin cluster` or the web UI's Cluster page")
+        }
+        NoNode::Draining(n) => {
+            no_resource(format!("node {n:?} is drained: it takes no new sessions")).hint(format!(
+                "leave out --node, or end the drain: `airlock admin node undrain {n}`"
+            ))
+        }
+        NoNode::AllDraining => no_resource("every online node is drained".to_owned())
+            .hint("an administrator can end a drain: `airlock admin node undrain NODE`"),
+        NoNode::NoRoom(largest) => {
+            let asked = format!(
+                "no node has {} CPU and {} MiB of memory free",
+                cpus(req.cpu_milli),
+                mib(req.mem_bytes)
+            );
+            let msg = match largest {
+                Some((cpu, mem, node)) => format!(
+                    "{asked}; the largest free slot is {} CPU and {} MiB (node {node})",
+                    cpus(cpu),
+                    mib(mem)
+                ),
+                None => format!("{asked}; every node is full"),
+            };
+            no_resource(msg)
+                .hint("ask for less (--cpu, --mem) or terminate sessions you no longer need")
+        }
     })
+}
+
+fn no_resource(msg: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-available-resource",
+        "Not enough resources",
+    )
+    .msg(msg)
 }
 
 /// Applies a heartbeat: records the agent, moves sessions to the states
@@ -306,6 +439,7 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
             cpu_milli: (hb.cpu * 1000.0) as i64,
             mem_bytes: i64::try_from(hb.mem_bytes).unwrap_or(i64::MAX),
             last_seen: 0,
+            draining: false,
         })
         .await?;
     let mut reply = HeartbeatReply::default();
@@ -395,4 +529,157 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
         }
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const GIB: i64 = 1 << 30;
+
+    fn node(id: &str, free_cpu: i64, free_gib: i64, draining: bool) -> Candidate {
+        Candidate {
+            agent: AgentRow {
+                id: id.into(),
+                url: format!("http://{id}"),
+                version: "t".into(),
+                cpu_milli: 8000,
+                mem_bytes: 32 * GIB,
+                last_seen: 0,
+                draining,
+            },
+            free_cpu_milli: free_cpu,
+            free_mem_bytes: free_gib * GIB,
+        }
+    }
+
+    fn ask(cpu: i64, gib: i64) -> Request<'static> {
+        Request {
+            cpu_milli: cpu,
+            mem_bytes: gib * GIB,
+            node: None,
+        }
+    }
+
+    fn nodes() -> Vec<Candidate> {
+        vec![
+            node("a", 1000, 2, false),
+            node("b", 6000, 16, false),
+            node("c", 3000, 8, false),
+        ]
+    }
+
+    #[test]
+    fn spread_takes_the_emptiest_and_pack_the_fullest_that_fits() {
+        assert_eq!(
+            place(nodes(), ask(1000, 1), Placement::Spread).unwrap().id,
+            "b"
+        );
+        assert_eq!(
+            place(nodes(), ask(1000, 1), Placement::Pack).unwrap().id,
+            "a"
+        );
+        assert_eq!(
+            place(nodes(), ask(2000, 4), Placement::Pack).unwrap().id,
+            "c"
+        );
+        // Memory counts too: "a" has the CPU but not the memory.
+        assert_eq!(
+            place(nodes(), ask(500, 4), Placement::Pack).unwrap().id,
+            "c"
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_first_node() {
+        let same = vec![node("x", 2000, 4, false), node("y", 2000, 4, false)];
+        assert_eq!(
+            place(same.clone(), ask(1000, 1), Placement::Spread)
+                .unwrap()
+                .id,
+            "x"
+        );
+        assert_eq!(place(same, ask(1000, 1), Placement::Pack).unwrap().id, "x");
+    }
+
+    #[test]
+    fn no_room_names_the_largest_free_slot() {
+        assert_eq!(
+            place(nodes(), ask(7000, 1), Placement::Spread).unwrap_err(),
+            NoNode::NoRoom(Some((6000, 16 * GIB, "b".into())))
+        );
+        let full = vec![node("a", 0, 0, false)];
+        assert_eq!(
+            place(full, ask(1000, 1), Placement::Spread).unwrap_err(),
+            NoNode::NoRoom(None)
+        );
+        assert_eq!(
+            place(Vec::new(), ask(1000, 1), Placement::Spread).unwrap_err(),
+            NoNode::NoneOnline
+        );
+    }
+
+    #[test]
+    fn drained_nodes_get_nothing_even_when_named() {
+        let mut n = nodes();
+        n[1].agent.draining = true;
+        assert_eq!(
+            place(n.clone(), ask(1000, 1), Placement::Spread)
+                .unwrap()
+                .id,
+            "c"
+        );
+        // The largest slot ignores drained nodes.
+        assert_eq!(
+            place(n.clone(), ask(5000, 1), Placement::Spread).unwrap_err(),
+            NoNode::NoRoom(Some((3000, 8 * GIB, "c".into())))
+        );
+        let named = Request {
+            node: Some("b"),
+            ..ask(1000, 1)
+        };
+        assert_eq!(
+            place(n.clone(), named, Placement::Spread).unwrap_err(),
+            NoNode::Draining("b".into())
+        );
+        for c in &mut n {
+            c.agent.draining = true;
+        }
+        assert_eq!(
+            place(n, ask(1000, 1), Placement::Spread).unwrap_err(),
+            NoNode::AllDraining
+        );
+    }
+
+    #[test]
+    fn a_named_node_is_the_only_choice() {
+        let on_a = Request {
+            node: Some("a"),
+            ..ask(1000, 1)
+        };
+        assert_eq!(place(nodes(), on_a, Placement::Spread).unwrap().id, "a");
+        let too_big = Request {
+            node: Some("a"),
+            ..ask(2000, 1)
+        };
+        assert_eq!(
+            place(nodes(), too_big, Placement::Spread).unwrap_err(),
+            NoNode::NoRoom(Some((1000, 2 * GIB, "a".into())))
+        );
+        let nowhere = Request {
+            node: Some("zz"),
+            ..ask(1000, 1)
+        };
+        assert_eq!(
+            place(nodes(), nowhere, Placement::Spread).unwrap_err(),
+            NoNode::UnknownNode("zz".into())
+        );
+    }
+
+    #[test]
+    fn placement_parses() {
+        assert_eq!("pack".parse::<Placement>().unwrap(), Placement::Pack);
+        assert!("random".parse::<Placement>().is_err());
+    }
 }

@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// How long audit events are kept (pruned hourly); `None` = forever.
     pub audit_retention: Option<Duration>,
+    /// Where new sessions go among the nodes with room.
+    pub placement: crate::agents::Placement,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +87,7 @@ impl Default for GatewayConfig {
             http_limits: crate::listener::HttpLimits::default(),
             tls: None,
             audit_retention: None,
+            placement: crate::agents::Placement::default(),
         }
     }
 }

@@ -126,6 +126,8 @@ pub struct CreateParams {
     pub max_wait: Option<Duration>,
     /// Return an existing live session with the same name and image.
     pub reuse_if_exists: bool,
+    /// Run it on this node (administrators only).
+    pub node: Option<String>,
 }
 
 fn generated_name() -> String {
@@ -145,6 +147,12 @@ pub async fn create(
     caller: &Caller,
     params: CreateParams,
 ) -> Result<(SessionRow, bool), ApiError> {
+    if params.node.is_some() && !caller.user.is_admin() {
+        return Err(
+            ApiError::forbidden("only administrators choose the node a session runs on")
+                .hint("leave out --node; the scheduler picks a node with room"),
+        );
+    }
     let cfg = state.config();
     let name = params.name.unwrap_or_else(generated_name);
     validate::check_session_name(&name)?;
@@ -213,7 +221,15 @@ pub async fn create(
     // The quota check and the insert are one step per account: parallel
     // creates at the limit make exactly as many sessions as allowed.
     let slot = quotas::session_slot(state, &caller.user.id).await?;
-    let agent = agents::schedule(state, cpu_milli, mem_bytes).await?;
+    let agent = agents::schedule(
+        state,
+        agents::Request {
+            cpu_milli,
+            mem_bytes,
+            node: params.node.as_deref(),
+        },
+    )
+    .await?;
     let row = state
         .store()
         .insert_session(NewSession {

@@ -149,6 +149,15 @@ pub struct GatewayOpts {
         value_name = "DAYS"
     )]
     pub audit_retention_days: u32,
+    /// Where new sessions go among the nodes with room: `spread` (the node
+    /// with the most free CPU) or `pack` (the fullest that fits).
+    #[arg(
+        long,
+        env = "AIRLOCK_PLACEMENT",
+        default_value = "spread",
+        value_name = "POLICY"
+    )]
+    pub placement: airlock_gateway::agents::Placement,
     #[command(flatten)]
     pub limits: LimitOpts,
 }

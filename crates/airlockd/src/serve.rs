@@ -127,6 +127,7 @@ pub fn gateway_state(
             upload_bytes: opts.limits.max_upload_size,
             folders: opts.limits.max_folders,
         },
+        placement: opts.placement,
         audit_retention: (opts.audit_retention_days > 0)
             .then(|| std::time::Duration::from_secs(u64::from(opts.audit_retention_days) * 86_400)),
         http_limits: HttpLimits {

@@ -191,10 +191,15 @@ async fn create(client: &ApiClient, a: CreateArgs) -> CliResult<()> {
         let (k, v) = validate::parse_env_assignment(e)?;
         environ.insert(k, v.into());
     }
+    let mut config =
+        serde_json::json!({"mounts": a.mounts, "resources": resources, "environ": environ});
+    if let Some(node) = &a.node {
+        config["node"] = node.clone().into();
+    }
     let body = serde_json::json!({
         "name": a.name,
         "image": a.image,
-        "config": {"mounts": a.mounts, "resources": resources, "environ": environ},
+        "config": config,
         "enqueueOnly": a.no_wait,
         "maxWaitSeconds": 0,
         "reuseIfExists": false,

@@ -1,6 +1,7 @@
 //! The administrator's view of the cluster: `GET /admin/cluster` (agents
 //! with capacity and load, every user's live sessions, open tunnels) and
-//! `POST /admin/users/{email}/disable|enable` (audited). Terminating any
+//! `POST /admin/users/{email}/disable|enable` and
+//! `POST /admin/nodes/{id}/drain|undrain` (audited). Terminating any
 //! session is `DELETE /session/{id}` as an administrator (audited with
 //! who did it).
 
@@ -31,6 +32,7 @@ pub(crate) async fn snapshot(state: &AppState) -> ApiResult<Value> {
             "mem_bytes": a.mem_bytes,
             "cpu_milli_used": cpu,
             "mem_bytes_used": mem,
+            "draining": a.draining,
         }));
     }
     let mut owners = std::collections::HashMap::new();
@@ -122,4 +124,52 @@ pub(crate) async fn enable(
 ) -> ApiResult<axum::Json<Value>> {
     set_active(&state, &admin, &email, true).await?;
     Ok(axum::Json(json!({"email": email, "active": true})))
+}
+
+/// Drains a node or ends its drain (audited): a drained node gets no new
+/// sessions; the ones it runs stay.
+pub(crate) async fn set_draining(
+    state: &AppState,
+    admin: &Admin,
+    node: &str,
+    draining: bool,
+) -> ApiResult<()> {
+    if !state.store().set_agent_draining(node, draining).await? {
+        return Err(
+            ApiError::not_found("node-not-found", format!("no node named {node:?}"))
+                .hint("see the nodes with `airlock admin cluster` or the web UI's Cluster page"),
+        );
+    }
+    state
+        .audit(
+            Audit::new(if draining {
+                "node.drained"
+            } else {
+                "node.undrained"
+            })
+            .with("node", node)
+            .with("by", &admin.0.user.email),
+        )
+        .await;
+    Ok(())
+}
+
+/// `POST /admin/nodes/{id}/drain`.
+pub(crate) async fn drain(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(node): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    set_draining(&state, &admin, &node, true).await?;
+    Ok(axum::Json(json!({"node": node, "draining": true})))
+}
+
+/// `POST /admin/nodes/{id}/undrain`.
+pub(crate) async fn undrain(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(node): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    set_draining(&state, &admin, &node, false).await?;
+    Ok(axum::Json(json!({"node": node, "draining": false})))
 }

@@ -70,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/cluster", get(cluster::get))
         .route("/admin/users/{email}/disable", post(cluster::disable))
         .route("/admin/users/{email}/enable", post(cluster::enable))
+        .route("/admin/nodes/{id}/drain", post(cluster::drain))
+        .route("/admin/nodes/{id}/undrain", post(cluster::undrain))
         .route(
             "/admin/users/{email}/limits",
             get(limits::get).patch(limits::patch).put(limits::patch),

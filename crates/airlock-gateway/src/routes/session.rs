@@ -105,6 +105,20 @@ fn create_params(body: &Value) -> ApiResult<CreateParams> {
     let reuse_if_exists = get("reuseIfExists")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // `config.node` (airlock), or the official client's `--assign-agent`
+    // (`config.agentList`, one node).
+    let node = match config.get("node").or_else(|| config.get("agentList")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(n)) => Some(n.clone()),
+        Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
+            list[0].as_str().map(str::to_owned)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "config.node must be a node name (config.agentList: a list of one)",
+            ));
+        }
+    };
     Ok(CreateParams {
         name,
         image,
@@ -115,6 +129,7 @@ fn create_params(body: &Value) -> ApiResult<CreateParams> {
         enqueue_only,
         max_wait,
         reuse_if_exists,
+        node,
     })
 }
 

@@ -3,7 +3,7 @@
 use super::{Store, StoreError, now_ms};
 
 /// An agent's registration.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AgentRow {
     /// Agent id.
     pub id: String,
@@ -17,6 +17,46 @@ pub struct AgentRow {
     pub mem_bytes: i64,
     /// Last heartbeat (epoch ms).
     pub last_seen: i64,
+    /// An administrator drained it: no new sessions (kept across
+    /// heartbeats, which never change it).
+    pub draining: bool,
+}
+
+/// How an agent row is stored (booleans as 0/1, which SQLite and
+/// PostgreSQL read the same way).
+#[derive(sqlx::FromRow)]
+struct StoredAgent {
+    id: String,
+    url: String,
+    version: String,
+    cpu_milli: i64,
+    mem_bytes: i64,
+    last_seen: i64,
+    draining: i32,
+}
+
+impl From<StoredAgent> for AgentRow {
+    fn from(a: StoredAgent) -> Self {
+        Self {
+            id: a.id,
+            url: a.url,
+            version: a.version,
+            cpu_milli: a.cpu_milli,
+            mem_bytes: a.mem_bytes,
+            last_seen: a.last_seen,
+            draining: a.draining != 0,
+        }
+    }
+}
+
+/// `SELECT` of every agent column, then `$tail` (a string literal).
+macro_rules! select_agents {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, url, version, cpu_milli, mem_bytes, last_seen, draining FROM agents ",
+            $tail
+        )
+    };
 }
 
 impl Store {
@@ -44,23 +84,32 @@ impl Store {
 
     /// Agents seen within `max_age_ms`.
     pub async fn online_agents(&self, max_age_ms: i64) -> Result<Vec<AgentRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, url, version, cpu_milli, mem_bytes, last_seen FROM agents \
-             WHERE last_seen > $1 ORDER BY id",
-        )
-        .bind(now_ms() - max_age_ms)
-        .fetch_all(&self.pool)
-        .await?)
+        let rows: Vec<StoredAgent> =
+            sqlx::query_as(select_agents!("WHERE last_seen > $1 ORDER BY id"))
+                .bind(now_ms() - max_age_ms)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(AgentRow::from).collect())
     }
 
     /// One agent.
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, url, version, cpu_milli, mem_bytes, last_seen FROM agents WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        let row: Option<StoredAgent> = sqlx::query_as(select_agents!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(AgentRow::from))
+    }
+
+    /// Drains an agent (no new sessions) or ends the drain; false when no
+    /// such agent is known.
+    pub async fn set_agent_draining(&self, id: &str, draining: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE agents SET draining = $1 WHERE id = $2")
+            .bind(i32::from(draining))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// CPU millicores and memory held by live sessions on `agent_id`.

@@ -407,6 +407,7 @@ pub(crate) async fn create(
             enqueue_only: true,
             max_wait: None,
             reuse_if_exists: false,
+            node: None,
         };
         let (s, _) = sessions::create(&state, &user.caller, params).await?;
         Ok(s)
