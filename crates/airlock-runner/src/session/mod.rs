@@ -1,6 +1,6 @@
 //! `session` channels: pty, env, shell, exec, subsystem sftp, signals.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,15 @@ use tracing::{debug, info, warn};
 use crate::forward::{self, AgentSocket};
 use crate::server::ConnCtx;
 use crate::sftp;
+
+mod env;
+mod shell;
+mod signal;
+
+pub use shell::{scp_fallback, split_simple};
+
+use env::session_env;
+use shell::launch_for;
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -167,229 +176,6 @@ struct Spec {
     pty: Option<PtyReq>,
     client_env: Vec<(String, String)>,
     agent: Option<PathBuf>,
-}
-
-/// What to execute.
-struct Launch {
-    program: PathBuf,
-    arg0: Option<String>,
-    args: Vec<String>,
-}
-
-fn launch_for(ctx: &ConnCtx, command: Option<&str>) -> Launch {
-    let s = &ctx.settings;
-    match command {
-        None => {
-            let base = Path::new(&s.shell)
-                .file_name()
-                .map(|b| b.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "sh".into());
-            Launch {
-                program: PathBuf::from(&s.shell),
-                arg0: Some(format!("-{base}")),
-                args: Vec::new(),
-            }
-        }
-        Some(cmd) => {
-            if let Some(l) = direct_launch(cmd, &s.path_env, &s.self_exe) {
-                debug!("running {cmd:?} without the shell: {}", l.program.display());
-                return l;
-            }
-            Launch {
-                program: PathBuf::from(&s.shell),
-                arg0: None,
-                args: vec!["-c".into(), cmd.into()],
-            }
-        }
-    }
-}
-
-/// File-transfer server commands (`scp -t/-f …`, `rsync --server …`) are run
-/// directly, not through the user's shell, so rc files that print text
-/// cannot corrupt their protocol streams (docs/ssh-server-notes.md N9). When the
-/// image has no `scp`, the runner itself serves it (multi-call binary).
-/// Anything that needs the shell (globs, variables, `~` for a system
-/// binary, pipes) still goes through it.
-fn direct_launch(cmd: &str, path: &str, self_exe: &Path) -> Option<Launch> {
-    let words = split_simple(cmd)?;
-    let (first, rest) = words.split_first()?;
-    // The built-in speedtest (`airlock speedtest`), always the runner's own.
-    if first == crate::speedtest::NAME {
-        return Some(Launch {
-            program: self_exe.to_path_buf(),
-            arg0: Some(first.clone()),
-            args: rest.to_vec(),
-        });
-    }
-    let server_mode = match first.as_str() {
-        "scp" => rest
-            .iter()
-            .any(|w| w.starts_with('-') && (w.contains('t') || w.contains('f'))),
-        "rsync" => rest.iter().any(|w| w == "--server"),
-        _ => false,
-    };
-    if !server_mode {
-        return None;
-    }
-    match find_in_path(first, path) {
-        Some(p) => {
-            if rest.iter().any(|w| w.starts_with('~')) {
-                return None;
-            }
-            Some(Launch {
-                program: p,
-                arg0: Some(first.clone()),
-                args: rest.to_vec(),
-            })
-        }
-        None if first == "scp" => Some(Launch {
-            program: self_exe.to_path_buf(),
-            arg0: Some("scp".into()),
-            args: rest.to_vec(),
-        }),
-        None => None,
-    }
-}
-
-/// If `cmd` is an scp server command and no `scp` is in `path`, the
-/// arguments for the built-in scp.
-pub fn scp_fallback(cmd: &str, path: &str) -> Option<Vec<String>> {
-    let l = direct_launch(cmd, path, Path::new("/self"))?;
-    (l.program == Path::new("/self")).then_some(l.args)
-}
-
-fn find_in_path(name: &str, path: &str) -> Option<PathBuf> {
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Split a command line into words with sh-like quoting; `None` if it uses
-/// shell features beyond quoting (pipes, variables, globs, …).
-pub fn split_simple(cmd: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = cmd.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(x) => cur.push(x),
-                        None => return None,
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(x @ ('"' | '\\' | '$' | '`')) => cur.push(x),
-                            Some(x) => {
-                                cur.push('\\');
-                                cur.push(x);
-                            }
-                            None => return None,
-                        },
-                        Some('$' | '`') => return None,
-                        Some(x) => cur.push(x),
-                        None => return None,
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.push(chars.next()?);
-            }
-            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' => return None,
-            x => {
-                in_word = true;
-                cur.push(x);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Some(words)
-}
-
-fn session_env(ctx: &ConnCtx, spec: &Spec, tty: Option<&str>) -> Vec<(String, String)> {
-    let s = &ctx.settings;
-    const OURS: &[&str] = &[
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "PATH",
-        "MAIL",
-        "SSH_CONNECTION",
-        "SSH_CLIENT",
-        "SSH_TTY",
-        "SSH_AUTH_SOCK",
-        "TERM",
-    ];
-    let mut env: Vec<(String, String)> = s.base_env.clone();
-    let mut has_lang = false;
-    for (k, v) in &spec.client_env {
-        if OURS.contains(&k.as_str()) || k.is_empty() || k.contains('=') {
-            continue;
-        }
-        if k == "LANG" {
-            has_lang = true;
-        }
-        env.push((k.clone(), v.clone()));
-    }
-    let home = s.home.display().to_string();
-    env.push(("HOME".into(), home));
-    env.push(("USER".into(), s.user.clone()));
-    env.push(("LOGNAME".into(), s.user.clone()));
-    env.push(("SHELL".into(), s.shell.clone()));
-    env.push(("PATH".into(), s.path_env.clone()));
-    if !has_lang {
-        env.push(("LANG".into(), s.lang.clone()));
-    }
-    let (pip, pport) = (ctx.peer.ip().to_canonical(), ctx.peer.port());
-    let (lip, lport) = (ctx.local.ip().to_canonical(), ctx.local.port());
-    env.push((
-        "SSH_CONNECTION".into(),
-        format!("{pip} {pport} {lip} {lport}"),
-    ));
-    env.push(("SSH_CLIENT".into(), format!("{pip} {pport} {lport}")));
-    if let Some(p) = &spec.pty {
-        env.push((
-            "TERM".into(),
-            if p.term.is_empty() {
-                "xterm".into()
-            } else {
-                p.term.clone()
-            },
-        ));
-    }
-    if let Some(t) = tty {
-        env.push(("SSH_TTY".into(), t.to_string()));
-    }
-    if let Some(a) = &spec.agent {
-        env.push(("SSH_AUTH_SOCK".into(), a.display().to_string()));
-    }
-    env
 }
 
 async fn fail(tx: &Tx, msg: String) {
@@ -580,7 +366,7 @@ async fn finish(ctx: &ConnCtx, tx: &Tx, status: ExitStatus) {
             .handle
             .exit_signal_request(
                 tx.id(),
-                sig_from_num(sig),
+                signal::to_ssh(sig),
                 status.core_dumped(),
                 String::new(),
                 String::new(),
@@ -588,25 +374,6 @@ async fn finish(ctx: &ConnCtx, tx: &Tx, status: ExitStatus) {
             .await;
     }
     let _ = tx.close().await;
-}
-
-fn sig_from_num(n: i32) -> Sig {
-    match Signal::try_from(n) {
-        Ok(Signal::SIGABRT) => Sig::ABRT,
-        Ok(Signal::SIGALRM) => Sig::ALRM,
-        Ok(Signal::SIGFPE) => Sig::FPE,
-        Ok(Signal::SIGHUP) => Sig::HUP,
-        Ok(Signal::SIGILL) => Sig::ILL,
-        Ok(Signal::SIGINT) => Sig::INT,
-        Ok(Signal::SIGKILL) => Sig::KILL,
-        Ok(Signal::SIGPIPE) => Sig::PIPE,
-        Ok(Signal::SIGQUIT) => Sig::QUIT,
-        Ok(Signal::SIGSEGV) => Sig::SEGV,
-        Ok(Signal::SIGTERM) => Sig::TERM,
-        Ok(Signal::SIGUSR1) => Sig::USR1,
-        Ok(s) => Sig::Custom(s.as_str().trim_start_matches("SIG").to_string()),
-        Err(_) => Sig::Custom(format!("{n}")),
-    }
 }
 
 /// The process group a spawned command leads.
@@ -637,23 +404,8 @@ fn hang_up(pgid: Option<Pid>, mut child: tokio::process::Child) {
 }
 
 fn signal_group(pgid: Option<Pid>, sig: &Sig) {
-    let s = match sig {
-        Sig::ABRT => Signal::SIGABRT,
-        Sig::ALRM => Signal::SIGALRM,
-        Sig::FPE => Signal::SIGFPE,
-        Sig::HUP => Signal::SIGHUP,
-        Sig::ILL => Signal::SIGILL,
-        Sig::INT => Signal::SIGINT,
-        Sig::KILL => Signal::SIGKILL,
-        Sig::PIPE => Signal::SIGPIPE,
-        Sig::QUIT => Signal::SIGQUIT,
-        Sig::SEGV => Signal::SIGSEGV,
-        Sig::TERM => Signal::SIGTERM,
-        Sig::USR1 => Signal::SIGUSR1,
-        Sig::Custom(name) => match format!("SIG{name}").parse::<Signal>() {
-            Ok(s) => s,
-            Err(_) => return,
-        },
+    let Some(s) = signal::from_ssh(sig) else {
+        return;
     };
     if let Some(p) = pgid {
         debug!("signal {s} to process group {p}");
@@ -784,29 +536,5 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
     if let Some(s) = status {
         info!(peer = %ctx.peer, "shell exited: {s}");
         finish(ctx, &tx, s).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn split() {
-        assert_eq!(
-            split_simple("scp -t -- 'a b' c\\ d \"e\\\"f\"").unwrap(),
-            vec!["scp", "-t", "--", "a b", "c d", "e\"f"]
-        );
-        assert!(split_simple("scp -f *.txt").is_none());
-        assert!(split_simple("echo hi; ls").is_none());
-    }
-
-    #[test]
-    fn scp_detection() {
-        assert!(scp_fallback("scp -t /tmp", "/nonexistent").is_some());
-        assert!(scp_fallback("scp -v -r -f -- ~/x", "/nonexistent").is_some());
-        assert!(scp_fallback("ls -l", "/nonexistent").is_none());
-        assert!(scp_fallback("scp -t /tmp", "/usr/bin:/bin").is_none());
     }
 }
