@@ -11,9 +11,11 @@ use nix::unistd::Pid;
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::forward::{self, AgentSocket};
+use crate::queue::ChannelQueue;
 use crate::server::ConnCtx;
 use crate::sftp;
 
@@ -197,7 +199,7 @@ async fn run_process(
     early_eof: bool,
 ) {
     if spec.pty.is_some() {
-        run_pty(ctx, spec, rx, tx, early).await;
+        run_pty(ctx, spec, rx, tx, early, early_eof).await;
     } else {
         run_pipes(ctx, spec, rx, tx, early, early_eof).await;
     }
@@ -225,16 +227,11 @@ async fn pump_output<R: AsyncRead + Unpin>(mut r: R, tx: Tx, ext: Option<u32>) {
     }
 }
 
-// The channel reader below never waits on the command: stdin data goes into
-// the connection's accounted queue (queue.rs), which steers russh's window.
-// Awaiting room here instead stopped russh's session loop, and with it the
-// window adjusts the stdout pump waits for; a filter (`cat`, `gzip -c`) that
-// stops reading stdin while its stdout is full then never moved again
-// (`ssh host cat < 512MiB` stopped after ~19 MB; tests/exec_echo.rs).
+/// Run a command on pipes (no pty); see [`drive`].
 async fn run_pipes(
     ctx: &ConnCtx,
     spec: Spec,
-    mut rx: ChannelReadHalf,
+    rx: ChannelReadHalf,
     tx: Tx,
     early: Vec<Bytes>,
     early_eof: bool,
@@ -268,8 +265,8 @@ async fn run_pipes(
         fail(&tx, "cannot set up pipes".into()).await;
         return;
     };
-    let mut out_task = tokio::spawn(pump_output(stdout, tx.clone(), None));
-    let mut err_task = tokio::spawn(pump_output(stderr, tx.clone(), Some(1)));
+    let out_task = tokio::spawn(pump_output(stdout, tx.clone(), None));
+    let err_task = tokio::spawn(pump_output(stderr, tx.clone(), Some(1)));
     let (in_tx, mut in_rx) = ctx.backlog.queue::<Bytes>();
     let in_task = tokio::spawn(async move {
         let mut stdin = stdin;
@@ -283,38 +280,137 @@ async fn run_pipes(
         }
         let _ = stdin.shutdown().await;
     });
-    let mut in_tx = Some(in_tx);
-    for b in early {
-        if let Some(q) = &in_tx {
-            let n = b.len();
-            let _ = q.push(b, n);
+    let running = Running {
+        kind: Kind::Pipes,
+        child,
+        pgid,
+        input: Input::Pipe(Some(in_tx)),
+        out_task,
+        err_task: Some(err_task),
+        in_task,
+    };
+    drive(ctx, rx, &tx, running, early, early_eof).await;
+}
+
+/// How a command's terminal is set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// stdin, stdout and stderr are pipes.
+    Pipes,
+    /// A pty.
+    Pty,
+}
+
+/// Where the client's input goes: a command's stdin, or its pty.
+enum Input {
+    /// The stdin queue; `None` once the client sent EOF or the command
+    /// stopped reading.
+    Pipe(Option<ChannelQueue<Bytes>>),
+    /// The pty's queue (a pty ignores the channel's EOF).
+    Pty(ChannelQueue<PtyIn>),
+}
+
+impl Input {
+    fn data(&mut self, data: Bytes) {
+        let n = data.len();
+        match self {
+            Input::Pipe(q) => {
+                if let Some(t) = q.as_ref()
+                    && t.push(data, n).is_err()
+                {
+                    *q = None;
+                }
+            }
+            Input::Pty(q) => {
+                let _ = q.push(PtyIn::Data(data), n);
+            }
         }
     }
+
+    fn eof(&mut self) {
+        if let Input::Pipe(q) = self {
+            *q = None;
+        }
+    }
+
+    fn resize(&mut self, size: pty_process::Size) {
+        if let Input::Pty(q) = self {
+            let _ = q.push(PtyIn::Resize(size), 0);
+        }
+    }
+}
+
+/// A started command and the tasks that move its bytes.
+struct Running {
+    kind: Kind,
+    child: tokio::process::Child,
+    pgid: Option<Pid>,
+    input: Input,
+    /// stdout's (or the pty's) pump.
+    out_task: JoinHandle<()>,
+    /// stderr's pump (pipes only).
+    err_task: Option<JoinHandle<()>>,
+    /// The writer of `input` into the command.
+    in_task: JoinHandle<()>,
+}
+
+/// After the shell of a pty exited, how long its output may still drain
+/// while something else holds the pty (as OpenSSH does).
+const PTY_DRAIN: Duration = Duration::from_millis(300);
+
+/// The one event loop of a running command (pipes or pty), until it is done
+/// or the client is gone; then the exit status, or a hang-up.
+//
+// The channel reader below never waits on the command: stdin data goes into
+// the connection's accounted queue (queue.rs), which steers russh's window.
+// Awaiting room here instead stopped russh's session loop, and with it the
+// window adjusts the stdout pump waits for; a filter (`cat`, `gzip -c`) that
+// stops reading stdin while its stdout is full then never moved again
+// (`ssh host cat < 512MiB` stopped after ~19 MB; tests/exec_echo.rs).
+async fn drive(
+    ctx: &ConnCtx,
+    mut rx: ChannelReadHalf,
+    tx: &Tx,
+    running: Running,
+    early: Vec<Bytes>,
+    early_eof: bool,
+) {
+    let Running {
+        kind,
+        mut child,
+        pgid,
+        mut input,
+        mut out_task,
+        mut err_task,
+        in_task,
+    } = running;
+    for b in early {
+        input.data(b);
+    }
     if early_eof {
-        in_tx = None;
+        input.eof();
     }
     let mut status: Option<ExitStatus> = None;
     let mut out_done = false;
-    let mut err_done = false;
+    let mut err_done = err_task.is_none();
     let mut closed = false;
-    let eow_reg = crate::eow::register(ctx.conn_id);
+    let eow_reg = (kind == Kind::Pipes).then(|| crate::eow::register(ctx.conn_id));
     while !(status.is_some() && out_done && err_done) {
         tokio::select! {
             // The client stopped reading stdout (eow@openssh.com): close the
             // pipe so the command gets SIGPIPE, as OpenSSH's sshd does.
-            _ = eow_reg.notify.notified(), if !out_done => {
+            _ = eow_notified(eow_reg.as_ref()), if eow_reg.is_some() && !out_done => {
                 debug!("eow@openssh.com: closing the command's stdout");
                 out_task.abort();
                 out_done = true;
             }
             m = rx.wait(), if !closed => match m {
-                Some(ChannelMsg::Data { data }) => {
-                    let n = data.len();
-                    if let Some(q) = &in_tx && q.push(data, n).is_err() {
-                        in_tx = None;
-                    }
+                Some(ChannelMsg::Data { data }) => input.data(data),
+                Some(ChannelMsg::Eof) => input.eof(),
+                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
+                    input.resize(pty_process::Size::new_with_pixel(
+                        clamp16(row_height), clamp16(col_width), clamp16(pix_width), clamp16(pix_height)));
                 }
-                Some(ChannelMsg::Eof) => in_tx = None,
                 Some(ChannelMsg::Signal { signal }) => signal_group(pgid, &signal),
                 Some(ChannelMsg::Close) | None => {
                     closed = true;
@@ -330,23 +426,52 @@ async fn run_pipes(
                 }
             },
             _ = &mut out_task, if !out_done => out_done = true,
-            _ = &mut err_task, if !err_done => err_done = true,
+            _ = join_some(&mut err_task), if !err_done => err_done = true,
+            // The shell exited but something still holds the pty: stop
+            // after a short drain.
+            _ = tokio::time::sleep(PTY_DRAIN), if kind == Kind::Pty && status.is_some() && !out_done => break,
         }
     }
-    drop(in_tx);
+    drop(input);
     drop(eow_reg);
-    if closed || status.is_none() {
+    in_task.abort();
+    let Some(status) = status.filter(|_| !closed) else {
         // The client went away (or stopped reading, e.g. `ssh h yes | head -1`):
         // close the command's pipes so it gets SIGPIPE, and hang up its group.
         out_task.abort();
-        err_task.abort();
-        in_task.abort();
+        if let Some(t) = err_task {
+            t.abort();
+        }
         hang_up(pgid, child);
         return;
+    };
+    if !out_done {
+        out_task.abort();
     }
-    in_task.abort();
-    if let Some(s) = status {
-        finish(ctx, &tx, s).await;
+    if kind == Kind::Pty {
+        if let Some(p) = pgid {
+            let _ = nix::sys::signal::killpg(p, Signal::SIGHUP);
+        }
+        info!(peer = %ctx.peer, "shell exited: {status}");
+    }
+    finish(ctx, tx, status).await;
+}
+
+/// Resolves when the client sends eow@openssh.com; never without a registration.
+async fn eow_notified(reg: Option<&crate::eow::Registration>) {
+    match reg {
+        Some(r) => r.notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the task ends; never without a task.
+async fn join_some(task: &mut Option<JoinHandle<()>>) {
+    match task {
+        Some(t) => {
+            let _ = t.await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -418,7 +543,15 @@ enum PtyIn {
     Resize(pty_process::Size),
 }
 
-async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, early: Vec<Bytes>) {
+/// Run a command on a pty; see [`drive`].
+async fn run_pty(
+    ctx: &ConnCtx,
+    spec: Spec,
+    rx: ChannelReadHalf,
+    tx: Tx,
+    early: Vec<Bytes>,
+    early_eof: bool,
+) {
     use std::os::fd::AsRawFd as _;
     let Some(req) = spec.pty.clone() else {
         return;
@@ -449,7 +582,7 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
         .envs(env)
         .current_dir(&ctx.settings.home);
     // `spawn` consumes the pts, so the parent keeps no slave fd (docs/ssh-server-notes.md N8).
-    let mut child = match cmd.spawn(pts) {
+    let child = match cmd.spawn(pts) {
         Ok(c) => c,
         Err(e) => {
             fail(&tx, format!("cannot run {}: {e}", launch.program.display())).await;
@@ -458,8 +591,8 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
     };
     let pgid = group_of(&child);
     let (pr, mut pw) = pty.into_split();
-    let mut out_task = tokio::spawn(pump_output(pr, tx.clone(), None));
-    // Never waits on the pty: see run_pipes.
+    let out_task = tokio::spawn(pump_output(pr, tx.clone(), None));
+    // Never waits on the pty: see drive.
     let (in_tx, mut in_rx) = ctx.backlog.queue::<PtyIn>();
     let in_task = tokio::spawn(async move {
         let mut broken = false;
@@ -476,65 +609,14 @@ async fn run_pty(ctx: &ConnCtx, spec: Spec, mut rx: ChannelReadHalf, tx: Tx, ear
             }
         }
     });
-    for b in early {
-        let n = b.len();
-        let _ = in_tx.push(PtyIn::Data(b), n);
-    }
-    let mut status: Option<ExitStatus> = None;
-    let mut out_done = false;
-    let mut closed = false;
-    loop {
-        tokio::select! {
-            m = rx.wait(), if !closed => match m {
-                Some(ChannelMsg::Data { data }) => {
-                    let n = data.len();
-                    let _ = in_tx.push(PtyIn::Data(data), n);
-                }
-                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
-                    let s = pty_process::Size::new_with_pixel(
-                        clamp16(row_height), clamp16(col_width), clamp16(pix_width), clamp16(pix_height));
-                    let _ = in_tx.push(PtyIn::Resize(s), 0);
-                }
-                Some(ChannelMsg::Signal { signal }) => signal_group(pgid, &signal),
-                Some(ChannelMsg::Close) | None => {
-                    closed = true;
-                    break;
-                }
-                Some(_) => {}
-            },
-            r = child.wait(), if status.is_none() => match r {
-                Ok(s) => {
-                    status = Some(s);
-                    if out_done { break; }
-                }
-                Err(e) => {
-                    warn!("wait: {e}");
-                    break;
-                }
-            },
-            _ = &mut out_task, if !out_done => {
-                out_done = true;
-                if status.is_some() { break; }
-            }
-            // The shell exited but something still holds the pty: stop
-            // after a short drain, like OpenSSH does.
-            _ = tokio::time::sleep(Duration::from_millis(300)), if status.is_some() && !out_done => break,
-        }
-    }
-    in_task.abort();
-    if closed || status.is_none() {
-        out_task.abort();
-        hang_up(pgid, child);
-        return;
-    }
-    if !out_done {
-        out_task.abort();
-    }
-    if let Some(p) = pgid {
-        let _ = nix::sys::signal::killpg(p, Signal::SIGHUP);
-    }
-    if let Some(s) = status {
-        info!(peer = %ctx.peer, "shell exited: {s}");
-        finish(ctx, &tx, s).await;
-    }
+    let running = Running {
+        kind: Kind::Pty,
+        child,
+        pgid,
+        input: Input::Pty(in_tx),
+        out_task,
+        err_task: None,
+        in_task,
+    };
+    drive(ctx, rx, &tx, running, early, early_eof).await;
 }
