@@ -11,7 +11,7 @@
 //! stdin while its stdout pipe is full; the stdout pump waits for window; the
 //! window adjust sits unread behind the stopped loop), a pty, an `-L` target
 //! that echoes. That was a permanent stall (tests/exec_echo.rs), the same
-//! class as the psftp upload stall of sftp.rs.
+//! class as the psftp upload stall of sftp/mod.rs.
 //!
 //! The design that makes the class impossible: **channel readers never
 //! wait.** Each chunk goes into an unbounded [`ChannelQueue`] at once, and
