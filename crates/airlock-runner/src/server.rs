@@ -563,8 +563,7 @@ impl russh::server::Handler for ConnHandler {
             self.backlog.clone(),
             self.token.child_token(),
         )
-        .await
-        {
+        .await {
             Ok((bound, token)) => {
                 info!(peer = %self.peer, "remote forward {address}:{bound} listening");
                 crate::audit::emit(

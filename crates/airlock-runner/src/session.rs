@@ -86,11 +86,7 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
             Some(ChannelMsg::AgentForward { .. }) => {
                 if agent.is_none() {
                     crate::audit::emit(ctx.peer, "ssh.agent-forward", serde_json::json!({}));
-                    match forward::start_agent(
-                        ctx.handle.clone(),
-                        ctx.backlog.clone(),
-                        ctx.token.child_token(),
-                    ) {
+                    match forward::start_agent(ctx.handle.clone(), ctx.backlog.clone(), ctx.token.child_token()) {
                         Ok(a) => agent = Some(a),
                         Err(e) => warn!("agent forwarding unavailable: {e}"),
                     }
