@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use airlock_proto::CONTAINER_HOME;
-use airlock_proto::agent::{CreateContainer, DownloadRequest, ImageInfo, TCP_UPGRADE};
+use airlock_proto::agent::{
+    CreateContainer, DownloadRequest, ImageInfo, SIZES_HEADER, SIZES_MAX_PATHS, TCP_UPGRADE,
+    format_sizes,
+};
 use airlock_proto::problem::Problem;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -294,6 +297,11 @@ async fn download(
     if stat.code != 0 {
         return Err(file_error(stat.code, &stat.stderr));
     }
+    // What each path is, for the gateway's audit trail.
+    let sizes = (req.paths.len() <= SIZES_MAX_PATHS)
+        .then(|| stat_sizes(&stat.stdout))
+        .flatten()
+        .filter(|s| s.len() == req.paths.len());
     let boundary = format!("airlock-{}", hex::encode(rand::random::<[u8; 12]>()));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let b = boundary.clone();
@@ -378,7 +386,23 @@ async fn download(
         HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}"))
             .map_err(|e| AgentError::Docker(e.to_string()))?,
     );
+    if let Some(v) = sizes.and_then(|s| HeaderValue::from_str(&format_sizes(&s)).ok()) {
+        resp.headers_mut().insert(SIZES_HEADER, v);
+    }
     Ok(resp)
+}
+
+/// The sizes in `airlock-runner files stat` output (`[{"kind","size"}…]`;
+/// `None` for a directory).
+fn stat_sizes(out: &[u8]) -> Option<Vec<Option<u64>>> {
+    let v: serde_json::Value = serde_json::from_slice(out).ok()?;
+    v.as_array()?
+        .iter()
+        .map(|e| match e["kind"].as_str() {
+            Some("dir") => Some(None),
+            _ => e["size"].as_u64().map(Some),
+        })
+        .collect()
 }
 
 /// Streams the framed upload body into `airlock-runner files unpack`.

@@ -73,10 +73,44 @@ pub enum Command {
     /// Throughput to and from a session through the whole tunnel (OpenSSH
     /// over the gateway to the session's SSH server).
     Speedtest(SpeedtestArgs),
+    /// Administrators: the cluster (agents, every user's sessions, open
+    /// tunnels with live byte counts) and accounts. Terminate anyone's
+    /// session with `airlock session rm ID`.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print a shell completion script: `airlock completion bash >
     /// ~/.local/share/bash-completion/completions/airlock` (zsh: into a
     /// directory on $fpath as `_airlock`; fish: ~/.config/fish/completions/airlock.fish).
     Completion(CompletionArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Agents with capacity and load, every user's live sessions, and open
+    /// tunnels with their byte counts so far.
+    Cluster {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable or enable an account.
+    #[command(subcommand)]
+    User(AdminUserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminUserCommand {
+    /// Disable an account: its logins end at once and it can neither log
+    /// in nor sign requests (recorded in the audit trail).
+    Disable {
+        /// The account's email.
+        email: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The account's email.
+        email: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Status(args) => commands::status::run(&client, args).await,
         Command::Ping(args) => commands::ping::run(&client, args).await,
         Command::Speedtest(args) => commands::speedtest::run(&client, args).await,
+        Command::Admin(cmd) => commands::admin::run(&client, cmd).await,
         Command::Completion(args) => commands::completion::run(args.shell),
     }
 }

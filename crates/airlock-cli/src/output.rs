@@ -42,6 +42,47 @@ pub fn json<T: serde::Serialize>(value: &T) -> crate::error::CliResult<()> {
     Ok(())
 }
 
+/// Prints rows under a header on stdout, each column as wide as its
+/// widest cell (two spaces apart, the last one unpadded); `(none)` when
+/// there are no rows.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", render_table(header, &rows));
+}
+
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                let pad = widths.get(i).copied().unwrap_or(0);
+                out.push_str(&format!("{c:<pad$}  "));
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(&mut header.iter().copied());
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
 /// A size for people: `512`, `1.5K`, `23M`, `4.0G` (powers of 1024, like
 /// `ls -lh`).
 pub fn human_size(bytes: u64) -> String {
@@ -79,6 +120,19 @@ pub fn age(rfc3339: &str, now: chrono::DateTime<chrono::Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["a".to_owned(), "longer".to_owned(), "x".to_owned()],
+            vec!["bbbb".to_owned(), "c".to_owned(), "".to_owned()],
+        ];
+        assert_eq!(
+            render_table(&["ID", "NAME", "END"], &rows),
+            "ID    NAME    END\na     longer  x\nbbbb  c\n"
+        );
+        assert_eq!(render_table(&["ID"], &[]), "ID\n(none)\n");
+    }
 
     #[test]
     fn human_sizes() {

@@ -217,32 +217,77 @@ pub async fn session_terminated(state: &AppState, s: &SessionRow, by: &User, sta
         .await;
 }
 
-/// Records a folder file operation (`folder.upload`, `folder.download`,
-/// `folder.delete`) by `actor` (an account id; `user` when at hand, else
-/// its email is looked up).
-pub async fn folder_event(
+/// Where a transferred file lives.
+#[derive(Debug, Clone, Copy)]
+pub enum FileScope<'a> {
+    /// A storage folder.
+    Folder(&'a Folder),
+    /// A session's home directory.
+    Session(&'a SessionRow),
+}
+
+/// Records a file operation by `actor` (an account id; `user` when at
+/// hand, else its email is looked up): in a folder (`folder.upload`,
+/// `folder.download`, `folder.delete`) or a session (`session.upload`,
+/// `session.download`), with the path and, when known, the size. A
+/// session's file moved by someone else (an administrator) goes on the
+/// owner's trail, with `by`.
+pub async fn file_event(
     state: &AppState,
     actor: (&str, Option<&User>),
-    f: &Folder,
+    scope: FileScope<'_>,
     kind: &str,
     path: &str,
     size: Option<u64>,
 ) {
-    let mut e = Audit::new(kind)
-        .with("folder", &f.name)
-        .with("folder_id", &f.id)
-        .with("path", path);
-    if let Some(n) = size {
-        e = e.with("size", n);
-    }
-    e = match actor.1 {
-        Some(u) => e.user(u),
-        None => match state.store().user_by_id(actor.0).await {
-            Ok(Some(u)) => e.user(&u),
-            _ => e.user_ids(actor.0, None),
-        },
+    file_events(state, actor, scope, kind, &[(path.to_owned(), size)]).await;
+}
+
+/// [`file_event`] for several files of one request, written at once.
+pub async fn file_events(
+    state: &AppState,
+    actor: (&str, Option<&User>),
+    scope: FileScope<'_>,
+    kind: &str,
+    files: &[(String, Option<u64>)],
+) {
+    let email = |id: &str| {
+        let id = id.to_owned();
+        async move {
+            match state.store().user_by_id(&id).await {
+                Ok(Some(u)) => Some(u.email),
+                _ => None,
+            }
+        }
     };
-    state.audit(e).await;
+    let actor_email = match actor.1 {
+        Some(u) => Some(u.email.clone()),
+        None => email(actor.0).await,
+    };
+    let base = match scope {
+        FileScope::Folder(f) => Audit::new(kind)
+            .with("folder", &f.name)
+            .with("folder_id", &f.id)
+            .user_ids(actor.0, actor_email.as_deref()),
+        FileScope::Session(s) if s.user_id != actor.0 => Audit::new(kind)
+            .session(s)
+            .user_ids(&s.user_id, email(&s.user_id).await.as_deref())
+            .with("by", &actor_email),
+        FileScope::Session(s) => Audit::new(kind)
+            .session(s)
+            .user_ids(actor.0, actor_email.as_deref()),
+    };
+    let events = files
+        .iter()
+        .map(|(path, size)| {
+            let mut e = base.clone().with("path", path);
+            if let Some(n) = size {
+                e = e.with("size", n);
+            }
+            e
+        })
+        .collect();
+    state.audit_all(events).await;
 }
 
 /// How long a closed tunnel's connection is remembered, so that runner
@@ -363,9 +408,17 @@ impl AppState {
     /// Appends an event to the audit trail (logged, never failing the
     /// caller, when the database refuses).
     pub async fn audit(&self, event: Audit) {
-        let e = event.into_event();
-        if let Err(err) = self.store().append_events(std::slice::from_ref(&e)).await {
-            tracing::warn!(kind = %e.kind, error = %err, "cannot record an audit event");
+        self.audit_all(vec![event]).await;
+    }
+
+    /// Appends events in one write (see [`AppState::audit`]).
+    pub async fn audit_all(&self, events: Vec<Audit>) {
+        let rows: Vec<NewEvent> = events.into_iter().map(Audit::into_event).collect();
+        let Some(first) = rows.first() else {
+            return;
+        };
+        if let Err(err) = self.store().append_events(&rows).await {
+            tracing::warn!(kind = %first.kind, n = rows.len(), error = %err, "cannot record audit events");
         }
     }
 }

@@ -101,7 +101,7 @@ async fn scrape(State(state): State<AppState>) -> Response {
         .await
         .map_or(0, |a| a.len());
     metrics::gauge!("airlock_agents_online").set(agents as f64);
-    metrics::gauge!("airlock_tunnels_open").set(state.tunnels().list().len() as f64);
+    metrics::gauge!("airlock_tunnels_open").set(state.tunnels().count() as f64);
     let mut resp = Response::new(handle.render().into());
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -2,10 +2,12 @@
 //! drain) and the connection to a session's runner through its agent.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use airlock_proto::agent::{ORIGIN_CLIENT_HEADER, ORIGIN_CONN_HEADER, TCP_UPGRADE, TunnelOrigin};
+use airlock_tunnel::Counters;
 use http::header;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
@@ -38,7 +40,8 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
     ) -> Opening<'a, tokio::io::DuplexStream>;
 }
 
-/// A tunnel in the registry.
+/// A tunnel in the registry, as `GET /admin/tunnels` and `/admin/cluster`
+/// show it: byte counts and duration are live.
 #[derive(Debug, Clone, Serialize)]
 pub struct TunnelInfo {
     /// Tunnel number.
@@ -49,22 +52,76 @@ pub struct TunnelInfo {
     pub session_name: String,
     /// Who opened it.
     pub user: String,
+    /// Which program opened it (`airlock`, `backend.ai`, …).
+    pub client: String,
+    /// Its version, when it says.
+    pub client_version: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The gateway connection id (ties it to the audit trail).
+    pub conn: Option<String>,
+    /// Whether it is a resumable (`airlock-resume.v1`) tunnel.
+    pub resumable: bool,
     /// RFC 3339 start time.
     pub since: String,
+    /// Seconds open so far.
+    pub duration_s: u64,
+    /// Bytes from the client to the session so far.
+    pub bytes_up: u64,
+    /// Bytes from the session to the client so far.
+    pub bytes_down: u64,
+}
+
+/// What is known about a tunnel when it opens.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelMeta {
+    /// Session id.
+    pub session_id: String,
+    /// Session name.
+    pub session_name: String,
+    /// Who opened it.
+    pub user: String,
+    /// Which program opened it.
+    pub client: String,
+    /// Its version.
+    pub client_version: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The gateway connection id.
+    pub conn: Option<String>,
+    /// Resumable tunnel.
+    pub resumable: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    meta: TunnelMeta,
+    since: String,
+    started: Instant,
+    counters: Arc<Counters>,
 }
 
 /// All live tunnels.
 #[derive(Debug, Default)]
 pub struct Tunnels {
     next: AtomicU64,
-    live: Mutex<HashMap<u64, TunnelInfo>>,
+    live: Mutex<HashMap<u64, Entry>>,
 }
 
-/// Removes its tunnel from the registry when dropped.
+/// Removes its tunnel from the registry when dropped; hands the relay the
+/// tunnel's live counters.
 #[derive(Debug)]
 pub struct TunnelGuard<'a> {
     id: u64,
     tunnels: &'a Tunnels,
+    counters: Arc<Counters>,
+}
+
+impl TunnelGuard<'_> {
+    /// The counters the relay updates (read by [`Tunnels::list`]).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
 }
 
 impl Drop for TunnelGuard<'_> {
@@ -77,27 +134,57 @@ impl Drop for TunnelGuard<'_> {
 
 impl Tunnels {
     /// Registers a tunnel for as long as the guard lives.
-    pub fn open(&self, session_id: &str, session_name: &str, user: &str) -> TunnelGuard<'_> {
+    pub fn open(&self, meta: TunnelMeta) -> TunnelGuard<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let info = TunnelInfo {
-            id,
-            session_id: session_id.to_owned(),
-            session_name: session_name.to_owned(),
-            user: user.to_owned(),
+        let counters = Arc::new(Counters::default());
+        let entry = Entry {
+            meta,
             since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            started: Instant::now(),
+            counters: counters.clone(),
         };
         if let Ok(mut m) = self.live.lock() {
-            m.insert(id, info);
+            m.insert(id, entry);
         }
-        TunnelGuard { id, tunnels: self }
+        TunnelGuard {
+            id,
+            tunnels: self,
+            counters,
+        }
     }
 
-    /// A snapshot of the live tunnels.
+    /// How many tunnels are open.
+    pub fn count(&self) -> usize {
+        self.live.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// A snapshot of the live tunnels, with their byte counts now.
     pub fn list(&self) -> Vec<TunnelInfo> {
         let mut v: Vec<TunnelInfo> = self
             .live
             .lock()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(id, e)| {
+                        let (up, down) = e.counters.get();
+                        TunnelInfo {
+                            id: *id,
+                            session_id: e.meta.session_id.clone(),
+                            session_name: e.meta.session_name.clone(),
+                            user: e.meta.user.clone(),
+                            client: e.meta.client.clone(),
+                            client_version: e.meta.client_version.clone(),
+                            client_addr: e.meta.client_addr.clone(),
+                            conn: e.meta.conn.clone(),
+                            resumable: e.meta.resumable,
+                            since: e.since.clone(),
+                            duration_s: e.started.elapsed().as_secs(),
+                            bytes_up: up,
+                            bytes_down: down,
+                        }
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort_by_key(|t| t.id);
         v

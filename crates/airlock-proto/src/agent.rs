@@ -184,6 +184,34 @@ pub struct DownloadRequest {
     pub paths: Vec<String>,
 }
 
+/// Response header of an agent's download: what each requested path is,
+/// in the order asked, comma-separated: its size in bytes for a file, `d`
+/// for a directory (for the gateway's audit trail). Left out when the
+/// request named more than [`SIZES_MAX_PATHS`] paths.
+pub const SIZES_HEADER: &str = "x-airlock-sizes";
+
+/// Most paths [`SIZES_HEADER`] describes (keeps the header small).
+pub const SIZES_MAX_PATHS: usize = 1000;
+
+/// The [`SIZES_HEADER`] value for `sizes` (`None`: a directory).
+pub fn format_sizes(sizes: &[Option<u64>]) -> String {
+    sizes
+        .iter()
+        .map(|s| s.map_or_else(|| "d".to_owned(), |n| n.to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses a [`SIZES_HEADER`] value; `None` when malformed.
+pub fn parse_sizes(v: &str) -> Option<Vec<Option<u64>>> {
+    v.split(',')
+        .map(|p| match p.trim() {
+            "d" => Some(None),
+            n => n.parse().ok().map(Some),
+        })
+        .collect()
+}
+
 /// An entry of a directory listing in a session (`session ls`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -211,4 +239,18 @@ pub struct RunnerPing {
     pub banner_ms: f64,
     /// The identification line (`SSH-2.0-…`).
     pub banner: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_sizes, parse_sizes};
+
+    #[test]
+    fn sizes_round_trip() {
+        let v = vec![Some(0), None, Some(3_145_728)];
+        assert_eq!(format_sizes(&v), "0,d,3145728");
+        assert_eq!(parse_sizes(&format_sizes(&v)), Some(v));
+        assert_eq!(parse_sizes("12,x"), None);
+        assert_eq!(parse_sizes("-1"), None);
+    }
 }

@@ -517,3 +517,182 @@ fn official_client_app_connection_is_recorded() {
     assert_eq!(opened["detail"]["client"], "backend.ai", "{opened:#}");
     drop(app);
 }
+
+/// `airlock session upload` / `download` (through the gateway, not SSH)
+/// leave one event per file with its path and size, on the owner's trail
+/// and the admin's view, never another user's; `airlock admin cluster`
+/// shows an open tunnel's bytes while it runs; `airlock admin user
+/// disable|enable` works for administrators; everyone else gets a clear
+/// error.
+#[test]
+fn session_transfers_and_the_admin_cli() {
+    let d = Airlockd::start();
+    let admin = Cli::new(&d.url);
+    login(&admin, &d.admin_email, &d.admin_password);
+    let alice = user(&d, "alice@example.com");
+    let bob = user(&d, "bob@example.com");
+    let out = alice.run(
+        &[
+            "session", "create", "--name", "xfer", "--cpu", "1", "--mem", "1g", "--json",
+        ],
+        None,
+    );
+    out.expect_code(0);
+    let sid = serde_json::from_str::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Two files up, one down.
+    let a: Vec<u8> = (0..123_457u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(alice.cwd().join("a.bin"), &a).unwrap();
+    std::fs::create_dir_all(alice.cwd().join("sub")).unwrap();
+    std::fs::write(alice.cwd().join("sub/b.txt"), b"hello").unwrap();
+    alice
+        .run(&["session", "upload", "xfer", "a.bin", "sub/b.txt"], None)
+        .expect_code(0);
+    alice
+        .run(
+            &["session", "download", "xfer", "a.bin", "--dest", "out"],
+            None,
+        )
+        .expect_code(0);
+    assert_eq!(std::fs::read(alice.cwd().join("out/a.bin")).unwrap(), a);
+
+    let mine = format!("{}/user/events?session={sid}", d.url);
+    let evs = events(&alice, &mine);
+    let mut ups: Vec<(String, u64)> = of_kind(&evs, "session.upload")
+        .iter()
+        .map(|e| {
+            (
+                e["detail"]["path"].as_str().unwrap().to_owned(),
+                e["detail"]["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    ups.sort();
+    assert_eq!(
+        ups,
+        [
+            ("/home/work/a.bin".to_owned(), 123_457),
+            ("/home/work/sub/b.txt".to_owned(), 5)
+        ],
+        "{evs:#?}"
+    );
+    let downs = of_kind(&evs, "session.download");
+    assert_eq!(downs.len(), 1, "{evs:#?}");
+    assert_eq!(downs[0]["detail"]["path"], "/home/work/a.bin");
+    assert_eq!(downs[0]["detail"]["size"], 123_457);
+    for e in of_kind(&evs, "session.upload").into_iter().chain(downs) {
+        assert_eq!(e["user"], "alice@example.com", "{e:#}");
+        assert_eq!(e["session"], "xfer");
+        assert_eq!(e["client"], "127.0.0.1");
+        assert!(e["conn"].is_string(), "{e:#}");
+    }
+    // The admin sees them; bob does not, even asking by session.
+    let all = events(&admin, &format!("{}/admin/events?session={sid}", d.url));
+    assert_eq!(of_kind(&all, "session.upload").len(), 2);
+    assert_eq!(of_kind(&all, "session.download").len(), 1);
+    let bobs = events(&bob, &format!("{}/user/events?session={sid}", d.url));
+    assert!(bobs.is_empty(), "{bobs:#?}");
+
+    // An open tunnel's bytes, live: ssh prints 1 MiB, then stays connected.
+    let (_app, port) = app(&alice, "xfer");
+    let opts = ssh_opts(&alice, "xfer");
+    let mut ssh = Command::new("ssh");
+    ssh.args(&opts).args([
+        "-p",
+        &port.to_string(),
+        "work@127.0.0.1",
+        "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo SENT; sleep 120",
+    ]);
+    let mut ssh = Background::spawn(&mut ssh);
+    ssh.wait_for("SENT", Duration::from_secs(60));
+    let out = admin.run(&["admin", "cluster", "--json"], None);
+    out.expect_code(0);
+    let c: Value = serde_json::from_str(&out.stdout).unwrap();
+    let t = c["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["session_name"] == "xfer")
+        .unwrap_or_else(|| panic!("no tunnel for xfer: {c:#}"));
+    assert!(t["bytes_down"].as_u64().unwrap() > 1_048_576, "{t:#}");
+    assert!(t["bytes_up"].as_u64().unwrap() > 0, "{t:#}");
+    assert_eq!(t["user"], "alice@example.com");
+    assert_eq!(t["client"], "airlock");
+    assert_eq!(t["client_addr"], "127.0.0.1");
+    assert!(
+        c["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == sid.as_str() && s["owner"] == "alice@example.com"),
+        "{c:#}"
+    );
+    assert!(
+        c["agents"].as_array().is_some_and(|a| !a.is_empty()),
+        "{c:#}"
+    );
+    let out = admin.run(&["admin", "cluster"], None);
+    out.expect_code(0);
+    for want in [
+        "AGENTS",
+        "SESSIONS",
+        "TUNNELS",
+        "xfer",
+        "alice@example.com",
+        &sid,
+    ] {
+        assert!(out.stdout.contains(want), "{want} missing:\n{}", out.stdout);
+    }
+    let _ = ssh.signal("TERM", Duration::from_secs(10));
+
+    // Not for users: a clear error with a hint, nothing done.
+    for args in [
+        &["admin", "cluster"][..],
+        &["admin", "user", "disable", "bob@example.com"][..],
+    ] {
+        let out = alice.run(args, None);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("error: `airlock admin` needs an administrator account"),
+            "{out:?}"
+        );
+        assert!(out.stderr.contains("hint: "), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+    bob.run(&["session", "ls"], None).expect_code(0);
+
+    // An administrator disables and enables an account (audited).
+    admin
+        .run(&["admin", "user", "disable", "bob@example.com"], None)
+        .expect_code(0);
+    let out = bob.run(&["session", "ls"], None);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let out = admin.run(&["admin", "user", "disable", "nobody@example.com"], None);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("hint:"), "{out:?}");
+    admin
+        .run(&["admin", "user", "enable", "bob@example.com"], None)
+        .expect_code(0);
+    login(&bob, "bob@example.com", "password-for-tests");
+    bob.run(&["session", "ls"], None).expect_code(0);
+    let evs = events(
+        &admin,
+        &format!("{}/admin/events?user=bob@example.com", d.url),
+    );
+    let k = kinds(&evs);
+    let dis = k.iter().position(|x| x == "user.disabled").unwrap();
+    let en = k.iter().position(|x| x == "user.enabled").unwrap();
+    assert!(dis < en, "{k:?}");
+    assert_eq!(evs[dis]["detail"]["by"], d.admin_email.as_str());
+
+    // The admin terminates alice's session by id (on alice's trail, by whom).
+    admin.run(&["session", "rm", &sid], None).expect_code(0);
+    let evs = events(&alice, &mine);
+    let t = of_kind(&evs, "session.terminated");
+    assert_eq!(t.len(), 1, "{evs:#?}");
+    assert_eq!(t[0]["detail"]["by"], d.admin_email.as_str());
+}

@@ -73,6 +73,27 @@ pub struct Stats {
     pub close: Option<(u16, String)>,
 }
 
+/// Live byte counts of a running tunnel, updated per chunk by
+/// [`relay_counted`] (relaxed atomics: no lock on the data path). Share it
+/// (`Arc`) to read a tunnel's progress while it runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes from the WebSocket to the stream so far.
+    pub from_ws: AtomicU64,
+    /// Bytes from the stream to the WebSocket so far.
+    pub to_ws: AtomicU64,
+}
+
+impl Counters {
+    /// `(from_ws, to_ws)` now.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.from_ws.load(Ordering::Relaxed),
+            self.to_ws.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Relays until both sides are done (or one side failed and the other had
 /// [`LINGER`] to finish).
 pub async fn relay<S, T>(ws: WebSocketStream<S>, io: T) -> Stats
@@ -80,11 +101,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    relay_counted(ws, io, &Counters::default()).await
+}
+
+/// [`relay`], counting the bytes each way in `counters` as they pass (a
+/// chunk is counted once it was written to the stream, or read from it).
+pub async fn relay_counted<S, T>(ws: WebSocketStream<S>, io: T, counters: &Counters) -> Stats
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let (mut sink, mut stream) = ws.split();
     let (mut rd, mut wr) = tokio::io::split(io);
 
-    let from_ws = AtomicU64::new(0);
-    let to_ws = AtomicU64::new(0);
+    let from_ws = &counters.from_ws;
+    let to_ws = &counters.to_ws;
     let inbound = async {
         let mut close = None;
         let result: Result<(), TunnelError> = async {
@@ -169,8 +200,7 @@ where
             }
         }
     }
-    stats.from_ws = from_ws.load(Ordering::Relaxed);
-    stats.to_ws = to_ws.load(Ordering::Relaxed);
+    (stats.from_ws, stats.to_ws) = counters.get();
     for e in errors.into_iter().filter_map(Result::err) {
         tracing::debug!(error = %e, "tunnel ended with an error");
     }
@@ -257,7 +287,9 @@ mod tests {
         let mut ws_client =
             WebSocketStream::from_raw_socket(client_side, Role::Client, Some(ws_config())).await;
         let (io_ours, mut io_far) = tokio::io::duplex(1 << 20);
-        let task = tokio::spawn(relay(ws_server, io_ours));
+        let counters = std::sync::Arc::new(Counters::default());
+        let live = counters.clone();
+        let task = tokio::spawn(async move { relay_counted(ws_server, io_ours, &counters).await });
         ws_client
             .send(Message::Binary(vec![1u8; 3_000_000].into()))
             .await
@@ -273,6 +305,16 @@ mod tests {
             }
         }
         assert_eq!(echoed, b"pong");
+        // The counts are visible while the tunnel still runs (the inbound
+        // side counts a chunk just after writing it, so poll briefly).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while live.get() != (3_000_000, 4) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("live counts {:?}", live.get()));
+        assert!(!task.is_finished());
         drop(io_far);
         let mut saw_close = false;
         while let Some(Ok(m)) = ws_client.next().await {

@@ -15,8 +15,18 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// Deadline per case (virtual time: only a real stall gets near it).
+/// Deadline per case beyond the readers' own pauses (virtual time: only a
+/// real stall gets near it).
 const DEADLINE: Duration = Duration::from_secs(600);
+
+/// The case's deadline: [`DEADLINE`] plus the longest its readers can
+/// legitimately sleep — each read takes at least one byte and pauses less
+/// than 20 ms, so a reader of 18 bytes at a time with 16 ms pauses spends
+/// over 600 s of virtual time on 675 KB (a case that once "stalled").
+fn deadline(c: &Case) -> Duration {
+    let bytes: usize = c.down.iter().chain(&c.up).sum();
+    DEADLINE + Duration::from_millis(20 * bytes as u64)
+}
 
 /// The byte at `pos` of the stream numbered `seed` (distinct per direction,
 /// so a crossed or reordered chunk is caught).
@@ -203,7 +213,7 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async {
-            tokio::time::timeout(DEADLINE, run_case(c))
+            tokio::time::timeout(deadline(&c), run_case(c))
                 .await
                 .expect("the relay stalled (deadline passed in virtual time)");
         });

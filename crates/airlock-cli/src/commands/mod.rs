@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod admin;
 pub mod app;
 pub mod completion;
 pub mod config_ssh;

@@ -78,10 +78,10 @@ pub(crate) async fn request_upload(
         // tus sends no PATCH for an empty file: it is complete now.
         folders::commit_file(&state, &f.id, file).await?;
         tracing::info!(folder = %f.name, %path, "empty file uploaded");
-        crate::audit::folder_event(
+        crate::audit::file_event(
             &state,
             (&caller.user.id, Some(&caller.user)),
-            &f,
+            crate::audit::FileScope::Folder(&f),
             "folder.upload",
             rel.as_str(),
             Some(0),
@@ -231,10 +231,10 @@ pub(crate) async fn tus_patch(
         folders::commit_file(&state, &up.grant.folder_id, file).await?;
         tracing::info!(path = %up.grant.path, size = up.size, "upload complete");
         if let Ok(f) = granted_folder(&state, &up.grant).await {
-            crate::audit::folder_event(
+            crate::audit::file_event(
                 &state,
                 (&up.grant.user_id, None),
-                &f,
+                crate::audit::FileScope::Folder(&f),
                 "folder.upload",
                 &up.grant.path,
                 Some(up.size),
@@ -286,10 +286,10 @@ pub(crate) async fn download(
     })?;
     let f = granted_folder(&state, &grant).await?;
     let (file, len) = folders::open_file(&state, &f, &grant.path).await?;
-    crate::audit::folder_event(
+    crate::audit::file_event(
         &state,
         (&grant.user_id, None),
-        &f,
+        crate::audit::FileScope::Folder(&f),
         "folder.download",
         &grant.path,
         Some(len),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::audit::folder_event;
+use crate::audit::{FileScope, file_event};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::folders::{self, info, resolve};
@@ -152,10 +152,10 @@ pub(crate) async fn put_file(
     let written = folders::write_file(&state, &f, &path, body, expected, 0o644)
         .await
         .map_err(|e| quotas::over_limit_or(e, &tripped, limit))?;
-    folder_event(
+    file_event(
         &state,
         (&caller.user.id, Some(&caller.user)),
-        &f,
+        FileScope::Folder(&f),
         "folder.upload",
         &path,
         Some(written),
@@ -182,10 +182,10 @@ pub(crate) async fn get_file(
         .path
         .ok_or_else(|| ApiError::invalid("the file ?path= is required"))?;
     let (file, len) = folders::open_file(&state, &f, &path).await?;
-    folder_event(
+    file_event(
         &state,
         (&caller.user.id, Some(&caller.user)),
-        &f,
+        FileScope::Folder(&f),
         "folder.download",
         &path,
         Some(len),
@@ -210,10 +210,10 @@ pub(crate) async fn delete_file(
         .as_deref()
         .is_some_and(|v| v == "true" || v == "1");
     folders::delete_file(&state, &f, &path, recursive).await?;
-    folder_event(
+    file_event(
         &state,
         (&caller.user.id, Some(&caller.user)),
-        &f,
+        FileScope::Folder(&f),
         "folder.delete",
         &path,
         None,

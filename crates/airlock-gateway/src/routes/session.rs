@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use airlock_proto::agent::{SIZES_HEADER, parse_sizes};
 use airlock_proto::api::{ServicePort, SessionCreated, SessionInfo};
 use airlock_proto::files::{self as frames, FileHeader};
 use airlock_proto::{CONTAINER_HOME, validate};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::AppState;
+use crate::audit::{FileScope, file_events};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
@@ -399,13 +401,38 @@ pub(crate) async fn download(
             "name the files to download (?files=PATH)",
         ));
     }
+    let mut paths = Vec::with_capacity(files.len());
     for f in &files {
-        frames::confine(f, CONTAINER_HOME).map_err(ApiError::invalid)?;
+        paths.push(home_path(
+            &frames::confine(f, CONTAINER_HOME).map_err(ApiError::invalid)?,
+        ));
     }
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
     sessions::require_running(&s)?;
     let agent = sessions::agent_of(&state, &s).await?;
     let resp = state.agents().download(&agent.url, &s.id, files).await?;
+    // The agent checked every path and says what each is (a file's size;
+    // none for a directory, or from an older agent).
+    let sizes = resp
+        .headers()
+        .get(SIZES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_sizes)
+        .filter(|v| v.len() == paths.len())
+        .unwrap_or_default();
+    let files: Vec<(String, Option<u64>)> = paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, sizes.get(i).copied().flatten()))
+        .collect();
+    file_events(
+        &state,
+        (&caller.user.id, Some(&caller.user)),
+        FileScope::Session(&s),
+        "session.download",
+        &files,
+    )
+    .await;
     let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -414,6 +441,16 @@ pub(crate) async fn download(
     let mut out = Response::new(Body::from_stream(resp.bytes_stream()));
     out.headers_mut().insert(header::CONTENT_TYPE, content_type);
     Ok(out)
+}
+
+/// A confined relative path as the session sees it (`/home/work/…`, like
+/// the runner's own SFTP events).
+fn home_path(rel: &str) -> String {
+    if rel.is_empty() {
+        CONTAINER_HOME.to_owned()
+    } else {
+        format!("{CONTAINER_HOME}/{rel}")
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -445,10 +482,12 @@ pub(crate) async fn upload(
     // The first part is read here so that an empty or malformed upload gets
     // a clear error before the session is involved.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let (result_tx, result_rx) = tokio::sync::oneshot::channel::<Result<usize, ApiError>>();
+    // Each file's path and size, for the audit trail.
+    type Uploaded = Vec<(String, Option<u64>)>;
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel::<Result<Uploaded, ApiError>>();
     tokio::spawn(async move {
-        let mut count = 0usize;
-        let outcome: Result<usize, ApiError> = async {
+        let outcome: Result<Uploaded, ApiError> = async {
+            let mut done: Uploaded = Vec::new();
             while let Some(mut field) = multipart
                 .next_field()
                 .await
@@ -465,14 +504,17 @@ pub(crate) async fn upload(
                 if path.is_empty() {
                     return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
                 }
+                let shown = home_path(&path);
                 let header = serde_json::to_vec(&FileHeader { path, mode: 0o644 })
                     .map_err(ApiError::internal)?;
                 send(&tx, frames::frame(frames::START, &header)).await?;
+                let mut size = 0u64;
                 while let Some(chunk) = field
                     .chunk()
                     .await
                     .map_err(|e| ApiError::invalid(format!("upload interrupted: {e}")))?
                 {
+                    size += chunk.len() as u64;
                     for piece in chunk.chunks(frames::MAX_FRAME) {
                         let mut f = Vec::with_capacity(piece.len() + 5);
                         f.extend_from_slice(&frames::frame_header(frames::DATA, piece.len()));
@@ -481,15 +523,15 @@ pub(crate) async fn upload(
                     }
                 }
                 send(&tx, frames::frame(frames::END, &[])).await?;
-                count += 1;
+                done.push((shown, Some(size)));
             }
-            if count == 0 {
+            if done.is_empty() {
                 return Err(ApiError::invalid(
                     "no files in the upload (multipart field `src`)",
                 ));
             }
             send(&tx, frames::frame(frames::FINISH, &[])).await?;
-            Ok(count)
+            Ok(done)
         }
         .await;
         if outcome.is_err() {
@@ -508,9 +550,17 @@ pub(crate) async fn upload(
     let parsed = result_rx
         .await
         .unwrap_or_else(|_| Err(ApiError::internal("upload task ended")));
-    let count = parsed?;
+    let uploaded = parsed?;
     agent_result?;
-    tracing::info!(session = %s.id, files = count, "uploaded files into a session");
+    tracing::info!(session = %s.id, files = uploaded.len(), "uploaded files into a session");
+    file_events(
+        &state,
+        (&caller.user.id, Some(&caller.user)),
+        FileScope::Session(&s),
+        "session.upload",
+        &uploaded,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

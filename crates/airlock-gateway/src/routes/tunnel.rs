@@ -1,7 +1,7 @@
 //! `GET /stream/session/{s}/tcpproxy?app=sshd`: the SSH tunnel WebSocket.
 
 use airlock_tunnel::resume::SUBPROTOCOL;
-use airlock_tunnel::{close_with, relay, ws_config};
+use airlock_tunnel::{close_with, relay_counted, ws_config};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::quotas;
 use crate::sessions;
 use crate::store::Status;
-use crate::tunnels::{TunnelInfo, connect_agent};
+use crate::tunnels::{TunnelInfo, TunnelMeta, connect_agent};
 
 /// A byte stream to a session's SSH server.
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -115,6 +115,16 @@ pub(crate) async fn tcpproxy(
     let (program, version) =
         crate::audit::client_program(ctx.as_ref().and_then(|c| c.user_agent.as_deref()));
     let account = caller.user.clone();
+    let mut meta = TunnelMeta {
+        session_id: session.id.clone(),
+        session_name: session.name.clone(),
+        user: user.clone(),
+        client: program.clone(),
+        client_version: version.clone(),
+        client_addr: ctx.as_ref().map(|c| c.client.to_string()),
+        conn: ctx.as_ref().map(|c| c.conn.clone()),
+        resumable,
+    };
     let event = move |kind: &str, s: &crate::store::SessionRow| {
         let mut e = Audit::new(kind)
             .user(&account)
@@ -222,7 +232,9 @@ pub(crate) async fn tcpproxy(
                 }
             }
         };
-        let _guard = state.tunnels().open(&s.id, &s.name, &user);
+        meta.session_id.clone_from(&s.id);
+        meta.session_name.clone_from(&s.name);
+        let guard = state.tunnels().open(meta);
         tracing::info!(session = %s.name, %user, resumable, "tunnel opened");
         if let (Some(peer), Some(c)) = (&runner_peer, &ctx_for_conns) {
             state.audit_conns().opened(&s.id, peer, c);
@@ -231,7 +243,7 @@ pub(crate) async fn tcpproxy(
         let started = std::time::Instant::now();
         let shutdown = state.shutdown_token().clone();
         let closed = tokio::select! {
-            stats = relay(ws, stream) => {
+            stats = relay_counted(ws, stream, guard.counters()) => {
                 tracing::info!(session = %s.name, %user, up = stats.from_ws, down = stats.to_ws, "tunnel closed");
                 crate::metrics::tunnel_closed(stats.from_ws, stats.to_ws, started.elapsed().as_secs_f64());
                 let reason = match &stats.close {
@@ -245,7 +257,12 @@ pub(crate) async fn tcpproxy(
             }
             _ = shutdown.cancelled() => {
                 tracing::info!(session = %s.name, "tunnel closed by shutdown");
-                event("tunnel.closed", &s).with("reason", "gateway shutdown")
+                // What had passed so far.
+                let (up, down) = guard.counters().get();
+                event("tunnel.closed", &s)
+                    .with("bytes_up", up)
+                    .with("bytes_down", down)
+                    .with("reason", "gateway shutdown")
             }
         };
         if let Some(peer) = &runner_peer {

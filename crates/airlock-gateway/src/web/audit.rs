@@ -201,9 +201,14 @@ pub(crate) async fn cluster(State(state): State<AppState>, user: WebUser) -> Pag
         }
         section.card #tunnels {
             h2 { "Open tunnels" }
-            table.cluster { thead { tr { th { "Session" } th { "User" } th { "Since" } } }
+            table.cluster { thead { tr { th { "Session" } th { "User" } th { "Client" } th { "From" } th { "Since" } th { "Open" } th { "Up" } th { "Down" } } }
                 tbody { @for t in list("tunnels") { tr {
-                    td { (text(&t["session_name"])) } td { (text(&t["user"])) } td { (text(&t["since"])) }
+                    td { (text(&t["session_name"])) } td { (text(&t["user"])) }
+                    td { (text(&t["client"])) @if let Some(v) = t["client_version"].as_str() { " " (v) } }
+                    td { (text(&t["client_addr"])) } td { (text(&t["since"])) }
+                    td { (duration(t["duration_s"].as_u64().unwrap_or(0))) }
+                    td.num data-bytes=(t["bytes_up"]) { (layout::size(t["bytes_up"].as_u64().unwrap_or(0))) }
+                    td.num data-bytes=(t["bytes_down"]) { (layout::size(t["bytes_down"].as_u64().unwrap_or(0))) }
                 } } } }
         }
     };
@@ -211,4 +216,25 @@ pub(crate) async fn cluster(State(state): State<AppState>, user: WebUser) -> Pag
     resp.headers_mut()
         .insert("refresh", HeaderValue::from_static("5"));
     Ok(resp)
+}
+
+/// A duration for people: `45s`, `12m 3s`, `3h 12m`.
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn formats_for_people() {
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(725), "12m 5s");
+        assert_eq!(duration(11_520), "3h 12m");
+    }
 }

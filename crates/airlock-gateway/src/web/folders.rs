@@ -547,10 +547,10 @@ pub(crate) async fn download(
     // Resolved again, by descriptor: whatever it has become meanwhile,
     // only a regular file inside the folder is served.
     let (file, len) = folders::open_file(&state, &f, &path).await?;
-    crate::audit::folder_event(
+    crate::audit::file_event(
         &state,
         (user.id(), Some(&user.caller.user)),
-        &f,
+        crate::audit::FileScope::Folder(&f),
         "folder.download",
         &path,
         Some(len),
@@ -619,10 +619,10 @@ pub(crate) async fn delete_file(
     }
     match folders::delete_file(&state, &f, &path, true).await {
         Ok(()) => {
-            crate::audit::folder_event(
+            crate::audit::file_event(
                 &state,
                 (user.id(), Some(&user.caller.user)),
-                &f,
+                crate::audit::FileScope::Folder(&f),
                 "folder.delete",
                 &path,
                 None,
@@ -809,10 +809,10 @@ pub(crate) async fn upload(
                     crate::quotas::limit_upload(&state, user.id(), Box::pin(field)).await?;
                 match folders::write_file(&state, &f, &target, field, None, 0o644).await {
                     Ok(n) => {
-                        crate::audit::folder_event(
+                        crate::audit::file_event(
                             &state,
                             (user.id(), Some(&user.caller.user)),
-                            &f,
+                            crate::audit::FileScope::Folder(&f),
                             "folder.upload",
                             &target,
                             Some(n),

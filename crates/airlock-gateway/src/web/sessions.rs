@@ -764,6 +764,15 @@ async fn fetch_key(
     let key = extract_file(&archive, "id_container")
         .ok_or_else(|| ApiError::not_found("file-not-found", "the session has no id_container"))?;
     tracing::info!(session = %s.id, user = %user.email(), "session key downloaded through the web UI");
+    crate::audit::file_event(
+        state,
+        (user.id(), Some(&user.caller.user)),
+        crate::audit::FileScope::Session(&s),
+        "session.download",
+        &format!("{}/id_container", airlock_proto::CONTAINER_HOME),
+        Some(key.len() as u64),
+    )
+    .await;
     Ok((s, key))
 }
 

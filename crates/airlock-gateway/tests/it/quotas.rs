@@ -566,6 +566,73 @@ async fn tunnel_limit_counts_open_tunnels() {
     .await;
 }
 
+/// `GET /admin/tunnels` and `/admin/cluster` list open tunnels with their
+/// byte counts while they run (administrators only).
+#[tokio::test]
+async fn admin_sees_open_tunnels_with_live_byte_counts() {
+    within(async {
+        let gw = Gateway::start_with(config(Limits::default())).await;
+        let agent = fake_agent().await;
+        heartbeat(&gw, &agent, &[]).await;
+        let cookie = login(&gw, &gw.user.email, &gw.user.password).await;
+        let admin = cookie_header(&login(&gw, &gw.admin.email, &gw.admin.password).await);
+        let r = create_session(&gw, &cookie, "counted").await;
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().await.unwrap()["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        heartbeat(&gw, &agent, std::slice::from_ref(&id)).await;
+        let mut ws = open_tunnel(&gw, &cookie, "counted").await.unwrap();
+        let text = "x".repeat(5000);
+        echo(&mut ws, &text).await;
+        echo(&mut ws, "yz").await;
+        // The relay counts a chunk just after passing it on: poll briefly.
+        let started = Instant::now();
+        let t = loop {
+            let v: Value = gw.get_json("/admin/tunnels", &admin).await;
+            assert_eq!(v["active"], 1, "{v}");
+            let t = v["tunnels"][0].clone();
+            if t["bytes_up"] == 5002 && t["bytes_down"] == 5002 {
+                break t;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "live counts never arrived: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(t["session_name"], "counted");
+        assert_eq!(t["session_id"], id);
+        assert_eq!(t["user"], gw.user.email);
+        assert_eq!(t["client_addr"], "127.0.0.1");
+        assert!(t["duration_s"].is_u64() && t["conn"].is_string(), "{t}");
+        let cluster: Value = gw.get_json("/admin/cluster", &admin).await;
+        assert_eq!(cluster["tunnels"][0]["bytes_up"], 5002, "{cluster}");
+        // Users do not see the registry.
+        let r = client()
+            .get(gw.url("/admin/tunnels"))
+            .header("Cookie", cookie_header(&cookie))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        // A closed tunnel leaves the registry.
+        ws.close(None).await.unwrap();
+        drop(ws);
+        let started = Instant::now();
+        loop {
+            let v: Value = gw.get_json("/admin/tunnels", &admin).await;
+            if v["active"] == 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 fn http_config(limits: HttpLimits) -> GatewayConfig {
     GatewayConfig {
         http_limits: limits,
