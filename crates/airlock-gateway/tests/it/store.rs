@@ -99,6 +99,7 @@ async fn exercise(store: &Store) {
             cpu_milli: 4000,
             mem_bytes: 8 << 30,
             last_seen: 0,
+            draining: false,
         })
         .await
         .unwrap();
@@ -112,12 +113,24 @@ async fn exercise(store: &Store) {
             cpu_milli: 4000,
             mem_bytes: 8 << 30,
             last_seen: 0,
+            draining: false,
         })
         .await
         .unwrap();
     let agents = store.online_agents(60_000).await.unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].url, "http://n1:2");
+    // A drain survives heartbeats.
+    assert!(store.set_agent_draining("n1", true).await.unwrap());
+    store
+        .upsert_agent(&AgentRow {
+            url: "http://n1:3".into(),
+            ..agents[0].clone()
+        })
+        .await
+        .unwrap();
+    assert!(store.agent("n1").await.unwrap().unwrap().draining);
+    assert!(!store.set_agent_draining("nope", true).await.unwrap());
     let f = store.insert_folder(&u.id, "data", "local").await.unwrap();
     assert!(store.insert_folder(&u.id, "data", "local").await.is_err());
     let mounts = [MountRecord {
