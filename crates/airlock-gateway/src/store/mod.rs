@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session logs",
         include_str!("../../migrations/0006_session_logs.sql"),
     ),
+    (
+        7,
+        "agent drain",
+        include_str!("../../migrations/0007_agent_drain.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
