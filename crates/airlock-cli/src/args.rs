@@ -96,6 +96,23 @@ pub enum AdminCommand {
     /// Disable or enable an account.
     #[command(subcommand)]
     User(AdminUserCommand),
+    /// Drain a node (no new sessions; the ones it runs stay) or end a drain.
+    #[command(subcommand)]
+    Node(AdminNodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminNodeCommand {
+    /// Schedule no new sessions on NODE (recorded in the audit trail).
+    Drain {
+        /// The node's id (`airlock admin cluster`).
+        node: String,
+    },
+    /// Schedule sessions on NODE again.
+    Undrain {
+        /// The node's id.
+        node: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::args::{AdminCommand, AdminUserCommand};
+use crate::args::{AdminCommand, AdminNodeCommand, AdminUserCommand};
 use crate::client::{ApiClient, Body, root_cause};
 use crate::error::{CliError, CliResult};
 use crate::output;
@@ -22,6 +22,28 @@ pub async fn run(client: &ApiClient, cmd: AdminCommand) -> CliResult<()> {
         }
         AdminCommand::User(AdminUserCommand::Enable { email }) => {
             set_active(client, &email, true).await
+        }
+        AdminCommand::Node(AdminNodeCommand::Drain { node }) => {
+            call(
+                client,
+                Method::POST,
+                &format!("/admin/nodes/{}/drain", enc(&node)),
+            )
+            .await?;
+            output::success(&format!(
+                "Drained {node}: no new sessions go there; the ones it runs stay."
+            ));
+            Ok(())
+        }
+        AdminCommand::Node(AdminNodeCommand::Undrain { node }) => {
+            call(
+                client,
+                Method::POST,
+                &format!("/admin/nodes/{}/undrain", enc(&node)),
+            )
+            .await?;
+            output::success(&format!("{node} takes new sessions again."));
+            Ok(())
         }
     }
 }
