@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -48,6 +49,32 @@ fn find_binary(candidates: &[&str]) -> String {
     panic!(
         "none of {candidates:?} exists; install the Debian packages chromium and chromium-driver (.ci/run does)"
     );
+}
+
+/// Serves `page` to every request on a fresh 127.0.0.1 port (until the
+/// test process exits): another origin, for cross-site attacks. Returns the
+/// origin (`http://127.0.0.1:PORT`).
+pub fn serve_page(page: String) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    origin
 }
 
 /// Where failure screenshots go.
@@ -184,6 +211,95 @@ impl Browser {
             Some(q) => format!("{}?{q}", u.path()),
             None => u.path().to_owned(),
         }
+    }
+
+    /// Creates a session through the sessions page's form (0.5 CPU,
+    /// 256 MiB, `mounts` ticked, `env` in the variables box) and waits
+    /// (without reloading) until its row says RUNNING; returns its id.
+    pub fn create_session(&self, name: &str, mounts: &[&str], env: &str) -> String {
+        self.goto("/ui/sessions");
+        self.fill("#s-name", name);
+        self.fill("#s-env", env);
+        self.select("#s-mem", "256m");
+        self.select("#s-cpu", "0.5");
+        for m in mounts {
+            self.click(&format!("input[name=mount][value='{m}']"));
+        }
+        self.click("#new-session button[type=submit]");
+        self.wait_text(".flashes", &format!("Session {name} is starting"), WAIT);
+        let row = format!("tr[data-session='{name}'][data-status=RUNNING]");
+        self.wait_until(&format!("session {name} to run"), Duration::from_secs(90), |b| {
+            b.exists(&row)
+        });
+        let href = self
+            .attr(&format!("tr[data-session='{name}'] a[data-dialog]"), "href")
+            .unwrap();
+        href.trim_end_matches("/ssh")
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Types `text` into the focused element key by key, as a user does
+    /// (`\n` is Enter). Works where `send_keys` cannot, e.g. on xterm.js's
+    /// hidden input.
+    pub fn type_keys(&self, text: &str) {
+        let mut seq = KeyActions::new("keyboard".to_owned());
+        for ch in text.chars() {
+            let ch = if ch == '\n' { '\u{e007}' } else { ch };
+            seq = seq
+                .then(KeyAction::Down { value: ch })
+                .then(KeyAction::Up { value: ch });
+        }
+        self.perform(seq);
+    }
+
+    /// Presses Control+`key` (e.g. `'c'` for an interrupt).
+    pub fn press_ctrl(&self, key: char) {
+        const CONTROL: char = '\u{e009}';
+        let seq = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: CONTROL })
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key })
+            .then(KeyAction::Up { value: CONTROL });
+        self.perform(seq);
+    }
+
+    fn perform(&self, seq: KeyActions) {
+        self.check_deadline();
+        self.rt.block_on(self.c().perform_actions(seq)).unwrap();
+        self.rt.block_on(self.c().release_actions()).unwrap();
+    }
+
+    /// Closes the current tab and opens `path` in a new one (as a user who
+    /// closed the tab and came back would).
+    pub fn reopen_in_new_tab(&self, path: &str) {
+        self.check_deadline();
+        let c = self.c();
+        let new = self.rt.block_on(c.new_window(true)).unwrap();
+        self.rt.block_on(c.close_window()).unwrap();
+        self.rt.block_on(c.switch_to_window(new.handle)).unwrap();
+        self.goto(path);
+    }
+
+    /// Opens a WebSocket to `url` from the current page; returns `open`,
+    /// `refused` or `timeout`.
+    pub fn websocket_from_page(&self, url: &str) -> String {
+        self.exec_async(
+            r#"const [url, done] = arguments;
+               const s = new WebSocket(url);
+               let settled = false;
+               const end = r => { if (!settled) { settled = true; try { s.close(); } catch (e) {} done(r); } };
+               s.onopen = () => end('open');
+               s.onerror = () => end('refused');
+               s.onclose = () => end('refused');
+               setTimeout(() => end('timeout'), 15000);"#,
+            vec![json!(url)],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
     }
 
     /// Polls `f` until it is true (or panics after `limit`).

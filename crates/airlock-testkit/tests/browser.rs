@@ -67,33 +67,6 @@ fn flash(b: &Browser) -> String {
     b.text(".flashes")
 }
 
-/// Creates a session through the form and waits (without reloading) until
-/// its row says RUNNING; returns its id.
-fn create_session(b: &Browser, name: &str, mounts: &[&str], env: &str) -> String {
-    b.goto("/ui/sessions");
-    b.fill("#s-name", name);
-    b.fill("#s-env", env);
-    b.select("#s-mem", "256m");
-    b.select("#s-cpu", "0.5");
-    for m in mounts {
-        b.click(&format!("input[name=mount][value='{m}']"));
-    }
-    b.click("#new-session button[type=submit]");
-    b.wait_text(".flashes", &format!("Session {name} is starting"), WAIT);
-    let row = format!("tr[data-session='{name}'][data-status=RUNNING]");
-    b.wait_until(&format!("session {name} to run"), RUNNING, |b| {
-        b.exists(&row)
-    });
-    let href = b
-        .attr(&format!("tr[data-session='{name}'] a[data-dialog]"), "href")
-        .unwrap();
-    href.trim_end_matches("/ssh")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// The API's view of a session, fetched with the browser's cookie.
 fn api_session(b: &Browser, ident: &str) -> Value {
     let (status, body) = b.fetch("GET", &format!("/session/{ident}"), None);
@@ -295,7 +268,7 @@ fn session_dialog_key_download_and_ssh() {
     b.click("form[action='/ui/folders'] button[type=submit]");
     b.wait_text(".flashes", "Folder data created", WAIT);
 
-    let id = create_session(&b, "demo", &["data"], "WEB_VAR=from the form\nSECOND=2");
+    let id = b.create_session("demo", &["data"], "WEB_VAR=from the form\nSECOND=2");
     b.check_accessibility();
     assert!(b.text("tr[data-session=demo]").contains("data"));
     // A mounted folder cannot be deleted: the page says so before any
@@ -518,7 +491,7 @@ fn preferred_port_and_account_keys() {
     assert_eq!(v["ssh_port"], 12345, "{v}");
 
     // The dialog uses it.
-    create_session(&b, "porty", &[], "");
+    b.create_session("porty", &[], "");
     let text = open_dialog(&b, "porty");
     assert!(text.contains("airlock app porty sshd -b 12345"), "{text}");
     assert!(text.contains("ssh -i id_container -p 12345 "), "{text}");
@@ -605,7 +578,7 @@ fn dot_ssh_folder_with_a_pasted_key_logs_in() {
     b.wait_text(".flashes", "already in authorized_keys", WAIT);
 
     // A new session accepts the key (the .ssh folder is mounted by itself).
-    let id = create_session(&b, "mykey", &[], "");
+    let id = b.create_session("mykey", &[], "");
     let api = api_session(&b, &id);
     let c = container_of(&id).unwrap();
     let ip = ip_of(&c);
@@ -695,7 +668,7 @@ fn a_user_sees_only_their_own_things() {
     b.wait_text(".flashes", "Folder alice-data created", WAIT);
     let folder_path = b.path();
     let folder_path = folder_path.split('?').next().unwrap().to_owned();
-    let session = create_session(&b, "alice-s", &["alice-data"], "");
+    let session = b.create_session("alice-s", &["alice-data"], "");
     b.click("form[action='/ui/logout'] button");
     b.wait_until("the login page", WAIT, |b| {
         b.path().starts_with("/ui/login")

@@ -7,11 +7,9 @@
 //! pages still opens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::time::Duration;
 
-use airlock_testkit::browser::{Browser, WAIT};
+use airlock_testkit::browser::{Browser, WAIT, serve_page};
 use airlock_testkit::{Airlockd, Cli, docker};
 use serde_json::{Value, json};
 
@@ -25,30 +23,6 @@ impl Drop for LogOnPanic<'_> {
             eprintln!("--- airlockd log\n{}", self.0.log());
         }
     }
-}
-
-/// Serves `page` to every request on a fresh 127.0.0.1 port (until the
-/// test process exits); returns the origin.
-fn evil_server(page: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                page.len()
-            );
-        }
-    });
-    origin
 }
 
 /// The attacker's page: three forms (text/plain forging JSON, urlencoded,
@@ -79,25 +53,6 @@ s.onerror = () => {{ if (window.ws === 'pending') window.ws = 'refused'; }};
 s.onclose = () => {{ if (window.ws === 'pending') window.ws = 'refused'; }};
 </script></body></html>"#
     )
-}
-
-/// Opens the tunnel WebSocket from the current page; returns `open` or
-/// `refused`.
-fn websocket_from_page(b: &Browser, url: &str) -> String {
-    b.exec_async(
-        r#"const [url, done] = arguments;
-           const s = new WebSocket(url);
-           let settled = false;
-           const end = r => { if (!settled) { settled = true; try { s.close(); } catch (e) {} done(r); } };
-           s.onopen = () => end('open');
-           s.onerror = () => end('refused');
-           s.onclose = () => end('refused');
-           setTimeout(() => end('timeout'), 15000);"#,
-        vec![json!(url)],
-    )
-    .as_str()
-    .unwrap_or_default()
-    .to_owned()
 }
 
 fn folders(cli: &Cli, d: &Airlockd) -> Vec<Value> {
@@ -144,9 +99,9 @@ fn cross_origin_form_posts_and_websocket_are_refused_in_a_real_browser() {
     );
     // Control: from the gateway's own page the tunnel opens (so a refusal
     // below is the origin check, not a broken session).
-    assert_eq!(websocket_from_page(&b, &ws_url), "open");
+    assert_eq!(b.websocket_from_page(&ws_url), "open");
 
-    let evil = evil_server(attack_page(&d.url, &folder_id, "demo"));
+    let evil = serve_page(attack_page(&d.url, &folder_id, "demo"));
     b.goto(&format!("{evil}/"));
     b.wait_until("the attack page's WebSocket to settle", WAIT, |b| {
         b.exec("return window.ws", vec![]) != json!("pending")
@@ -154,7 +109,7 @@ fn cross_origin_form_posts_and_websocket_are_refused_in_a_real_browser() {
     assert_eq!(b.exec("return window.ws", vec![]), json!("refused"));
     // Let the three form posts land (they target frames on the page).
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(websocket_from_page(&b, &ws_url), "refused");
+    assert_eq!(b.websocket_from_page(&ws_url), "refused");
 
     // Nothing changed: same single folder, same name; the session lives.
     let after = folders(&cli, &d);
