@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use airlock_proto::CONTAINER_HOME;
 use airlock_proto::agent::{
-    CreateContainer, DownloadRequest, ImageInfo, SIZES_HEADER, SIZES_MAX_PATHS, TCP_UPGRADE,
-    format_sizes,
+    CreateContainer, DownloadRequest, FileChange, ImageInfo, SIZES_HEADER, SIZES_MAX_PATHS,
+    TCP_UPGRADE, format_sizes,
 };
 use airlock_proto::problem::Problem;
 use axum::body::Body;
@@ -61,7 +61,10 @@ pub fn router(agent: Shared) -> Router {
         .route("/v1/sessions/{id}/ping", get(ping))
         .route("/v1/sessions/{id}/download", post(download))
         .route("/v1/sessions/{id}/upload", post(upload))
-        .route("/v1/sessions/{id}/files", get(list_files))
+        .route(
+            "/v1/sessions/{id}/files",
+            get(list_files).post(change_files),
+        )
         .route("/v1/sessions/{id}/logs", get(logs))
         .route("/v1/images", get(images))
         .layer(middleware::from_fn_with_state(agent.clone(), require_token))
@@ -290,16 +293,10 @@ async fn download(
         ));
     }
     // Validate every path first, so that errors get a proper status.
-    let stat = agent
-        .runtime()
-        .exec_capture(&cid, &user(&agent), runner_files("stat", &req.paths))
-        .await?;
-    if stat.code != 0 {
-        return Err(file_error(stat.code, &stat.stderr));
-    }
+    let stat = run_files(&agent, &id, "stat", &req.paths).await?;
     // What each path is, for the gateway's audit trail.
     let sizes = (req.paths.len() <= SIZES_MAX_PATHS)
-        .then(|| stat_sizes(&stat.stdout))
+        .then(|| stat_sizes(&stat))
         .flatten()
         .filter(|s| s.len() == req.paths.len());
     let boundary = format!("airlock-{}", hex::encode(rand::random::<[u8; 12]>()));
@@ -471,21 +468,45 @@ async fn list_files(
     Path(id): Path<String>,
     Query(q): Query<LsQuery>,
 ) -> Result<Response, AgentError> {
-    let cid = agent.container_of(&id)?;
     let path = q.path.unwrap_or_else(|| ".".to_owned());
-    let out = agent
-        .runtime()
-        .exec_capture(&cid, &user(&agent), runner_files("ls", &[path]))
-        .await?;
-    if out.code != 0 {
-        return Err(file_error(out.code, &out.stderr));
-    }
-    let mut resp = Response::new(Body::from(out.stdout));
+    let out = run_files(&agent, &id, "ls", &[path]).await?;
+    let mut resp = Response::new(Body::from(out));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// Runs `airlock-runner files SUB PATHS…` in a session as its user; its
+/// stdout, or the error its exit code names.
+async fn run_files(
+    agent: &Agent,
+    id: &str,
+    sub: &str,
+    paths: &[String],
+) -> Result<Vec<u8>, AgentError> {
+    let cid = agent.container_of(id)?;
+    let out = agent
+        .runtime()
+        .exec_capture(&cid, &user(agent), runner_files(sub, paths))
+        .await?;
+    if out.code != 0 {
+        return Err(file_error(out.code, &out.stderr));
+    }
+    Ok(out.stdout)
+}
+
+/// Renames, removes or creates a path in a session (`FileChange`); the
+/// runner confines it to the home.
+async fn change_files(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Json(change): Json<FileChange>,
+) -> Result<StatusCode, AgentError> {
+    let (sub, paths) = change.runner_args();
+    run_files(&agent, &id, sub, &paths).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize)]

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use airlock_proto::agent::{
-    ContainerPhase, CreateContainer, DownloadRequest, Heartbeat, HeartbeatReply, ImageInfo,
+    ContainerPhase, CreateContainer, DownloadRequest, FileChange, Heartbeat, HeartbeatReply,
+    ImageInfo,
 };
 use airlock_proto::problem::Problem;
 use http::StatusCode;
@@ -176,6 +177,23 @@ impl AgentClient {
         resp.json()
             .await
             .map_err(|e| AgentCallError::Unreachable(e.to_string()))
+    }
+
+    /// Renames, removes or creates a path in a session.
+    pub async fn change_files(
+        &self,
+        base: &str,
+        id: &str,
+        change: &FileChange,
+    ) -> Result<(), AgentCallError> {
+        self.send(
+            self.http
+                .post(Self::url(base, &format!("/v1/sessions/{id}/files")))
+                .timeout(Duration::from_secs(120))
+                .json(change),
+        )
+        .await
+        .map(drop)
     }
 
     /// The container log.

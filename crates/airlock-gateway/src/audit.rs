@@ -229,9 +229,9 @@ pub enum FileScope<'a> {
 /// Records a file operation by `actor` (an account id; `user` when at
 /// hand, else its email is looked up): in a folder (`folder.upload`,
 /// `folder.download`, `folder.delete`) or a session (`session.upload`,
-/// `session.download`), with the path and, when known, the size. A
-/// session's file moved by someone else (an administrator) goes on the
-/// owner's trail, with `by`.
+/// `session.download`, `session.delete`, `session.mkdir`), with the path
+/// and, when known, the size. A session's file moved by someone else (an
+/// administrator) goes on the owner's trail, with `by`.
 pub async fn file_event(
     state: &AppState,
     actor: (&str, Option<&User>),
@@ -251,6 +251,44 @@ pub async fn file_events(
     kind: &str,
     files: &[(String, Option<u64>)],
 ) {
+    let base = file_base(state, actor, scope, kind).await;
+    let events = files
+        .iter()
+        .map(|(path, size)| {
+            let mut e = base.clone().with("path", path);
+            if let Some(n) = size {
+                e = e.with("size", n);
+            }
+            e
+        })
+        .collect();
+    state.audit_all(events).await;
+}
+
+/// Records a rename (`session.rename`, like [`file_event`]) from `path`
+/// to `to`.
+pub async fn file_renamed(
+    state: &AppState,
+    actor: (&str, Option<&User>),
+    scope: FileScope<'_>,
+    kind: &str,
+    path: &str,
+    to: &str,
+) {
+    let e = file_base(state, actor, scope, kind)
+        .await
+        .with("path", path)
+        .with("to", to);
+    state.audit_all(vec![e]).await;
+}
+
+/// The event of a file operation without its path.
+async fn file_base(
+    state: &AppState,
+    actor: (&str, Option<&User>),
+    scope: FileScope<'_>,
+    kind: &str,
+) -> Audit {
     let email = |id: &str| {
         let id = id.to_owned();
         async move {
@@ -264,7 +302,7 @@ pub async fn file_events(
         Some(u) => Some(u.email.clone()),
         None => email(actor.0).await,
     };
-    let base = match scope {
+    match scope {
         FileScope::Folder(f) => Audit::new(kind)
             .with("folder", &f.name)
             .with("folder_id", &f.id)
@@ -276,18 +314,7 @@ pub async fn file_events(
         FileScope::Session(s) => Audit::new(kind)
             .session(s)
             .user_ids(actor.0, actor_email.as_deref()),
-    };
-    let events = files
-        .iter()
-        .map(|(path, size)| {
-            let mut e = base.clone().with("path", path);
-            if let Some(n) = size {
-                e = e.with("size", n);
-            }
-            e
-        })
-        .collect();
-    state.audit_all(events).await;
+    }
 }
 
 /// How long a closed tunnel's connection is remembered, so that runner

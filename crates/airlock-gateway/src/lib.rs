@@ -27,6 +27,7 @@ pub mod origin;
 pub mod quotas;
 pub mod ratelimit;
 mod routes;
+pub mod session_files;
 pub mod sessions;
 pub mod storage;
 pub mod store;

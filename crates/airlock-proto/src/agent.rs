@@ -177,6 +177,41 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
+/// A change to a session's files (`POST /v1/sessions/{id}/files/{op}`),
+/// carried out by the runner as the session user and confined to the home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum FileChange {
+    /// Rename `from` to `to` (which must not exist).
+    Rename {
+        /// Path relative to the home directory.
+        from: String,
+        /// New path relative to the home directory.
+        to: String,
+    },
+    /// Remove a file, a link or a directory tree.
+    Remove {
+        /// Path relative to the home directory.
+        path: String,
+    },
+    /// Create one directory.
+    Mkdir {
+        /// Path relative to the home directory.
+        path: String,
+    },
+}
+
+impl FileChange {
+    /// The `airlock-runner files` subcommand and its paths.
+    pub fn runner_args(&self) -> (&'static str, Vec<String>) {
+        match self {
+            FileChange::Rename { from, to } => ("mv", vec![from.clone(), to.clone()]),
+            FileChange::Remove { path } => ("rm", vec![path.clone()]),
+            FileChange::Mkdir { path } => ("mkdir", vec![path.clone()]),
+        }
+    }
+}
+
 /// `POST /v1/sessions/{id}/download` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DownloadRequest {

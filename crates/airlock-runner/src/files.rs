@@ -10,6 +10,14 @@
 //!   stdin; each file is written to a temporary name and renamed into place
 //!   only when complete, so an interrupted upload never looks finished.
 //! - `ls PATH`: JSON listing (Backend.AI's `session ls` shape).
+//! - `mv SRC DST`: renames SRC to DST (which must not exist yet; its
+//!   directory must); a symbolic link is renamed itself, never followed.
+//! - `rm PATH`: removes a file, a link (not its target) or a directory with
+//!   everything in it (links inside are removed, never followed).
+//! - `mkdir PATH`: creates one directory (its parent must exist).
+//!
+//! `mv`, `rm` and `mkdir` work on the last component of a path: its
+//! directory must resolve inside the home, and the home itself is refused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -80,6 +88,85 @@ pub fn resolve(root: &Path, user_path: &str) -> Result<PathBuf, FilesError> {
         )));
     }
     Ok(canon)
+}
+
+/// The canonical directory that holds `user_path` (resolved inside
+/// `root`, like [`resolve`]) and the path's last component, which is not
+/// followed. Refuses the home itself.
+fn resolve_last(root: &Path, user_path: &str) -> Result<(PathBuf, String), FilesError> {
+    let rel = frames::confine(user_path, &home_str(root)).map_err(FilesError::Invalid)?;
+    let (dir, name) = match rel.rsplit_once('/') {
+        Some((dir, name)) => (dir, name),
+        None if rel.is_empty() => {
+            return Err(FilesError::Invalid(format!(
+                "{user_path:?} is the home directory {} itself",
+                root.display()
+            )));
+        }
+        None => ("", rel.as_str()),
+    };
+    let parent = if dir.is_empty() {
+        root.canonicalize()
+            .map_err(|e| FilesError::io(&home_str(root), &e))?
+    } else {
+        resolve(root, dir)?
+    };
+    if !parent.is_dir() {
+        return Err(FilesError::Invalid(format!("{dir:?} is not a directory")));
+    }
+    Ok((parent, name.to_owned()))
+}
+
+/// Renames `from` to `to` (both inside `root`); `to` must not exist yet.
+/// A symbolic link is renamed itself.
+pub fn mv(root: &Path, from: &str, to: &str) -> Result<(), FilesError> {
+    let (src_dir, src_name) = resolve_last(root, from)?;
+    let (dst_dir, dst_name) = resolve_last(root, to)?;
+    let src = src_dir.join(&src_name);
+    let dst = dst_dir.join(&dst_name);
+    let meta = std::fs::symlink_metadata(&src).map_err(|e| FilesError::io(from, &e))?;
+    match std::fs::symlink_metadata(&dst) {
+        Ok(_) => {
+            return Err(FilesError::Invalid(format!(
+                "{to:?} already exists; remove it first or pick another name"
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(FilesError::io(to, &e)),
+    }
+    if meta.is_dir() && dst.starts_with(&src) {
+        return Err(FilesError::Invalid(format!(
+            "cannot move {from:?} into itself ({to:?})"
+        )));
+    }
+    std::fs::rename(&src, &dst).map_err(|e| FilesError::io(from, &e))
+}
+
+/// Removes `path`: a file or link itself, or a directory and everything
+/// in it (links inside are removed, not followed).
+pub fn rm(root: &Path, path: &str) -> Result<(), FilesError> {
+    let (dir, name) = resolve_last(root, path)?;
+    let full = dir.join(&name);
+    let meta = std::fs::symlink_metadata(&full).map_err(|e| FilesError::io(path, &e))?;
+    if meta.is_dir() {
+        // std's remove_dir_all works beneath a directory handle and never
+        // follows links.
+        std::fs::remove_dir_all(&full)
+    } else {
+        std::fs::remove_file(&full)
+    }
+    .map_err(|e| FilesError::io(path, &e))
+}
+
+/// Creates the directory `path` (its parent must exist).
+pub fn mkdir(root: &Path, path: &str) -> Result<(), FilesError> {
+    let (dir, name) = resolve_last(root, path)?;
+    match std::fs::create_dir(dir.join(&name)) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(FilesError::Invalid(format!("{path:?} already exists")))
+        }
+        r => r.map_err(|e| FilesError::io(path, &e)),
+    }
 }
 
 /// Checks paths and prints `[{"path","kind","size"}]`.
@@ -422,5 +509,98 @@ mod tests {
         let e = ar.entries().unwrap().next().unwrap().unwrap();
         assert_eq!(e.path().unwrap().to_str(), Some("id_container"));
         assert_eq!(e.header().mode().unwrap() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn mv_renames_without_following_or_replacing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/a.txt"), "a").unwrap();
+        std::fs::write(root.join("b.txt"), "b").unwrap();
+        mv(root, "d/a.txt", "/home/x").unwrap_err();
+        mv(root, "d/a.txt", "c.txt").unwrap();
+        assert_eq!(std::fs::read(root.join("c.txt")).unwrap(), b"a");
+        assert!(matches!(
+            mv(root, "c.txt", "b.txt"),
+            Err(FilesError::Invalid(_))
+        ));
+        assert_eq!(std::fs::read(root.join("b.txt")).unwrap(), b"b");
+        assert!(matches!(
+            mv(root, "nope", "x"),
+            Err(FilesError::NotFound(_))
+        ));
+        assert!(matches!(mv(root, "d", "d/e"), Err(FilesError::Invalid(_))));
+        assert!(matches!(mv(root, ".", "x"), Err(FilesError::Invalid(_))));
+        assert!(matches!(
+            mv(root, "b.txt", "../b.txt"),
+            Err(FilesError::Invalid(_))
+        ));
+        assert!(matches!(
+            mv(root, "b.txt", "missing/b.txt"),
+            Err(FilesError::NotFound(_))
+        ));
+        // A link is renamed itself; one leading out is no way out.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        mv(root, "out", "link").unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.join("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(matches!(
+            mv(root, "link/secret", "s"),
+            Err(FilesError::Invalid(_))
+        ));
+        assert!(matches!(
+            mv(root, "b.txt", "link/b.txt"),
+            Err(FilesError::Invalid(_))
+        ));
+        assert!(outside.path().join("secret").exists());
+    }
+
+    #[test]
+    fn rm_removes_trees_but_not_what_links_point_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "k").unwrap();
+        std::fs::create_dir_all(root.join("t/u")).unwrap();
+        std::fs::write(root.join("t/u/f"), "f").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("t/out")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("top")).unwrap();
+        rm(root, "top").unwrap();
+        assert!(!root.join("top").exists());
+        assert!(matches!(
+            rm(root, "t/out/keep"),
+            Err(FilesError::Invalid(_))
+        ));
+        rm(root, "t").unwrap();
+        assert!(!root.join("t").exists());
+        assert!(outside.path().join("keep").exists());
+        let home = root.display().to_string();
+        for home in ["", ".", "./", home.as_str()] {
+            assert!(
+                matches!(rm(root, home), Err(FilesError::Invalid(_))),
+                "{home:?}"
+            );
+        }
+        assert!(matches!(rm(root, "../x"), Err(FilesError::Invalid(_))));
+        assert!(matches!(rm(root, "gone"), Err(FilesError::NotFound(_))));
+        assert!(root.exists());
+    }
+
+    #[test]
+    fn mkdir_makes_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        mkdir(root, "a").unwrap();
+        assert!(root.join("a").is_dir());
+        assert!(matches!(mkdir(root, "a"), Err(FilesError::Invalid(_))));
+        assert!(matches!(mkdir(root, "x/y"), Err(FilesError::NotFound(_))));
+        assert!(matches!(mkdir(root, "../z"), Err(FilesError::Invalid(_))));
     }
 }

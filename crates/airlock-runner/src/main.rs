@@ -32,7 +32,7 @@ enum Cmd {
     /// Container entrypoint (PID 1): init, then run sshd as `work`, reap zombies, forward signals.
     Boot(BootArgs),
     /// File transfer for the agent, run as the session user (stat, pack,
-    /// unpack, ls), confined to --root.
+    /// unpack, ls, mv, rm, mkdir), confined to --root.
     #[command(subcommand)]
     Files(FilesCmd),
 }
@@ -47,6 +47,12 @@ enum FilesCmd {
     Unpack(FilesArgs),
     /// List a directory as JSON.
     Ls(FilesArgs),
+    /// Rename SRC to DST (DST must not exist; links are renamed, not followed).
+    Mv(FilesArgs),
+    /// Remove a file, a link or a directory tree (never the home itself).
+    Rm(FilesArgs),
+    /// Create one directory.
+    Mkdir(FilesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +228,24 @@ fn files(cmd: FilesCmd) -> i32 {
             let p = a.paths.first().map(String::as_str).unwrap_or(".");
             files::ls(&a.root, p, &mut out)
         }
+        FilesCmd::Mv(a) => match a.paths.as_slice() {
+            [from, to] => files::mv(&a.root, from, to),
+            _ => Err(files::FilesError::Invalid(
+                "mv takes exactly two paths: SRC DST".into(),
+            )),
+        },
+        FilesCmd::Rm(a) => match a.paths.as_slice() {
+            [p] => files::rm(&a.root, p),
+            _ => Err(files::FilesError::Invalid(
+                "rm takes exactly one path".into(),
+            )),
+        },
+        FilesCmd::Mkdir(a) => match a.paths.as_slice() {
+            [p] => files::mkdir(&a.root, p),
+            _ => Err(files::FilesError::Invalid(
+                "mkdir takes exactly one path".into(),
+            )),
+        },
     };
     match result {
         Ok(()) => 0,

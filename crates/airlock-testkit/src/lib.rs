@@ -10,4 +10,4 @@ pub mod docker;
 pub mod process;
 pub mod ssh;
 
-pub use process::{Airlockd, Background, Cli, Output, bin, free_port, run};
+pub use process::{Airlockd, Background, Cli, LogOnPanic, Output, bin, free_port, run};

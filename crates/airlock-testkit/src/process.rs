@@ -257,6 +257,18 @@ impl Drop for Airlockd {
     }
 }
 
+/// Prints airlockd's log when the test fails (declare it after the
+/// `Airlockd`, so that it runs first).
+pub struct LogOnPanic<'a>(pub &'a Airlockd);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- airlockd log\n{}", self.0.log());
+        }
+    }
+}
+
 /// A user's machine for the CLI: a working directory with a `.env`, a
 /// private HOME and state directory.
 pub struct Cli {

@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use airlock_proto::agent::{SIZES_HEADER, parse_sizes};
 use airlock_proto::api::{ServicePort, SessionCreated, SessionInfo};
-use airlock_proto::files::{self as frames, FileHeader};
+use airlock_proto::files as frames;
 use airlock_proto::{CONTAINER_HOME, validate};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +18,7 @@ use crate::audit::{FileScope, file_events};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
+use crate::session_files::{self, home_path};
 use crate::sessions::{self, CreateParams};
 
 fn str_or_num(v: &Value) -> Option<String> {
@@ -443,16 +443,6 @@ pub(crate) async fn download(
     Ok(out)
 }
 
-/// A confined relative path as the session sees it (`/home/work/…`, like
-/// the runner's own SFTP events).
-fn home_path(rel: &str) -> String {
-    if rel.is_empty() {
-        CONTAINER_HOME.to_owned()
-    } else {
-        format!("{CONTAINER_HOME}/{rel}")
-    }
-}
-
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
@@ -476,82 +466,38 @@ pub(crate) async fn upload(
         .ok_or_else(|| ApiError::invalid("the upload must be multipart/form-data"))?;
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
     sessions::require_running(&s)?;
-    let agent = sessions::agent_of(&state, &s).await?;
     let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
-
-    // The first part is read here so that an empty or malformed upload gets
-    // a clear error before the session is involved.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     // Each file's path and size, for the audit trail.
-    type Uploaded = Vec<(String, Option<u64>)>;
-    let (result_tx, result_rx) = tokio::sync::oneshot::channel::<Result<Uploaded, ApiError>>();
-    tokio::spawn(async move {
-        let outcome: Result<Uploaded, ApiError> = async {
-            let mut done: Uploaded = Vec::new();
-            while let Some(mut field) = multipart
-                .next_field()
-                .await
-                .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
-            {
-                if field.name() != Some("src") {
-                    continue;
-                }
-                let raw = field
-                    .file_name()
-                    .map(percent_decode)
-                    .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
-                let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
-                if path.is_empty() {
-                    return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
-                }
-                let shown = home_path(&path);
-                let header = serde_json::to_vec(&FileHeader { path, mode: 0o644 })
-                    .map_err(ApiError::internal)?;
-                send(&tx, frames::frame(frames::START, &header)).await?;
-                let mut size = 0u64;
-                while let Some(chunk) = field
-                    .chunk()
-                    .await
-                    .map_err(|e| ApiError::invalid(format!("upload interrupted: {e}")))?
-                {
-                    size += chunk.len() as u64;
-                    for piece in chunk.chunks(frames::MAX_FRAME) {
-                        let mut f = Vec::with_capacity(piece.len() + 5);
-                        f.extend_from_slice(&frames::frame_header(frames::DATA, piece.len()));
-                        f.extend_from_slice(piece);
-                        send(&tx, f).await?;
-                    }
-                }
-                send(&tx, frames::frame(frames::END, &[])).await?;
-                done.push((shown, Some(size)));
+    let uploaded = session_files::upload(&state, &s, |sink| async move {
+        let mut done: Vec<(String, Option<u64>)> = Vec::new();
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
+        {
+            if field.name() != Some("src") {
+                continue;
             }
-            if done.is_empty() {
-                return Err(ApiError::invalid(
-                    "no files in the upload (multipart field `src`)",
-                ));
+            let raw = field
+                .file_name()
+                .map(percent_decode)
+                .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
+            let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
+            if path.is_empty() {
+                return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
             }
-            send(&tx, frames::frame(frames::FINISH, &[])).await?;
-            Ok(done)
+            let shown = home_path(&path);
+            let size = sink.file(path, field).await?;
+            done.push((shown, Some(size)));
         }
-        .await;
-        if outcome.is_err() {
-            // Abort the stream to the agent: partial files are discarded.
-            let _ = tx.send(Err(std::io::Error::other("upload aborted"))).await;
+        if done.is_empty() {
+            return Err(ApiError::invalid(
+                "no files in the upload (multipart field `src`)",
+            ));
         }
-        let _ = result_tx.send(outcome);
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let agent_result = state
-        .agents()
-        .upload(&agent.url, &s.id, reqwest::Body::wrap_stream(stream))
-        .await;
-    let parsed = result_rx
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("upload task ended")));
-    let uploaded = parsed?;
-    agent_result?;
+        Ok(done)
+    })
+    .await?;
     tracing::info!(session = %s.id, files = uploaded.len(), "uploaded files into a session");
     file_events(
         &state,
@@ -562,15 +508,6 @@ pub(crate) async fn upload(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn send(
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    data: Vec<u8>,
-) -> ApiResult<()> {
-    tx.send(Ok(Bytes::from(data)))
-        .await
-        .map_err(|_| ApiError::unavailable("the session stopped receiving the upload"))
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -34,6 +34,11 @@ impl PathQuery {
     fn path(&self) -> String {
         clean(self.path.as_deref().unwrap_or(""))
     }
+
+    /// The path as given ("" when absent).
+    pub(super) fn raw(&self) -> &str {
+        self.path.as_deref().unwrap_or("")
+    }
 }
 
 /// A folder-relative path without leading/trailing slashes or empty parts.
@@ -44,7 +49,7 @@ fn clean(p: &str) -> String {
         .join("/")
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(super) fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
     } else {
@@ -52,7 +57,7 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn parent(p: &str) -> String {
+pub(super) fn parent(p: &str) -> String {
     p.rsplit_once('/')
         .map(|(a, _)| a.to_owned())
         .unwrap_or_default()
@@ -303,31 +308,6 @@ async fn read_authorized_keys(state: &AppState, f: &Folder) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn breadcrumbs(f: &Folder, path: &str) -> Markup {
-    let parts: Vec<&str> = if path.is_empty() {
-        Vec::new()
-    } else {
-        path.split('/').collect()
-    };
-    html! {
-        nav.breadcrumbs aria-label="Breadcrumb" {
-            ol {
-                li { a href="/ui/folders" { "Folders" } }
-                li {
-                    @if parts.is_empty() { span aria-current="page" { (f.name) } }
-                    @else { a href=(folder_url(f, "")) { (f.name) } }
-                }
-                @for (i, p) in parts.iter().enumerate() {
-                    li {
-                        @if i + 1 == parts.len() { span aria-current="page" { (p) } }
-                        @else { a href=(folder_url(f, &parts[..=i].join("/"))) { (p) } }
-                    }
-                }
-            }
-        }
-    }
-}
-
 fn entry_row(user: &WebUser, f: &Folder, dir: &str, e: &FolderEntry) -> Markup {
     let path = join(dir, &e.name);
     let download = format!("/ui/folders/{}/download?path={}", f.hex_id(), enc(&path));
@@ -387,7 +367,7 @@ async fn render_browse(
         format!("/home/work/{}/{path}", f.name)
     };
     let content = html! {
-        (breadcrumbs(f, path))
+        (layout::breadcrumbs(("Folders", "/ui/folders"), &f.name, path, |p| folder_url(f, p)))
         div.page-head {
             h1 { (svg(icon::FOLDER)) (f.name) @if !path.is_empty() { " / " (path) } }
             p.lead { "In sessions: " code { (shown_path) } }
@@ -748,19 +728,7 @@ pub(crate) async fn upload(
     let dir = q.path();
     let back = folder_url(&f, &dir);
     let script = parts.headers.contains_key("x-airlock-fragment");
-    let boundary = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| {
-            PageError::new(
-                StatusCode::BAD_REQUEST,
-                "Upload failed",
-                "The upload must be sent by the upload form.",
-            )
-        })?;
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut multipart = multipart_of(&parts.headers, body)?;
     let mut csrf_ok = false;
     let mut names = Vec::new();
     let failure = |msg: String| -> Response {
@@ -786,24 +754,12 @@ pub(crate) async fn upload(
                 if !csrf_ok {
                     check_csrf(&user, "")?;
                 }
-                let raw = field.file_name().unwrap_or_default().to_owned();
-                // Browsers send a base name; older ones a full local path.
-                let name = raw
-                    .rsplit(['/', '\\'])
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_owned();
-                if name.is_empty() {
-                    if raw.is_empty() {
-                        // An empty file input: no file chosen.
-                        continue;
-                    }
-                    return Ok(failure(format!("{raw:?} is not a file name.")));
-                }
-                if name == "." || name == ".." {
-                    return Ok(failure(format!("{name:?} is not a file name.")));
-                }
+                let name = match upload_name(field.file_name().unwrap_or_default()) {
+                    Ok(Some(name)) => name,
+                    // An empty file input: no file chosen.
+                    Ok(None) => continue,
+                    Err(m) => return Ok(failure(m)),
+                };
                 let target = join(&dir, &name);
                 let (field, tripped, limit) =
                     crate::quotas::limit_upload(&state, user.id(), Box::pin(field)).await?;
@@ -840,15 +796,50 @@ pub(crate) async fn upload(
         ));
     }
     tracing::info!(folder = %f.name, user = %user.email(), files = names.len(), "files uploaded through the web UI");
-    let what = if names.len() == 1 {
-        format!("{} ({})", names[0].0, layout::size(names[0].1))
-    } else {
-        format!("{} files", names.len())
-    };
-    Ok(redirect_with(
-        &back,
-        &[Flash::ok(format!("Uploaded {what}."))],
-    ))
+    Ok(redirect_with(&back, &[Flash::ok(uploaded(&names))]))
+}
+
+/// The multipart body of an upload form.
+pub(super) fn multipart_of(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> PageResult<multer::Multipart<'static>> {
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                "Upload failed",
+                "The upload must be sent by the upload form.",
+            )
+        })?;
+    Ok(multer::Multipart::new(body.into_data_stream(), boundary))
+}
+
+/// The base name of an uploaded file part (browsers send a base name;
+/// older ones a full local path); `None` for an empty file input.
+pub(super) fn upload_name(raw: &str) -> Result<Option<String>, String> {
+    let name = raw.rsplit(['/', '\\']).next().unwrap_or("").trim();
+    if name.is_empty() {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        return Err(format!("{raw:?} is not a file name."));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a file name."));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// The flash after a successful upload of `names` (name, size).
+pub(super) fn uploaded(names: &[(String, u64)]) -> String {
+    match names {
+        [(name, n)] => format!("Uploaded {name} ({}).", layout::size(*n)),
+        _ => format!("Uploaded {} files.", names.len()),
+    }
 }
 
 #[cfg(test)]
@@ -862,6 +853,13 @@ mod tests {
         assert_eq!(join("a/b", "x"), "a/b/x");
         assert_eq!(parent("a/b/c"), "a/b");
         assert_eq!(parent("a"), "");
+        assert_eq!(
+            upload_name("C:\\Users\\me\\a.txt"),
+            Ok(Some("a.txt".into()))
+        );
+        assert_eq!(upload_name(""), Ok(None));
+        assert!(upload_name("..").is_err());
+        assert!(upload_name("dir/").is_err());
     }
 
     #[test]

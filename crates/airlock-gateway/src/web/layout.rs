@@ -192,6 +192,38 @@ pub(crate) fn heading(title: &str, lead: Option<Markup>) -> Markup {
     }
 }
 
+/// Breadcrumbs: a leading link (label, href), the root (`root`, at
+/// `url("")`), then one crumb per part of `path`; the last is the page.
+pub(crate) fn breadcrumbs(
+    lead: (&str, &str),
+    root: &str,
+    path: &str,
+    url: impl Fn(&str) -> String,
+) -> Markup {
+    let parts: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    };
+    html! {
+        nav.breadcrumbs aria-label="Breadcrumb" {
+            ol {
+                li { a href=(lead.1) { (lead.0) } }
+                li {
+                    @if parts.is_empty() { span aria-current="page" { (root) } }
+                    @else { a href=(url("")) { (root) } }
+                }
+                @for (i, p) in parts.iter().enumerate() {
+                    li {
+                        @if i + 1 == parts.len() { span aria-current="page" { (p) } }
+                        @else { a href=(url(&parts[..=i].join("/"))) { (p) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A confirmation page for a destructive action (the no-JavaScript path;
 /// with JavaScript the browser asks in place).
 /// What a confirmation page asks.

@@ -16,6 +16,7 @@ mod audit;
 mod folders;
 mod layout;
 mod login;
+mod session_files;
 mod sessions;
 mod settings;
 
@@ -59,6 +60,18 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sessions/{id}/id_container", get(sessions::id_container))
         .route("/sessions/{id}/ppk", get(sessions::ppk))
         .route("/sessions/{id}/known_hosts", get(sessions::known_hosts))
+        .route("/sessions/{id}/files", get(session_files::browse))
+        .route(
+            "/sessions/{id}/files/download",
+            get(session_files::download),
+        )
+        .route("/sessions/{id}/files/upload", post(session_files::upload))
+        .route(
+            "/sessions/{id}/files/rename",
+            get(session_files::rename_form).post(session_files::rename),
+        )
+        .route("/sessions/{id}/files/delete", post(session_files::delete))
+        .route("/sessions/{id}/files/mkdir", post(session_files::mkdir))
         .route("/folders", get(folders::page).post(folders::create))
         .route("/folders/{id}", get(folders::browse))
         .route("/folders/{id}/delete", post(folders::delete))

@@ -140,6 +140,11 @@ fn rows_markup(user: &WebUser, list: &[SessionRow]) -> Markup {
                             (svg(icon::TERMINAL)) span { "SSH / SFTP" }
                         }
                         " "
+                        @if s.status == Status::Running {
+                            a.btn.btn-ghost.btn-sm.files href={"/ui/sessions/" (s.id) "/files"}
+                                aria-label={"Files of " (s.name)} { (svg(icon::FOLDER)) span { "Files" } }
+                            " "
+                        }
                         @if s.status != Status::Terminating {
                             (danger_button(user, &format!("/ui/sessions/{}/terminate", s.id), &[],
                                 &format!("Terminate session {}? Its container and everything outside mounted folders is deleted.", s.name),

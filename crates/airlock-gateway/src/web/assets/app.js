@@ -1,7 +1,7 @@
 // airlock web UI: small progressive enhancements. Every page works without
 // this script; with it, the SSH/SFTP dialog opens in place, the sessions
 // table updates itself, destructive buttons ask first, uploads show
-// progress, and code blocks get copy buttons.
+// progress (and take dropped files), and code blocks get copy buttons.
 (function () {
   'use strict';
 
@@ -173,31 +173,78 @@
       }
       if (form.matches('form.upload-form') && window.FormData && window.XMLHttpRequest) {
         e.preventDefault();
-        var bar = form.querySelector('progress');
-        var button = form.querySelector('button[type="submit"]');
-        var xhr = new XMLHttpRequest();
-        xhr.open('POST', form.action);
-        xhr.setRequestHeader('X-Airlock-Fragment', '1');
-        xhr.upload.addEventListener('progress', function (ev) {
-          if (ev.lengthComputable && bar) bar.value = Math.round(ev.loaded * 100 / ev.total);
-        });
-        xhr.addEventListener('load', function () {
-          var to = xhr.getResponseHeader('X-Location');
-          if (xhr.status === 204 && to) {
-            window.location.href = to;
-          } else {
-            document.open(); document.write(xhr.responseText); document.close();
-          }
-        });
-        xhr.addEventListener('error', function () {
-          button.disabled = false;
-          button.textContent = 'Upload failed — try again';
-        });
-        if (bar) bar.hidden = false;
-        button.disabled = true;
-        button.textContent = 'Uploading…';
-        xhr.send(new FormData(form));
+        upload(form, null);
       }
+    });
+  }
+
+  // Sends an upload form by XHR with a progress bar; `files` (dropped
+  // files) replace the form's own file input when given.
+  function upload(form, files) {
+    var bar = form.querySelector('progress');
+    var button = form.querySelector('button[type="submit"]');
+    var data = new FormData(form);
+    if (files) {
+      data.delete('file');
+      for (var i = 0; i < files.length; i++) data.append('file', files[i], files[i].name);
+    }
+    var xhr = new XMLHttpRequest();
+    xhr.open('POST', form.action);
+    xhr.setRequestHeader('X-Airlock-Fragment', '1');
+    xhr.upload.addEventListener('progress', function (ev) {
+      if (ev.lengthComputable && bar) bar.value = Math.round(ev.loaded * 100 / ev.total);
+    });
+    xhr.addEventListener('load', function () {
+      var to = xhr.getResponseHeader('X-Location');
+      if (xhr.status === 204 && to) {
+        window.location.href = to;
+      } else {
+        document.open(); document.write(xhr.responseText); document.close();
+      }
+    });
+    xhr.addEventListener('error', function () {
+      button.disabled = false;
+      button.textContent = 'Upload failed — try again';
+    });
+    if (bar) bar.hidden = false;
+    button.disabled = true;
+    button.textContent = files ? 'Uploading ' + files.length + (files.length === 1 ? ' file…' : ' files…') : 'Uploading…';
+    xhr.send(data);
+  }
+
+  // ------------------------------------------------------------ drop
+  // Files dropped anywhere on a page with `form.upload-form[data-drop]`
+  // are uploaded by that form.
+  function initDrop() {
+    var form = document.querySelector('form.upload-form[data-drop]');
+    var zone = document.getElementById('main');
+    if (!form || !zone || !window.FormData || !window.XMLHttpRequest) return;
+    var depth = 0;
+    function hasFiles(e) {
+      var t = e.dataTransfer && e.dataTransfer.types;
+      return !!t && Array.prototype.indexOf.call(t, 'Files') >= 0;
+    }
+    function leave() { depth = 0; zone.classList.remove('dropping'); }
+    zone.addEventListener('dragenter', function (e) {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      depth += 1;
+      zone.classList.add('dropping');
+    });
+    zone.addEventListener('dragover', function (e) {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = 'copy';
+    });
+    zone.addEventListener('dragleave', function () {
+      depth -= 1;
+      if (depth <= 0) leave();
+    });
+    zone.addEventListener('drop', function (e) {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      leave();
+      if (e.dataTransfer.files.length) upload(form, e.dataTransfer.files);
     });
   }
 
@@ -243,6 +290,7 @@
     init(document);
     initDialog();
     initForms();
+    initDrop();
     initLive();
     setInterval(function () { initTimes(document); }, 60000);
   });

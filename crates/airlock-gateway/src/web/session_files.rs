@@ -1,0 +1,650 @@
+//! The files page of a running session: browse `/home/work`, download
+//! files (directories as tar archives), upload (file picker or drag and
+//! drop; streamed), rename, delete and make directories. Everything goes
+//! through the session's runner as the session user
+//! (`crate::session_files`); paths are confined to the home here and again
+//! by the runner.
+
+use airlock_proto::CONTAINER_HOME;
+use airlock_proto::agent::{FileChange, FileEntry};
+use airlock_proto::files::confine;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use maud::{Markup, html};
+
+use super::folders::{PathQuery, join, multipart_of, parent, upload_name, uploaded};
+use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
+use super::{
+    Flash, PageError, PageResult, PostForm, WebUser, attachment, check_csrf, enc, explain,
+    redirect_for, redirect_with, sentence,
+};
+use crate::AppState;
+use crate::audit::{FileScope, file_event, file_events, file_renamed};
+use crate::error::ApiError;
+use crate::session_files::{self, Kind, home_path};
+use crate::sessions;
+use crate::store::SessionRow;
+
+/// A path from the user, confined to the home (relative, no `..`).
+fn confined(raw: &str) -> PageResult<String> {
+    confine(raw, CONTAINER_HOME).map_err(|m| {
+        PageError::new(StatusCode::BAD_REQUEST, "Invalid path", sentence(&m)).hint(format!(
+            "Paths are relative to {CONTAINER_HOME} and cannot leave it."
+        ))
+    })
+}
+
+/// The caller's running session `id` (404 for other users' sessions).
+async fn running(state: &AppState, user: &WebUser, id: &str) -> PageResult<SessionRow> {
+    let s = sessions::resolve(state, &user.caller, id, true).await?;
+    sessions::require_running(&s)?;
+    Ok(s)
+}
+
+fn base_url(s: &SessionRow) -> String {
+    format!("/ui/sessions/{}/files", s.id)
+}
+
+fn files_url(s: &SessionRow, rel: &str) -> String {
+    if rel.is_empty() {
+        base_url(s)
+    } else {
+        format!("{}?path={}", base_url(s), enc(rel))
+    }
+}
+
+fn action_url(s: &SessionRow, action: &str, rel: &str) -> String {
+    format!("{}/{action}?path={}", base_url(s), enc(rel))
+}
+
+fn base_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+/// A new name for something in a directory: one path component.
+fn new_name(raw: &str) -> Result<&str, ApiError> {
+    let name = raw.trim();
+    if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+        return Err(ApiError::invalid(format!(
+            "{name:?} is not a name: it must not be empty, '.' or '..', nor contain '/'"
+        ))
+        .hint("give just the new name; to move something elsewhere use SFTP"));
+    }
+    Ok(name)
+}
+
+/// What an entry is, from its `ls -l` mode.
+fn kind_of(e: &FileEntry) -> &'static str {
+    match e.mode.chars().next() {
+        Some('d') => "directory",
+        Some('l') => "link",
+        Some('-') => "file",
+        _ => "special",
+    }
+}
+
+// ---------------------------------------------------------------- browse
+
+/// Form state of the page after an error.
+#[derive(Debug, Default)]
+struct BrowseForm {
+    mkdir_name: String,
+    mkdir_error: Option<(String, Option<String>)>,
+}
+
+/// The entries of directory `rel`, directories first; an error page when
+/// `rel` is not a directory.
+async fn entries(state: &AppState, s: &SessionRow, rel: &str) -> PageResult<Vec<FileEntry>> {
+    let mut list = session_files::list(state, s, rel).await?;
+    // A file is listed as its one entry; a directory holding one entry of
+    // its own name looks the same, so ask its parent.
+    if let [only] = list.as_slice()
+        && !rel.is_empty()
+        && only.filename == base_name(rel)
+        && kind_of(only) != "directory"
+    {
+        let up = session_files::list(state, s, &parent(rel)).await?;
+        let here = up.iter().find(|e| e.filename == base_name(rel));
+        if let Some(e) = here.filter(|e| kind_of(e) != "directory") {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "Not a directory",
+                format!("{} is a {}, not a directory.", home_path(rel), kind_of(e)),
+            )
+            .hint("Use its Download button to fetch it."));
+        }
+    }
+    list.sort_by(|a, b| {
+        (kind_of(b) == "directory")
+            .cmp(&(kind_of(a) == "directory"))
+            .then_with(|| a.filename.cmp(&b.filename))
+    });
+    Ok(list)
+}
+
+fn entry_row(user: &WebUser, s: &SessionRow, dir: &str, e: &FileEntry) -> Markup {
+    let path = join(dir, &e.filename);
+    let kind = kind_of(e);
+    let download = action_url(s, "download", &path);
+    let modified = (e.mtime * 1000.0) as i64;
+    html! {
+        tr data-entry=(e.filename) data-kind=(kind) {
+            td data-label="Name" {
+                @if kind == "directory" {
+                    a.cell-title.folder-link href=(files_url(s, &path)) { (svg(icon::FOLDER)) (e.filename) "/" }
+                } @else if kind == "file" {
+                    a.cell-title.file-link href=(download) download=(e.filename) { (svg(icon::FILE)) (e.filename) }
+                } @else {
+                    span.cell-title { (svg(icon::FILE)) (e.filename) }
+                }
+            }
+            td data-label="Size" .num { @if kind == "directory" { span.muted { "—" } } @else { (layout::size(e.size)) } }
+            td data-label="Modified" { (layout::time(modified)) }
+            td data-label="Type" .small { (kind) }
+            td.actions-cell {
+                @if kind != "special" {
+                    a.btn.btn-ghost.btn-sm.download href=(download)
+                        aria-label={"Download " (e.filename)} title={"Download " (e.filename) @if kind == "directory" { " as a tar archive" }} {
+                        (svg(icon::DOWNLOAD)) span { @if kind == "directory" { "Download .tar" } @else { "Download" } }
+                    }
+                    " "
+                }
+                a.btn.btn-ghost.btn-sm.rename href=(action_url(s, "rename", &path))
+                    aria-label={"Rename " (e.filename)} title={"Rename " (e.filename)} { span { "Rename" } }
+                " "
+                (danger_button(user, &format!("{}/delete", base_url(s)), &[("path", &path)],
+                    &if kind == "directory" {
+                        format!("Delete directory {} and everything in it?", e.filename)
+                    } else {
+                        format!("Delete {}?", e.filename)
+                    },
+                    "Delete", &format!("Delete {}", e.filename)))
+            }
+        }
+    }
+}
+
+async fn render_browse(
+    state: &AppState,
+    user: &WebUser,
+    s: &SessionRow,
+    dir: &str,
+    form: BrowseForm,
+    status: StatusCode,
+) -> PageResult {
+    let list = entries(state, s, dir).await?;
+    let root = format!("{} · {CONTAINER_HOME}", s.name);
+    let content = html! {
+        (layout::breadcrumbs(("Sessions", "/ui/sessions"), &root, dir, |p| files_url(s, p)))
+        div.page-head {
+            h1 { (svg(icon::FOLDER)) "Files · " (s.name) }
+            p.lead {
+                "In the session: " code { (home_path(dir)) } ". "
+                "Files move as the session's user and stay inside " code { (CONTAINER_HOME) } "."
+            }
+        }
+        div.grid-main {
+            section.card.table-card aria-labelledby="files-title" {
+                div.card-head {
+                    h2 #files-title { "Files" }
+                    div.card-actions {
+                        @if !dir.is_empty() {
+                            a.btn.btn-ghost.btn-sm href=(files_url(s, &parent(dir))) { (svg(icon::BACK)) "Up" }
+                            " "
+                        }
+                        a.btn.btn-ghost.btn-sm #download-dir href=(action_url(s, "download", dir))
+                            title="Download this directory as a tar archive" {
+                            (svg(icon::DOWNLOAD)) "Download .tar"
+                        }
+                    }
+                }
+                div.table-wrap {
+                    table.table.files-table {
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" .num { "Size" } th scope="col" { "Modified" }
+                            th scope="col" { "Type" } th scope="col" { span.visually-hidden { "Actions" } }
+                        } }
+                        tbody {
+                            @if list.is_empty() {
+                                tr.empty { td colspan="5" { div.empty-state {
+                                    (svg(icon::UPLOAD)) p { strong { "This directory is empty." } " Upload files with the form on this page, or drop them here." }
+                                } } }
+                            }
+                            @for e in &list { (entry_row(user, s, dir, e)) }
+                        }
+                    }
+                }
+            }
+            div.stack {
+                section.card aria-labelledby="upload-title" {
+                    h2 #upload-title { (svg(icon::UPLOAD)) "Upload files" }
+                    form.upload-form method="post" action=(action_url(s, "upload", dir))
+                        enctype="multipart/form-data" data-drop {
+                        (csrf(user))
+                        div.field {
+                            label for="u-file" { "Files" }
+                            input #u-file type="file" name="file" multiple required;
+                            p.help { "Into " code { (home_path(dir)) } ". Or drop files anywhere on this page. Large files are streamed." }
+                        }
+                        progress.upload-progress max="100" value="0" hidden aria-label="Upload progress" {}
+                        button.btn.btn-primary.btn-block type="submit" { "Upload" }
+                    }
+                }
+                section.card aria-labelledby="mkdir-title" {
+                    h2 #mkdir-title { (svg(icon::PLUS)) "New directory" }
+                    (form_error(form.mkdir_error.as_ref()))
+                    form method="post" action={(base_url(s)) "/mkdir"} {
+                        (csrf(user))
+                        input type="hidden" name="path" value=(dir);
+                        div.field {
+                            label for="d-name" { "Directory name" }
+                            input #d-name type="text" name="name" value=(form.mkdir_name) required autocomplete="off" spellcheck="false";
+                        }
+                        button.btn.btn-secondary.btn-block type="submit" { "Create directory" }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page_status(
+        user,
+        Nav::Sessions,
+        &format!("Files · {}", s.name),
+        content,
+        status,
+    ))
+}
+
+/// `GET /ui/sessions/{id}/files?path=DIR`.
+pub(crate) async fn browse(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> PageResult {
+    let s = running(&state, &user, &id).await?;
+    let dir = confined(q.raw())?;
+    render_browse(
+        &state,
+        &user,
+        &s,
+        &dir,
+        BrowseForm::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- download
+
+/// `GET /ui/sessions/{id}/files/download?path=P`: a file's bytes, or a
+/// directory as `NAME.tar`, streamed.
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> PageResult {
+    let s = running(&state, &user, &id).await?;
+    let rel = confined(q.raw())?;
+    let d = session_files::download(&state, &s, &rel).await?;
+    let base = if rel.is_empty() {
+        CONTAINER_HOME.rsplit('/').next().unwrap_or("home")
+    } else {
+        base_name(&rel)
+    };
+    let (name, size, content_type) = match d.kind {
+        Kind::File(n) => (base.to_owned(), Some(n), "application/octet-stream"),
+        Kind::Dir => (format!("{base}.tar"), None, "application/x-tar"),
+    };
+    file_event(
+        &state,
+        (user.id(), Some(&user.caller.user)),
+        FileScope::Session(&s),
+        "session.download",
+        &home_path(&rel),
+        size,
+    )
+    .await;
+    let mut resp = Response::new(Body::from_stream(d.body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(n) = size {
+        // The browser shows the download's progress.
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    attachment(&mut resp, &name);
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------- upload
+
+/// `POST /ui/sessions/{id}/files/upload?path=DIR` (multipart/form-data:
+/// `csrf` first, then `file` parts). Each file is streamed into the session
+/// and appears only when complete; each counts against the upload limit.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+    req: Request,
+) -> PageResult {
+    let (mut parts, body) = req.into_parts();
+    let user = WebUser::from_request_parts(&mut parts, &state).await?;
+    let s = running(&state, &user, &id).await?;
+    let dir = confined(q.raw())?;
+    let back = files_url(&s, &dir);
+    let script = parts.headers.contains_key("x-airlock-fragment");
+    let failure = |e: &ApiError| -> Response {
+        let (m, _) = explain(e);
+        redirect_for(
+            script,
+            &back,
+            &[Flash::error(format!("Upload failed: {m}"))],
+        )
+    };
+    let mut multipart = multipart_of(&parts.headers, body)?;
+    // The form's token comes first; nothing reaches the session before it
+    // is checked.
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some("csrf") => {
+                check_csrf(&user, &f.text().await.unwrap_or_default())?;
+                break;
+            }
+            Ok(Some(f)) if f.name() == Some("file") => check_csrf(&user, "")?,
+            Ok(Some(_)) => {}
+            Ok(None) => check_csrf(&user, "")?,
+            Err(e) => {
+                return Ok(failure(&ApiError::invalid(format!(
+                    "the upload was interrupted ({e})"
+                ))));
+            }
+        }
+    }
+    let (st, who, into) = (state.clone(), user.id().to_owned(), dir.clone());
+    let result = session_files::upload(&state, &s, move |sink| async move {
+        let mut names: Vec<(String, u64)> = Vec::new();
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::invalid(format!("the upload was interrupted ({e})")))?
+        {
+            if field.name() != Some("file") {
+                continue;
+            }
+            let Some(name) =
+                upload_name(field.file_name().unwrap_or_default()).map_err(ApiError::invalid)?
+            else {
+                continue;
+            };
+            let (body, tripped, limit) =
+                crate::quotas::limit_upload(&st, &who, Box::pin(field)).await?;
+            let n = sink
+                .file(join(&into, &name), body)
+                .await
+                .map_err(|e| crate::quotas::over_limit_or(e, &tripped, limit))?;
+            names.push((name, n));
+        }
+        if names.is_empty() {
+            return Err(ApiError::invalid("choose one or more files to upload"));
+        }
+        Ok(names)
+    })
+    .await;
+    let names = match result {
+        Ok(names) => names,
+        Err(e) => return Ok(failure(&e)),
+    };
+    tracing::info!(session = %s.id, user = %user.email(), files = names.len(), "files uploaded into a session through the web UI");
+    let audited: Vec<(String, Option<u64>)> = names
+        .iter()
+        .map(|(name, n)| (home_path(&join(&dir, name)), Some(*n)))
+        .collect();
+    file_events(
+        &state,
+        (user.id(), Some(&user.caller.user)),
+        FileScope::Session(&s),
+        "session.upload",
+        &audited,
+    )
+    .await;
+    Ok(redirect_for(script, &back, &[Flash::ok(uploaded(&names))]))
+}
+
+// ---------------------------------------------------------------- rename
+
+fn rename_page(
+    user: &WebUser,
+    s: &SessionRow,
+    rel: &str,
+    name: &str,
+    error: Option<&(String, Option<String>)>,
+    status: StatusCode,
+) -> Response {
+    let content = html! {
+        section.card.narrow {
+            h1 { "Rename " (base_name(rel)) }
+            p.lead { "In " code { (home_path(&parent(rel))) } " of session " (s.name) "." }
+            (form_error(error))
+            form method="post" action={(base_url(s)) "/rename"} {
+                (csrf(user))
+                input type="hidden" name="path" value=(rel);
+                div.field {
+                    label for="r-name" { "New name" }
+                    input #r-name type="text" name="name" value=(name) required autocomplete="off" spellcheck="false" autofocus;
+                }
+                div.actions {
+                    button.btn.btn-primary type="submit" { "Rename" }
+                    a.btn.btn-ghost href=(files_url(s, &parent(rel))) { "Cancel" }
+                }
+            }
+        }
+    };
+    layout::page_status(user, Nav::Sessions, "Rename", content, status)
+}
+
+/// The path of an existing entry from a form or query: confined, and not
+/// the home itself.
+fn entry_path(raw: &str) -> PageResult<String> {
+    let rel = confined(raw)?;
+    if rel.is_empty() {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Not possible",
+            format!("{CONTAINER_HOME} itself cannot be renamed or deleted."),
+        )
+        .hint("Choose a file or directory inside it."));
+    }
+    Ok(rel)
+}
+
+/// `GET /ui/sessions/{id}/files/rename?path=P`: the rename form.
+pub(crate) async fn rename_form(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> PageResult {
+    let s = running(&state, &user, &id).await?;
+    let rel = entry_path(q.raw())?;
+    Ok(rename_page(
+        &user,
+        &s,
+        &rel,
+        base_name(&rel),
+        None,
+        StatusCode::OK,
+    ))
+}
+
+/// `POST /ui/sessions/{id}/files/rename` `{path, name}`: renames within
+/// the same directory.
+pub(crate) async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let s = running(&state, &user, &id).await?;
+    let rel = entry_path(form.get("path"))?;
+    let dir = parent(&rel);
+    let result = match new_name(form.get("name")) {
+        Ok(name) => {
+            let to = join(&dir, name);
+            let change = FileChange::Rename {
+                from: rel.clone(),
+                to: to.clone(),
+            };
+            session_files::change(&state, &s, &change)
+                .await
+                .map(|()| to)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(to) => {
+            file_renamed(
+                &state,
+                (user.id(), Some(&user.caller.user)),
+                FileScope::Session(&s),
+                "session.rename",
+                &home_path(&rel),
+                &home_path(&to),
+            )
+            .await;
+            Ok(redirect_with(
+                &files_url(&s, &dir),
+                &[Flash::ok(format!(
+                    "Renamed {} to {}.",
+                    base_name(&rel),
+                    base_name(&to)
+                ))],
+            ))
+        }
+        Err(e) => Ok(rename_page(
+            &user,
+            &s,
+            &rel,
+            form.get("name"),
+            Some(&explain(&e)),
+            e.status,
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- delete, mkdir
+
+/// `POST /ui/sessions/{id}/files/delete` `{path, confirmed}`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let s = running(&state, &user, &id).await?;
+    let rel = entry_path(form.get("path"))?;
+    let back = files_url(&s, &parent(&rel));
+    if form.get("confirmed") != "1" {
+        return Ok(layout::confirm_page(
+            &user,
+            Nav::Sessions,
+            layout::Confirm {
+                title: "Delete?",
+                question: &format!(
+                    "Delete {} (and everything in it, if it is a directory) from session {}?",
+                    home_path(&rel),
+                    s.name
+                ),
+                action: &format!("{}/delete", base_url(&s)),
+                fields: &[("path", &rel)],
+                button: "Delete",
+                back: &back,
+            },
+        ));
+    }
+    let change = FileChange::Remove { path: rel.clone() };
+    match session_files::change(&state, &s, &change).await {
+        Ok(()) => {
+            file_event(
+                &state,
+                (user.id(), Some(&user.caller.user)),
+                FileScope::Session(&s),
+                "session.delete",
+                &home_path(&rel),
+                None,
+            )
+            .await;
+            Ok(redirect_with(
+                &back,
+                &[Flash::ok(format!("{rel} deleted."))],
+            ))
+        }
+        Err(e) => {
+            let (m, _) = explain(&e);
+            Ok(redirect_with(&back, &[Flash::error(m)]))
+        }
+    }
+}
+
+/// `POST /ui/sessions/{id}/files/mkdir` `{path, name}`.
+pub(crate) async fn mkdir(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PostForm { user, form }: PostForm,
+) -> PageResult {
+    let s = running(&state, &user, &id).await?;
+    let dir = confined(form.get("path"))?;
+    let result = match new_name(form.get("name")) {
+        Ok(name) => {
+            let path = join(&dir, name);
+            let change = FileChange::Mkdir { path: path.clone() };
+            session_files::change(&state, &s, &change)
+                .await
+                .map(|()| (name, path))
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((name, path)) => {
+            file_event(
+                &state,
+                (user.id(), Some(&user.caller.user)),
+                FileScope::Session(&s),
+                "session.mkdir",
+                &home_path(&path),
+                None,
+            )
+            .await;
+            Ok(redirect_with(
+                &files_url(&s, &dir),
+                &[Flash::ok(format!("Directory {name} created."))],
+            ))
+        }
+        Err(e) => {
+            let form = BrowseForm {
+                mkdir_name: form.get("name").to_owned(),
+                mkdir_error: Some(explain(&e)),
+            };
+            render_browse(&state, &user, &s, &dir, form, e.status).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(new_name(" a.txt ").unwrap(), "a.txt");
+        for bad in ["", ".", "..", "a/b", "a\0"] {
+            assert!(new_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(confined("/home/work/a/../b").ok(), None);
+        assert_eq!(confined("./a//b/").ok().as_deref(), Some("a/b"));
+        assert_eq!(confined("/home/work").ok().as_deref(), Some(""));
+        assert!(entry_path("").is_err());
+        assert!(confined("/etc").is_err());
+        assert_eq!(base_name("a/b/c.txt"), "c.txt");
+    }
+}
