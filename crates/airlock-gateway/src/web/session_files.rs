@@ -479,6 +479,39 @@ pub(crate) async fn rename_form(
     ))
 }
 
+/// Carries out `change` in session `s` and records it on the audit trail.
+async fn apply(
+    state: &AppState,
+    user: &WebUser,
+    s: &SessionRow,
+    change: FileChange,
+) -> Result<(), ApiError> {
+    session_files::change(state, s, &change).await?;
+    let actor = (user.id(), Some(&user.caller.user));
+    let scope = FileScope::Session(s);
+    match &change {
+        FileChange::Rename { from, to } => {
+            let (from, to) = (home_path(from), home_path(to));
+            file_renamed(state, actor, scope, "session.rename", &from, &to).await;
+        }
+        FileChange::Remove { path } => {
+            file_event(
+                state,
+                actor,
+                scope,
+                "session.delete",
+                &home_path(path),
+                None,
+            )
+            .await;
+        }
+        FileChange::Mkdir { path } => {
+            file_event(state, actor, scope, "session.mkdir", &home_path(path), None).await;
+        }
+    }
+    Ok(())
+}
+
 /// `POST /ui/sessions/{id}/files/rename` `{path, name}`: renames within
 /// the same directory.
 pub(crate) async fn rename(
@@ -494,34 +527,17 @@ pub(crate) async fn rename(
             let to = join(&dir, name);
             let change = FileChange::Rename {
                 from: rel.clone(),
-                to: to.clone(),
+                to,
             };
-            session_files::change(&state, &s, &change)
-                .await
-                .map(|()| to)
+            apply(&state, &user, &s, change).await.map(|()| name)
         }
         Err(e) => Err(e),
     };
     match result {
-        Ok(to) => {
-            file_renamed(
-                &state,
-                (user.id(), Some(&user.caller.user)),
-                FileScope::Session(&s),
-                "session.rename",
-                &home_path(&rel),
-                &home_path(&to),
-            )
-            .await;
-            Ok(redirect_with(
-                &files_url(&s, &dir),
-                &[Flash::ok(format!(
-                    "Renamed {} to {}.",
-                    base_name(&rel),
-                    base_name(&to)
-                ))],
-            ))
-        }
+        Ok(name) => Ok(redirect_with(
+            &files_url(&s, &dir),
+            &[Flash::ok(format!("Renamed {} to {name}.", base_name(&rel)))],
+        )),
         Err(e) => Ok(rename_page(
             &user,
             &s,
@@ -563,27 +579,11 @@ pub(crate) async fn delete(
         ));
     }
     let change = FileChange::Remove { path: rel.clone() };
-    match session_files::change(&state, &s, &change).await {
-        Ok(()) => {
-            file_event(
-                &state,
-                (user.id(), Some(&user.caller.user)),
-                FileScope::Session(&s),
-                "session.delete",
-                &home_path(&rel),
-                None,
-            )
-            .await;
-            Ok(redirect_with(
-                &back,
-                &[Flash::ok(format!("{rel} deleted."))],
-            ))
-        }
-        Err(e) => {
-            let (m, _) = explain(&e);
-            Ok(redirect_with(&back, &[Flash::error(m)]))
-        }
-    }
+    let flash = match apply(&state, &user, &s, change).await {
+        Ok(()) => Flash::ok(format!("{rel} deleted.")),
+        Err(e) => Flash::error(explain(&e).0),
+    };
+    Ok(redirect_with(&back, &[flash]))
 }
 
 /// `POST /ui/sessions/{id}/files/mkdir` `{path, name}`.
@@ -596,30 +596,18 @@ pub(crate) async fn mkdir(
     let dir = confined(form.get("path"))?;
     let result = match new_name(form.get("name")) {
         Ok(name) => {
-            let path = join(&dir, name);
-            let change = FileChange::Mkdir { path: path.clone() };
-            session_files::change(&state, &s, &change)
-                .await
-                .map(|()| (name, path))
+            let change = FileChange::Mkdir {
+                path: join(&dir, name),
+            };
+            apply(&state, &user, &s, change).await.map(|()| name)
         }
         Err(e) => Err(e),
     };
     match result {
-        Ok((name, path)) => {
-            file_event(
-                &state,
-                (user.id(), Some(&user.caller.user)),
-                FileScope::Session(&s),
-                "session.mkdir",
-                &home_path(&path),
-                None,
-            )
-            .await;
-            Ok(redirect_with(
-                &files_url(&s, &dir),
-                &[Flash::ok(format!("Directory {name} created."))],
-            ))
-        }
+        Ok(name) => Ok(redirect_with(
+            &files_url(&s, &dir),
+            &[Flash::ok(format!("Directory {name} created."))],
+        )),
         Err(e) => {
             let form = BrowseForm {
                 mkdir_name: form.get("name").to_owned(),
