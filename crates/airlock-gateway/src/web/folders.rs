@@ -373,30 +373,14 @@ async fn render_browse(
             p.lead { "In sessions: " code { (shown_path) } }
         }
         div.grid-main {
-            section.card.table-card aria-labelledby="files-title" {
-                div.card-head {
-                    h2 #files-title { "Files" }
-                    @if !path.is_empty() {
-                        a.btn.btn-ghost.btn-sm href=(folder_url(f, &parent(path))) { (svg(icon::BACK)) "Up" }
-                    }
-                }
-                div.table-wrap {
-                    table.table.files-table {
-                        thead { tr {
-                            th scope="col" { "Name" } th scope="col" .num { "Size" } th scope="col" { "Modified" }
-                            th scope="col" { "Mode" } th scope="col" { span.visually-hidden { "Actions" } }
-                        } }
-                        tbody {
-                            @if entries.is_empty() {
-                                tr.empty { td colspan="5" { div.empty-state {
-                                    (svg(icon::UPLOAD)) p { strong { "This folder is empty." } " Upload files with the form on this page." }
-                                } } }
-                            }
-                            @for e in &entries { (entry_row(user, f, path, e)) }
-                        }
-                    }
-                }
-            }
+            (layout::files_card(
+                html! { @if !path.is_empty() {
+                    a.btn.btn-ghost.btn-sm href=(folder_url(f, &parent(path))) { (svg(icon::BACK)) "Up" }
+                } },
+                "Mode",
+                &entries.iter().map(|e| entry_row(user, f, path, e)).collect::<Vec<_>>(),
+                html! { strong { "This folder is empty." } " Upload files with the form on this page." },
+            ))
             div.stack {
                 @if is_ssh {
                     section.card #authorized-keys aria-labelledby="ak-title" {
@@ -431,32 +415,11 @@ async fn render_browse(
                         }
                     }
                 }
-                section.card aria-labelledby="upload-title" {
-                    h2 #upload-title { (svg(icon::UPLOAD)) "Upload files" }
-                    form.upload-form method="post" action=(upload_action) enctype="multipart/form-data" {
-                        (csrf(user))
-                        div.field {
-                            label for="u-file" { "Files" }
-                            input #u-file type="file" name="file" multiple required;
-                            p.help { "Into " code { (shown_path) } ". Large files are fine: they are streamed to disk." }
-                        }
-                        progress.upload-progress max="100" value="0" hidden aria-label="Upload progress" {}
-                        button.btn.btn-primary.btn-block type="submit" { "Upload" }
-                    }
-                }
-                section.card aria-labelledby="mkdir-title" {
-                    h2 #mkdir-title { (svg(icon::PLUS)) "New directory" }
-                    (form_error(form.mkdir_error.as_ref()))
-                    form method="post" action={"/ui/folders/" (f.hex_id()) "/mkdir"} {
-                        (csrf(user))
-                        input type="hidden" name="path" value=(path);
-                        div.field {
-                            label for="d-name" { "Directory name" }
-                            input #d-name type="text" name="name" required autocomplete="off" spellcheck="false";
-                        }
-                        button.btn.btn-secondary.btn-block type="submit" { "Create directory" }
-                    }
-                }
+                (layout::upload_card(user, &upload_action, html! {
+                    "Into " code { (shown_path) } ". Large files are fine: they are streamed to disk."
+                }, false))
+                (layout::mkdir_card(user, &format!("/ui/folders/{}/mkdir", f.hex_id()), path, "",
+                    form.mkdir_error.as_ref()))
             }
         }
     };

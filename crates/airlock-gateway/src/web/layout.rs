@@ -224,6 +224,80 @@ pub(crate) fn breadcrumbs(
     }
 }
 
+/// The card listing a directory: `actions` in its head, then a table of
+/// `rows` under Name, Size, Modified, `fourth` (or `empty` when none).
+pub(crate) fn files_card(actions: Markup, fourth: &str, rows: &[Markup], empty: Markup) -> Markup {
+    html! {
+        section.card.table-card aria-labelledby="files-title" {
+            div.card-head {
+                h2 #files-title { "Files" }
+                (actions)
+            }
+            div.table-wrap {
+                table.table.files-table {
+                    thead { tr {
+                        th scope="col" { "Name" } th scope="col" .num { "Size" } th scope="col" { "Modified" }
+                        th scope="col" { (fourth) } th scope="col" { span.visually-hidden { "Actions" } }
+                    } }
+                    tbody {
+                        @if rows.is_empty() {
+                            tr.empty { td colspan="5" { div.empty-state {
+                                (svg(icon::UPLOAD)) p { (empty) }
+                            } } }
+                        }
+                        @for r in rows { (r) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The upload card (`form.upload-form`, streamed by the script with a
+/// progress bar); with `drop`, files dropped on the page go to it too.
+pub(crate) fn upload_card(user: &WebUser, action: &str, help: Markup, drop: bool) -> Markup {
+    html! {
+        section.card aria-labelledby="upload-title" {
+            h2 #upload-title { (svg(icon::UPLOAD)) "Upload files" }
+            form.upload-form method="post" action=(action) enctype="multipart/form-data" data-drop[drop] {
+                (csrf(user))
+                div.field {
+                    label for="u-file" { "Files" }
+                    input #u-file type="file" name="file" multiple required;
+                    p.help { (help) }
+                }
+                progress.upload-progress max="100" value="0" hidden aria-label="Upload progress" {}
+                button.btn.btn-primary.btn-block type="submit" { "Upload" }
+            }
+        }
+    }
+}
+
+/// The new-directory card: posts `path` (the directory shown) and `name`.
+pub(crate) fn mkdir_card(
+    user: &WebUser,
+    action: &str,
+    path: &str,
+    name: &str,
+    error: Option<&(String, Option<String>)>,
+) -> Markup {
+    html! {
+        section.card aria-labelledby="mkdir-title" {
+            h2 #mkdir-title { (svg(icon::PLUS)) "New directory" }
+            (form_error(error))
+            form method="post" action=(action) {
+                (csrf(user))
+                input type="hidden" name="path" value=(path);
+                div.field {
+                    label for="d-name" { "Directory name" }
+                    input #d-name type="text" name="name" value=(name) required autocomplete="off" spellcheck="false";
+                }
+                button.btn.btn-secondary.btn-block type="submit" { "Create directory" }
+            }
+        }
+    }
+}
+
 /// A confirmation page for a destructive action (the no-JavaScript path;
 /// with JavaScript the browser asks in place).
 /// What a confirmation page asks.

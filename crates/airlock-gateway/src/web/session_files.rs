@@ -186,65 +186,27 @@ async fn render_browse(
             }
         }
         div.grid-main {
-            section.card.table-card aria-labelledby="files-title" {
-                div.card-head {
-                    h2 #files-title { "Files" }
-                    div.card-actions {
-                        @if !dir.is_empty() {
-                            a.btn.btn-ghost.btn-sm href=(files_url(s, &parent(dir))) { (svg(icon::BACK)) "Up" }
-                            " "
-                        }
-                        a.btn.btn-ghost.btn-sm #download-dir href=(action_url(s, "download", dir))
-                            title="Download this directory as a tar archive" {
-                            (svg(icon::DOWNLOAD)) "Download .tar"
-                        }
+            (layout::files_card(
+                html! { div.card-actions {
+                    @if !dir.is_empty() {
+                        a.btn.btn-ghost.btn-sm href=(files_url(s, &parent(dir))) { (svg(icon::BACK)) "Up" }
+                        " "
                     }
-                }
-                div.table-wrap {
-                    table.table.files-table {
-                        thead { tr {
-                            th scope="col" { "Name" } th scope="col" .num { "Size" } th scope="col" { "Modified" }
-                            th scope="col" { "Type" } th scope="col" { span.visually-hidden { "Actions" } }
-                        } }
-                        tbody {
-                            @if list.is_empty() {
-                                tr.empty { td colspan="5" { div.empty-state {
-                                    (svg(icon::UPLOAD)) p { strong { "This directory is empty." } " Upload files with the form on this page, or drop them here." }
-                                } } }
-                            }
-                            @for e in &list { (entry_row(user, s, dir, e)) }
-                        }
+                    a.btn.btn-ghost.btn-sm #download-dir href=(action_url(s, "download", dir))
+                        title="Download this directory as a tar archive" {
+                        (svg(icon::DOWNLOAD)) "Download .tar"
                     }
-                }
-            }
+                } },
+                "Type",
+                &list.iter().map(|e| entry_row(user, s, dir, e)).collect::<Vec<_>>(),
+                html! { strong { "This directory is empty." } " Upload files with the form on this page, or drop them here." },
+            ))
             div.stack {
-                section.card aria-labelledby="upload-title" {
-                    h2 #upload-title { (svg(icon::UPLOAD)) "Upload files" }
-                    form.upload-form method="post" action=(action_url(s, "upload", dir))
-                        enctype="multipart/form-data" data-drop {
-                        (csrf(user))
-                        div.field {
-                            label for="u-file" { "Files" }
-                            input #u-file type="file" name="file" multiple required;
-                            p.help { "Into " code { (home_path(dir)) } ". Or drop files anywhere on this page. Large files are streamed." }
-                        }
-                        progress.upload-progress max="100" value="0" hidden aria-label="Upload progress" {}
-                        button.btn.btn-primary.btn-block type="submit" { "Upload" }
-                    }
-                }
-                section.card aria-labelledby="mkdir-title" {
-                    h2 #mkdir-title { (svg(icon::PLUS)) "New directory" }
-                    (form_error(form.mkdir_error.as_ref()))
-                    form method="post" action={(base_url(s)) "/mkdir"} {
-                        (csrf(user))
-                        input type="hidden" name="path" value=(dir);
-                        div.field {
-                            label for="d-name" { "Directory name" }
-                            input #d-name type="text" name="name" value=(form.mkdir_name) required autocomplete="off" spellcheck="false";
-                        }
-                        button.btn.btn-secondary.btn-block type="submit" { "Create directory" }
-                    }
-                }
+                (layout::upload_card(user, &action_url(s, "upload", dir), html! {
+                    "Into " code { (home_path(dir)) } ". Or drop files anywhere on this page. Large files are streamed."
+                }, true))
+                (layout::mkdir_card(user, &format!("{}/mkdir", base_url(s)), dir, &form.mkdir_name,
+                    form.mkdir_error.as_ref()))
             }
         }
     };
