@@ -258,6 +258,32 @@ fn upload_download_rename_and_delete_through_the_files_page() {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
 
+    // Uploads count against the account's upload limit, per file; a
+    // refused upload leaves nothing behind.
+    d.admin_command(
+        &["user", "limits", &d.admin_email, "--upload-size", "1M"],
+        None,
+    )
+    .expect_code(0);
+    files_page(&b, &id, "");
+    b.choose_file("#u-file", &file);
+    b.click(".upload-form button[type=submit]");
+    b.wait_text(".flashes", "Upload failed", TRANSFER);
+    assert!(
+        b.text(".flashes")
+            .contains("larger than your limit of 1 MiB"),
+        "{}",
+        b.text(".flashes")
+    );
+    assert!(!exists_inside(&c, "/home/work/big file.bin"));
+    let left = docker::exec(&c, &["ls", "-A", "/home/work"]);
+    assert!(!left.stdout.contains("airlock-part"), "{left:?}");
+    d.admin_command(
+        &["user", "limits", &d.admin_email, "--upload-size", "default"],
+        None,
+    )
+    .expect_code(0);
+
     // Without JavaScript the page still works: a plain form post, and a
     // confirmation page before deleting.
     let plain = Browser::start_with("session-files-no-js", &d.url, LIMIT, false);

@@ -393,7 +393,8 @@ pub struct LimitsArgs {
     /// Concurrent tunnels (SSH connections through the gateway).
     #[arg(long, value_name = "N|unlimited|default")]
     pub tunnels: Option<String>,
-    /// Largest single upload into a folder (bytes, or 500M, 10G, …).
+    /// Largest single file upload into a folder, or into a session through
+    /// the web UI (bytes, or 500M, 10G, …).
     #[arg(long, value_name = "SIZE|unlimited|default")]
     pub upload_size: Option<String>,
     /// Folders the account may own.

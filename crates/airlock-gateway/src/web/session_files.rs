@@ -327,32 +327,14 @@ pub(crate) async fn upload(
     }
     let (st, who, into) = (state.clone(), user.id().to_owned(), dir.clone());
     let result = session_files::upload(&state, &s, move |sink| async move {
-        let mut names: Vec<(String, u64)> = Vec::new();
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::invalid(format!("the upload was interrupted ({e})")))?
-        {
-            if field.name() != Some("file") {
-                continue;
-            }
-            let Some(name) =
-                upload_name(field.file_name().unwrap_or_default()).map_err(ApiError::invalid)?
-            else {
-                continue;
-            };
-            let (body, tripped, limit) =
-                crate::quotas::limit_upload(&st, &who, Box::pin(field)).await?;
-            let n = sink
-                .file(join(&into, &name), body)
-                .await
-                .map_err(|e| crate::quotas::over_limit_or(e, &tripped, limit))?;
-            names.push((name, n));
+        let outcome = send_files(&sink, &mut multipart, &st, &who, &into).await;
+        if outcome.is_err() {
+            // Read what the browser still sends (for a while), so that it
+            // gets the answer: one cut off mid-upload only reports a
+            // network error.
+            let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut multipart)).await;
         }
-        if names.is_empty() {
-            return Err(ApiError::invalid("choose one or more files to upload"));
-        }
-        Ok(names)
+        outcome
     })
     .await;
     let names = match result {
@@ -373,6 +355,54 @@ pub(crate) async fn upload(
     )
     .await;
     Ok(redirect_for(script, &back, &[Flash::ok(uploaded(&names))]))
+}
+
+/// How long a failed upload's remaining body is read before the
+/// connection is given up.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Streams each `file` part of an upload form into `into` (relative to the
+/// home), each within the account's upload limit; returns names and sizes.
+async fn send_files(
+    sink: &session_files::FrameSink,
+    multipart: &mut multer::Multipart<'static>,
+    state: &AppState,
+    user_id: &str,
+    into: &str,
+) -> Result<Vec<(String, u64)>, ApiError> {
+    let mut names: Vec<(String, u64)> = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::invalid(format!("the upload was interrupted ({e})")))?
+    {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let Some(name) =
+            upload_name(field.file_name().unwrap_or_default()).map_err(ApiError::invalid)?
+        else {
+            continue;
+        };
+        let (body, tripped, limit) =
+            crate::quotas::limit_upload(state, user_id, Box::pin(field)).await?;
+        let n = sink
+            .file(join(into, &name), body)
+            .await
+            .map_err(|e| crate::quotas::over_limit_or(e, &tripped, limit))?;
+        names.push((name, n));
+    }
+    if names.is_empty() {
+        return Err(ApiError::invalid("choose one or more files to upload"));
+    }
+    Ok(names)
+}
+
+/// Reads and drops the rest of a multipart body.
+async fn drain(multipart: &mut multer::Multipart<'static>) {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
 }
 
 // ---------------------------------------------------------------- rename
