@@ -30,6 +30,7 @@ mod routes;
 pub mod sessions;
 pub mod storage;
 pub mod store;
+pub mod terminal;
 pub mod tls;
 pub mod transfers;
 pub mod tunnels;

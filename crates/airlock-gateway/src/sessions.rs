@@ -438,3 +438,89 @@ pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiEr
         key_fingerprints: s.key_fingerprints.clone(),
     })
 }
+
+/// The bytes of the regular file `name` (relative to the home, at most
+/// 1 MiB) of running session `s`, read through its agent (a
+/// multipart/mixed of tar archives, as `session download` gets).
+pub async fn read_small_file(
+    state: &AppState,
+    s: &SessionRow,
+    name: &str,
+) -> Result<Vec<u8>, ApiError> {
+    const LIMIT: usize = 1 << 20;
+    let agent = agent_of(state, s).await?;
+    let resp = state
+        .agents()
+        .download(&agent.url, &s.id, vec![name.to_owned()])
+        .await?;
+    let boundary = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(airlock_proto::files::multipart_boundary)
+        .ok_or_else(|| ApiError::internal("the node did not answer with multipart data"))?;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::unavailable(format!("reading {name} from the session failed: {e}"))
+        })?;
+        body.extend_from_slice(&chunk);
+        if body.len() > LIMIT {
+            return Err(ApiError::internal(format!("{name} is unexpectedly large")));
+        }
+    }
+    let once = futures_util::stream::once(async move {
+        Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(body))
+    });
+    let mut parts = multer::Multipart::new(once, boundary);
+    let field = parts
+        .next_field()
+        .await
+        .map_err(|e| ApiError::internal(format!("malformed download from the node: {e}")))?
+        .ok_or_else(|| ApiError::internal("the node sent no archive"))?;
+    let archive = field
+        .bytes()
+        .await
+        .map_err(|e| ApiError::internal(format!("malformed download from the node: {e}")))?;
+    extract_file(&archive, name)
+        .ok_or_else(|| ApiError::not_found("file-not-found", format!("the session has no {name}")))
+}
+
+/// The bytes of the regular file named `name` in a tar archive.
+fn extract_file(archive: &[u8], name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(archive);
+    for entry in ar.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().ok()?;
+        if path.file_name().is_some_and(|n| n == name) {
+            let mut out = Vec::new();
+            entry.read_to_end(&mut out).ok()?;
+            return Some(out);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_one_file_from_a_tar() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, "id_container", &b"hello"[..])
+            .unwrap();
+        let data = b.into_inner().unwrap();
+        assert_eq!(extract_file(&data, "id_container").unwrap(), b"hello");
+        assert!(extract_file(&data, "other").is_none());
+    }
+}

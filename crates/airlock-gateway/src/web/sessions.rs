@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use airlock_proto::files::multipart_boundary;
 use airlock_proto::recipes::{self, HostBlock, LocalCommands};
 use airlock_proto::validate;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -140,6 +138,13 @@ fn rows_markup(user: &WebUser, list: &[SessionRow]) -> Markup {
                             (svg(icon::TERMINAL)) span { "SSH / SFTP" }
                         }
                         " "
+                        @if s.status == Status::Running {
+                            a.btn.btn-secondary.btn-sm href={"/ui/sessions/" (s.id) "/terminal"} target="_blank" rel="noopener"
+                                aria-label={"Terminal in " (s.name) " (opens a new tab)"} {
+                                (svg(icon::CONSOLE)) span { "Terminal" }
+                            }
+                            " "
+                        }
                         @if s.status != Status::Terminating {
                             (danger_button(user, &format!("/ui/sessions/{}/terminate", s.id), &[],
                                 &format!("Terminate session {}? Its container and everything outside mounted folders is deleted.", s.name),
@@ -716,53 +721,15 @@ pub(crate) async fn ssh_dialog(
     ))
 }
 
-/// Reads `~/id_container` of a running session through its agent (a
-/// multipart/mixed of tar archives) and returns the file's exact bytes.
+/// Reads `~/id_container` of a running session (audited as a download).
 async fn fetch_key(
     state: &AppState,
     user: &WebUser,
     id: &str,
 ) -> PageResult<(SessionRow, Vec<u8>)> {
-    const LIMIT: usize = 1 << 20;
     let s = sessions::resolve(state, &user.caller, id, true).await?;
     sessions::require_running(&s)?;
-    let agent = sessions::agent_of(state, &s).await?;
-    let resp = state
-        .agents()
-        .download(&agent.url, &s.id, vec!["id_container".to_owned()])
-        .await
-        .map_err(ApiError::from)?;
-    let boundary = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(multipart_boundary)
-        .ok_or_else(|| ApiError::internal("the node did not answer with multipart data"))?;
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::unavailable(format!("reading the key from the session failed: {e}"))
-        })?;
-        body.extend_from_slice(&chunk);
-        if body.len() > LIMIT {
-            return Err(ApiError::internal("id_container is unexpectedly large").into());
-        }
-    }
-    let once =
-        futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(body)) });
-    let mut parts = multer::Multipart::new(once, boundary);
-    let field = parts
-        .next_field()
-        .await
-        .map_err(|e| ApiError::internal(format!("malformed download from the node: {e}")))?
-        .ok_or_else(|| ApiError::internal("the node sent no archive"))?;
-    let archive = field
-        .bytes()
-        .await
-        .map_err(|e| ApiError::internal(format!("malformed download from the node: {e}")))?;
-    let key = extract_file(&archive, "id_container")
-        .ok_or_else(|| ApiError::not_found("file-not-found", "the session has no id_container"))?;
+    let key = sessions::read_small_file(state, &s, "id_container").await?;
     tracing::info!(session = %s.id, user = %user.email(), "session key downloaded through the web UI");
     crate::audit::file_event(
         state,
@@ -774,25 +741,6 @@ async fn fetch_key(
     )
     .await;
     Ok((s, key))
-}
-
-/// The bytes of the regular file named `name` in a tar archive.
-fn extract_file(archive: &[u8], name: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut ar = tar::Archive::new(archive);
-    for entry in ar.entries().ok()? {
-        let mut entry = entry.ok()?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().ok()?;
-        if path.file_name().is_some_and(|n| n == name) {
-            let mut out = Vec::new();
-            entry.read_to_end(&mut out).ok()?;
-            return Some(out);
-        }
-    }
-    None
 }
 
 fn download(bytes: Vec<u8>, name: &str, content_type: &'static str) -> Response {
@@ -851,23 +799,4 @@ pub(crate) async fn known_hosts(
         "known_hosts",
         "text/plain; charset=utf-8",
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extracts_one_file_from_a_tar() {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(5);
-        h.set_mode(0o600);
-        h.set_cksum();
-        b.append_data(&mut h, "id_container", &b"hello"[..])
-            .unwrap();
-        let data = b.into_inner().unwrap();
-        assert_eq!(extract_file(&data, "id_container").unwrap(), b"hello");
-        assert!(extract_file(&data, "other").is_none());
-    }
 }
