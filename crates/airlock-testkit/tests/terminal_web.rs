@@ -146,6 +146,14 @@ fn terminal_types_resizes_interrupts_and_keeps_its_shell() {
     let first_pid = docker::exec(&docker::container_of(&id).unwrap(), &["cat", "/tmp/pid"]).stdout;
     run(&b, "echo pid=$$", first_pid.trim());
 
+    // A dropped connection comes back by itself to the same shell.
+    b.exec("window.airlockTerminal.drop(); return null", vec![]);
+    b.wait_until("the page to notice the drop", WAIT, |b| {
+        b.exec("return window.airlockTerminal.connected()", vec![]) == json!(false)
+    });
+    wait_connected(&b);
+    run(&b, "echo again=$KEPT", "again=still-here");
+
     // `ssh -t S airlock-attach` reaches the same shell; the page says the
     // terminal was opened elsewhere and waits instead of taking it back.
     let cli = Cli::new(&d.url);

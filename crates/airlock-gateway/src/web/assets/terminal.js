@@ -160,6 +160,8 @@
     state: function () { return stateEl.textContent; },
     // Sends `data` as typed keys; calls `f(text)` with each output frame.
     send: function (data) { send(data); },
+    // Drops the connection as a network blip would (the page reconnects).
+    drop: function () { if (ws) ws.close(); },
     onOutput: function (f) { listeners.push(f); },
     // The palette colour of the last occurrence of `needle` (-1: not a
     // palette colour; null: not on the screen).
