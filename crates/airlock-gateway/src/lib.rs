@@ -31,6 +31,7 @@ pub mod session_files;
 pub mod sessions;
 pub mod storage;
 pub mod store;
+pub mod terminal;
 pub mod tls;
 pub mod transfers;
 pub mod tunnels;

@@ -438,3 +438,26 @@ pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiEr
         key_fingerprints: s.key_fingerprints.clone(),
     })
 }
+
+/// The bytes of the regular file `name` (relative to the home, at most
+/// 1 MiB) of running session `s`, read through its agent.
+pub async fn read_small_file(
+    state: &AppState,
+    s: &SessionRow,
+    name: &str,
+) -> Result<Vec<u8>, ApiError> {
+    const LIMIT: u64 = 1 << 20;
+    let d = crate::session_files::download(state, s, name).await?;
+    if !matches!(d.kind, crate::session_files::Kind::File(n) if n <= LIMIT) {
+        return Err(ApiError::internal(format!("{name} is not a small file")));
+    }
+    let mut out = Vec::new();
+    let mut body = d.body;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::unavailable(format!("reading {name} from the session failed: {e}"))
+        })?;
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}

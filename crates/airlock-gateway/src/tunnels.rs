@@ -270,3 +270,53 @@ pub async fn connect_agent(
         .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
     Ok(TokioIo::new(upgraded))
 }
+
+/// A byte stream to a session's SSH server (or to the agent's end of a
+/// resumable tunnel).
+pub trait RunnerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RunnerStream for T {}
+
+/// What [`open_runner`] gives.
+pub struct Opened {
+    /// The stream.
+    pub stream: Box<dyn RunnerStream>,
+    /// The address the runner sees this end at (known for in-process
+    /// agents): the runner's events are tied back to the client through it.
+    pub runner_peer: Option<String>,
+}
+
+/// Opens a stream to running session `s`'s SSH server through its agent:
+/// directly for an agent in this process, else by an HTTP upgrade on the
+/// agent's API. With `resumable`, to the agent's resumable tunnel end. The
+/// error is a reason for people.
+pub async fn open_runner(
+    state: &crate::AppState,
+    s: &crate::store::SessionRow,
+    resumable: bool,
+    origin: Option<&TunnelOrigin>,
+) -> Result<Opened, String> {
+    let agent = crate::sessions::agent_of(state, s)
+        .await
+        .map_err(|_| "the session's node is unknown".to_owned())?;
+    if let Some(local) = state.local_agent(&agent.id) {
+        return if resumable {
+            local.resumable(&s.id, origin).await.map(|p| Opened {
+                stream: Box::new(p),
+                runner_peer: None,
+            })
+        } else {
+            local.connect(&s.id, origin).await.map(|tcp| Opened {
+                runner_peer: tcp.local_addr().ok().map(|a| a.to_string()),
+                stream: Box::new(tcp),
+            })
+        };
+    }
+    match connect_agent(&agent.url, state.agents().token(), &s.id, resumable, origin).await {
+        Ok(st) => Ok(Opened {
+            stream: Box::new(st),
+            runner_peer: None,
+        }),
+        Err(AgentCallError::Unreachable(_)) => Err("the session's node is unreachable".to_owned()),
+        Err(AgentCallError::Rejected { problem, .. }) => Err(problem.message().to_owned()),
+    }
+}

@@ -44,6 +44,11 @@ pub const SESSION_COOKIE: &str = "AIOHTTP_SESSION";
 /// The container user every session runs as.
 pub const CONTAINER_USER: &str = "work";
 
+/// The exit-signal name the runner ends a kept terminal's channel with when
+/// another viewer took the shell over (`airlock-attach`): the shell lives
+/// on, so the web terminal says so instead of reconnecting.
+pub const TERMINAL_TAKEN_OVER: &str = "taken-over@airlock";
+
 /// Home directory of [`CONTAINER_USER`] inside a session.
 pub const CONTAINER_HOME: &str = "/home/work";
 

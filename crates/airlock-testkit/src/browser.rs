@@ -228,9 +228,11 @@ impl Browser {
         self.click("#new-session button[type=submit]");
         self.wait_text(".flashes", &format!("Session {name} is starting"), WAIT);
         let row = format!("tr[data-session='{name}'][data-status=RUNNING]");
-        self.wait_until(&format!("session {name} to run"), Duration::from_secs(90), |b| {
-            b.exists(&row)
-        });
+        self.wait_until(
+            &format!("session {name} to run"),
+            Duration::from_secs(90),
+            |b| b.exists(&row),
+        );
         let href = self
             .attr(&format!("tr[data-session='{name}'] a[data-dialog]"), "href")
             .unwrap();
@@ -272,12 +274,14 @@ impl Browser {
         self.rt.block_on(self.c().release_actions()).unwrap();
     }
 
-    /// Closes the current tab and opens `path` in a new one (as a user who
-    /// closed the tab and came back would).
-    pub fn reopen_in_new_tab(&self, path: &str) {
+    /// Closes the current window and opens `path` in a new one (as a user
+    /// who closed the tab and came back would).
+    pub fn reopen_in_new_window(&self, path: &str) {
         self.check_deadline();
         let c = self.c();
-        let new = self.rt.block_on(c.new_window(true)).unwrap();
+        // A window rather than a tab: headless Chromium leaves a new tab in
+        // the background, where pages' timers are throttled.
+        let new = self.rt.block_on(c.new_window(false)).unwrap();
         self.rt.block_on(c.close_window()).unwrap();
         self.rt.block_on(c.switch_to_window(new.handle)).unwrap();
         self.goto(path);

@@ -8,7 +8,7 @@ mod folders;
 mod limits;
 mod login;
 mod session;
-mod tunnel;
+pub(crate) mod tunnel;
 mod user;
 
 use airlock_proto::api::VersionInfo;

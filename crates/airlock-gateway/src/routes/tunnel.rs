@@ -13,18 +13,13 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::AppState;
-use crate::agents::AgentCallError;
 use crate::audit::Audit;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::quotas;
 use crate::sessions;
 use crate::store::Status;
-use crate::tunnels::{TunnelInfo, TunnelMeta, connect_agent};
-
-/// A byte stream to a session's SSH server.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+use crate::tunnels::{TunnelInfo, TunnelMeta, open_runner};
 
 /// Close code for "try again later" (session not running, node down).
 pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -38,7 +33,7 @@ pub(crate) struct ProxyQuery {
 }
 
 /// Checks the WebSocket handshake headers and returns the accept key.
-fn websocket_accept(req: &Request) -> ApiResult<String> {
+pub(crate) fn websocket_accept(req: &Request) -> ApiResult<String> {
     let h = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         h.get_all(name).iter().any(|v| {
@@ -170,66 +165,21 @@ pub(crate) async fn tcpproxy(
                 return;
             }
         };
-        let agent = match sessions::agent_of(&state, &s).await {
-            Ok(a) => a,
-            Err(_) => {
-                close_with(ws, TRY_AGAIN_LATER, "the session's node is unknown").await;
-                return;
-            }
-        };
-        // An agent in this process is reached directly; others through an
-        // HTTP upgrade on their API.
         // The runner sees this end's address: its events are tied back to
         // this connection through it (known for in-process agents).
-        let mut runner_peer: Option<String> = None;
         let origin = ctx_for_conns
             .as_ref()
             .map(|c| airlock_proto::agent::TunnelOrigin {
                 conn: c.conn.clone(),
                 client: c.client.to_string(),
             });
-        let stream: Box<dyn Stream> = if let Some(local) = state.local_agent(&agent.id) {
-            let opened = if resumable {
-                local
-                    .resumable(&s.id, origin.as_ref())
-                    .await
-                    .map(|p| Box::new(p) as Box<dyn Stream>)
-            } else {
-                local.connect(&s.id, origin.as_ref()).await.map(|tcp| {
-                    runner_peer = tcp.local_addr().ok().map(|a| a.to_string());
-                    Box::new(tcp) as Box<dyn Stream>
-                })
-            };
-            match opened {
-                Ok(st) => st,
-                Err(e) => {
-                    tracing::warn!(session = %s.id, error = %e, "cannot open a tunnel");
-                    close_with(ws, TRY_AGAIN_LATER, &e).await;
-                    return;
-                }
-            }
-        } else {
-            match connect_agent(
-                &agent.url,
-                state.agents().token(),
-                &s.id,
-                resumable,
-                origin.as_ref(),
-            )
-            .await
-            {
-                Ok(st) => Box::new(st),
-                Err(e) => {
-                    let reason = match &e {
-                        AgentCallError::Unreachable(_) => {
-                            "the session's node is unreachable".to_owned()
-                        }
-                        AgentCallError::Rejected { problem, .. } => problem.message().to_owned(),
-                    };
-                    tracing::warn!(session = %s.id, error = %e, "cannot open a tunnel");
-                    close_with(ws, TRY_AGAIN_LATER, &reason).await;
-                    return;
-                }
+        let (stream, runner_peer) = match open_runner(&state, &s, resumable, origin.as_ref()).await
+        {
+            Ok(o) => (o.stream, o.runner_peer),
+            Err(reason) => {
+                tracing::warn!(session = %s.id, %reason, "cannot open a tunnel");
+                close_with(ws, TRY_AGAIN_LATER, &reason).await;
+                return;
             }
         };
         meta.session_id.clone_from(&s.id);

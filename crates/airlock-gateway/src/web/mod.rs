@@ -19,6 +19,7 @@ mod login;
 mod session_files;
 mod sessions;
 mod settings;
+mod terminal;
 
 use std::sync::LazyLock;
 
@@ -57,6 +58,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sessions/rows", get(sessions::rows))
         .route("/sessions/{id}/ssh", get(sessions::ssh_dialog))
         .route("/sessions/{id}/terminate", post(sessions::terminate))
+        .route("/sessions/{id}/terminal", get(terminal::page))
+        .route("/sessions/{id}/terminal/ws", get(terminal::socket))
         .route("/sessions/{id}/id_container", get(sessions::id_container))
         .route("/sessions/{id}/ppk", get(sessions::ppk))
         .route("/sessions/{id}/known_hosts", get(sessions::known_hosts))
@@ -160,6 +163,28 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("assets/app.js"),
+    },
+    Asset {
+        name: "terminal.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/terminal.js"),
+    },
+    // xterm.js and its fit addon (MIT), as PyPI's webssh 1.6.3 ships them:
+    // see assets/xterm/README.md and scripts/vendor-xterm.
+    Asset {
+        name: "xterm.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/xterm/xterm.min.js"),
+    },
+    Asset {
+        name: "xterm-addon-fit.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/xterm/xterm-addon-fit.min.js"),
+    },
+    Asset {
+        name: "xterm.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("assets/xterm/xterm.min.css"),
     },
     Asset {
         name: "logo.svg",

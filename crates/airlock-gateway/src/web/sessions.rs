@@ -142,6 +142,11 @@ fn rows_markup(user: &WebUser, list: &[SessionRow]) -> Markup {
                             a.btn.btn-ghost.btn-sm.files href={"/ui/sessions/" (s.id) "/files"}
                                 aria-label={"Files of " (s.name)} { (svg(icon::FOLDER)) span { "Files" } }
                             " "
+                            a.btn.btn-secondary.btn-sm href={"/ui/sessions/" (s.id) "/terminal"} target="_blank" rel="noopener"
+                                aria-label={"Terminal in " (s.name) " (opens a new tab)"} {
+                                (svg(icon::CONSOLE)) span { "Terminal" }
+                            }
+                            " "
                         }
                         @if s.status != Status::Terminating {
                             (danger_button(user, &format!("/ui/sessions/{}/terminate", s.id), &[],
@@ -719,28 +724,15 @@ pub(crate) async fn ssh_dialog(
     ))
 }
 
-/// Reads `~/id_container` of a running session through its agent and
-/// returns the file's exact bytes.
+/// Reads `~/id_container` of a running session (audited as a download).
 async fn fetch_key(
     state: &AppState,
     user: &WebUser,
     id: &str,
 ) -> PageResult<(SessionRow, Vec<u8>)> {
-    const LIMIT: usize = 1 << 20;
     let s = sessions::resolve(state, &user.caller, id, true).await?;
     sessions::require_running(&s)?;
-    let d = crate::session_files::download(state, &s, "id_container").await?;
-    if !matches!(d.kind, crate::session_files::Kind::File(n) if n <= LIMIT as u64) {
-        return Err(ApiError::internal("id_container is not a small file").into());
-    }
-    let mut key = Vec::new();
-    let mut body = d.body;
-    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::unavailable(format!("reading the key from the session failed: {e}"))
-        })?;
-        key.extend_from_slice(&chunk);
-    }
+    let key = sessions::read_small_file(state, &s, "id_container").await?;
     tracing::info!(session = %s.id, user = %user.email(), "session key downloaded through the web UI");
     crate::audit::file_event(
         state,

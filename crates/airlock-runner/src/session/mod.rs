@@ -20,6 +20,7 @@ use crate::server::ConnCtx;
 use crate::sftp;
 
 mod env;
+mod keep;
 mod shell;
 mod signal;
 
@@ -137,6 +138,23 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
             "ssh.subsystem",
             serde_json::json!({ "name": "sftp" }),
         ),
+    }
+    // A kept terminal (the web UI's), not a new process.
+    if let Start::Exec(c) = &start
+        && let Some(attach) = keep::attach_name(c)
+    {
+        let spec = Spec {
+            command: None,
+            pty,
+            client_env: env,
+            // The shell outlives this connection and its agent socket.
+            agent: None,
+        };
+        match attach {
+            Ok(name) => keep::attach(&ctx, spec, name, rx, tx).await,
+            Err(e) => fail(&tx, e).await,
+        }
+        return;
     }
     match start {
         Start::Sftp => {
