@@ -6,20 +6,10 @@
 use std::time::Duration;
 
 use airlock_testkit::browser::{Browser, WAIT, serve_page};
-use airlock_testkit::{Airlockd, Cli, docker};
+use airlock_testkit::{Airlockd, Cli, LogOnPanic, docker};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(300);
-
-struct LogOnPanic<'a>(&'a Airlockd);
-
-impl Drop for LogOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- airlockd log\n{}", self.0.log());
-        }
-    }
-}
 
 fn screen(b: &Browser) -> String {
     b.exec("return window.airlockTerminal.text()", vec![])

@@ -221,6 +221,19 @@ pub(crate) async fn tcpproxy(
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         state.audit(closed.with("duration_ms", ms)).await;
     });
+    let mut resp = switching_protocols(&accept)?;
+    if resumable {
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(resp)
+}
+
+/// The `101 Switching Protocols` answer to a WebSocket handshake whose
+/// accept key is `accept`.
+pub(crate) fn switching_protocols(accept: &str) -> ApiResult<Response> {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -228,14 +241,8 @@ pub(crate) async fn tcpproxy(
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
+        HeaderValue::from_str(accept).map_err(ApiError::internal)?,
     );
-    if resumable {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-    }
     Ok(resp)
 }
 

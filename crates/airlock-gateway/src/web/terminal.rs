@@ -7,7 +7,6 @@
 
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use maud::{DOCTYPE, html};
 use serde::Deserialize;
@@ -19,7 +18,7 @@ use super::{PageResult, WebUser, asset_url};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::error::ApiError;
-use crate::routes::tunnel::{TRY_AGAIN_LATER, websocket_accept};
+use crate::routes::tunnel::{TRY_AGAIN_LATER, switching_protocols, websocket_accept};
 use crate::store::Status;
 use crate::terminal::{self, Ended, Size};
 use crate::tunnels::{TunnelMeta, open_runner};
@@ -206,14 +205,5 @@ pub(crate) async fn socket(
             )
             .await;
     });
-    let mut resp = Response::new(axum::body::Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
-    );
-    Ok(resp)
+    Ok(switching_protocols(&accept)?)
 }
