@@ -187,6 +187,11 @@ impl<T> ChannelDrain<T> {
         let (item, _debt) = self.rx.recv().await?;
         Some(item)
     }
+
+    /// The items as a stream.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::unfold(self, |mut d| async move { d.recv().await.map(|b| (b, d)) })
+    }
 }
 
 #[cfg(test)]

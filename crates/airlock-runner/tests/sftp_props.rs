@@ -19,9 +19,14 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use russh::ChannelMsg;
 use tokio::sync::Semaphore;
 
-/// Deadline per case (a case moves a few MiB; it takes well under a second
-/// when nothing stalls).
-const DEADLINE: Duration = Duration::from_secs(30);
+/// A case fails as stalled when neither a request byte goes out nor a reply
+/// comes in for this long. (Progress, not total time, is what is bounded: a
+/// case of tiny paused bursts is slow but not stalled.)
+const STALL: Duration = Duration::from_secs(20);
+/// The most bursts a case sends its requests in: bursts are at least the
+/// stream's length over this, so a case of tiny bursts and pauses still
+/// ends in seconds.
+const MAX_BURSTS: usize = 4096;
 /// Size of the file the READs come from.
 const SOURCE: usize = 3 << 20;
 /// Largest READ/WRITE the server advertises (limits@openssh.com).
@@ -161,7 +166,35 @@ fn get_str(p: &mut BytesMut) -> BytesMut {
     p.split_to(n)
 }
 
-async fn run_case(s: &Server, source: &[u8], name: &str, c: Case) {
+/// Counts request bytes sent and replies read; the watchdog reads it.
+type Progress = Arc<std::sync::atomic::AtomicU64>;
+
+fn step(p: &Progress) {
+    p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs the case; panics if it makes no progress for [`STALL`].
+async fn run_case_watched(s: &Server, source: &[u8], name: &str, c: Case) {
+    let progress = Progress::default();
+    let watchdog = async {
+        let mut last = (u64::MAX, tokio::time::Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = progress.load(std::sync::atomic::Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, tokio::time::Instant::now());
+            } else if last.1.elapsed() > STALL {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = run_case(s, source, name, c, &progress) => {}
+        () = watchdog => panic!("the SFTP server stalled: no progress for {STALL:?}"),
+    }
+}
+
+async fn run_case(s: &Server, source: &[u8], name: &str, c: Case, progress: &Progress) {
     let config = Arc::new(russh::client::Config {
         window_size: c.window,
         maximum_packet_size: 32_768,
@@ -240,6 +273,7 @@ async fn run_case(s: &Server, source: &[u8], name: &str, c: Case) {
         boundaries.push(stream.len());
     }
     let in_flight = Arc::new(Semaphore::new(c.depth));
+    let min_burst = stream.len() / MAX_BURSTS;
     let sender = {
         let in_flight = in_flight.clone();
         let c = c.clone();
@@ -248,7 +282,7 @@ async fn run_case(s: &Server, source: &[u8], name: &str, c: Case) {
             let mut k = 0usize;
             let mut next_req = 0usize;
             while sent < stream.len() {
-                let burst = c.bursts[k % c.bursts.len()];
+                let burst = c.bursts[k % c.bursts.len()].max(min_burst);
                 let mut end = (sent + burst).min(stream.len());
                 // One permit per request whose first byte goes out now; when
                 // none is left, send up to that request first (so the ones
@@ -266,6 +300,7 @@ async fn run_case(s: &Server, source: &[u8], name: &str, c: Case) {
                     }
                 }
                 tx.data(&stream[sent..end]).await.unwrap();
+                step(progress);
                 sent = end;
                 let p = c.send_pauses[k % c.send_pauses.len()];
                 if p > 0 {
@@ -280,6 +315,7 @@ async fn run_case(s: &Server, source: &[u8], name: &str, c: Case) {
         for (i, op) in c.ops.iter().enumerate() {
             let id = 10 + i as u32;
             let (kind, mut p) = replies.next().await;
+            step(progress);
             in_flight.add_permits(1);
             assert_eq!(p.get_u32(), id, "replies must come in request order");
             match op {
@@ -345,12 +381,14 @@ fn sftp_server_answers_every_pipelined_request_intact() {
         .build()
         .unwrap();
     // The same cases every run, so CI is repeatable; AIRLOCK_PROPTEST_RANDOM=1
-    // explores new ones. A random run on 2026-12-02 found a stall (window
-    // 17627, depth 1; issue 13) that is not fixed yet.
+    // explores new ones. (The "stall" random runs once reported was this
+    // test's own pace: 1 MB sent in 1-48 byte bursts with 1 ms pauses took
+    // longer than the old fixed deadline while the server kept up; hence the
+    // progress watchdog and the burst floor.)
     let config = Config {
         cases: 24,
         max_shrink_iters: 32,
-        // A stalled case costs DEADLINE; bound the whole shrink so a failure
+        // A stalled case costs STALL; bound the whole shrink so a failure
         // is reported in minutes, not hung on.
         max_shrink_time: 120_000,
         failure_persistence: None,
@@ -366,9 +404,7 @@ fn sftp_server_answers_every_pipelined_request_intact() {
         n.set(n.get() + 1);
         let name = format!("up-{}.bin", n.get());
         rt.block_on(async {
-            tokio::time::timeout(DEADLINE, run_case(&s, &source, &name, c))
-                .await
-                .expect("the SFTP server stalled (deadline passed)");
+            run_case_watched(&s, &source, &name, c).await;
         });
         let _ = std::fs::remove_file(s.home.join(&name));
         Ok(())

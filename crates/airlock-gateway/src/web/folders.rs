@@ -6,15 +6,14 @@
 use airlock_proto::api::FolderEntry;
 use airlock_proto::sshkey::{ParsedKey, parse_public_key};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
+use super::upload::{UploadForm, failed, uploaded};
 use super::{
-    Flash, PageError, PageResult, PostForm, WebUser, attachment, check_csrf, enc, explain,
-    redirect_for, redirect_with,
+    Flash, PageError, PageResult, PostForm, WebUser, attachment, enc, explain, redirect_with,
 };
 use crate::AppState;
 use crate::beneath::Kind;
@@ -691,118 +690,35 @@ pub(crate) async fn upload(
     let dir = q.path();
     let back = folder_url(&f, &dir);
     let script = parts.headers.contains_key("x-airlock-fragment");
-    let mut multipart = multipart_of(&parts.headers, body)?;
-    let mut csrf_ok = false;
-    let mut names = Vec::new();
-    let failure = |msg: String| -> Response {
-        redirect_for(
-            script,
-            &back,
-            &[Flash::error(format!("Upload failed: {msg}"))],
-        )
+    let failure = |e: &ApiError| failed(script, &back, e);
+    let mut form = match UploadForm::open(&parts.headers, body, &user).await? {
+        Ok(form) => form,
+        Err(e) => return Ok(failure(&e)),
     };
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Ok(failure(format!("the upload was interrupted ({e})."))),
-        };
-        match field.name() {
-            Some("csrf") => {
-                let given = field.text().await.unwrap_or_default();
-                check_csrf(&user, &given)?;
-                csrf_ok = true;
+    let written = form
+        .each_file(&state, user.id(), |name, body| {
+            let (state, f, user, target) = (&state, &f, &user, join(&dir, &name));
+            async move {
+                let n = folders::write_file(state, f, &target, body, None, 0o644).await?;
+                crate::audit::file_event(
+                    state,
+                    (user.id(), Some(&user.caller.user)),
+                    crate::audit::FileScope::Folder(f),
+                    "folder.upload",
+                    &target,
+                    Some(n),
+                )
+                .await;
+                Ok(n)
             }
-            Some("file") => {
-                if !csrf_ok {
-                    check_csrf(&user, "")?;
-                }
-                let name = match upload_name(field.file_name().unwrap_or_default()) {
-                    Ok(Some(name)) => name,
-                    // An empty file input: no file chosen.
-                    Ok(None) => continue,
-                    Err(m) => return Ok(failure(m)),
-                };
-                let target = join(&dir, &name);
-                let (field, tripped, limit) =
-                    crate::quotas::limit_upload(&state, user.id(), Box::pin(field)).await?;
-                match folders::write_file(&state, &f, &target, field, None, 0o644).await {
-                    Ok(n) => {
-                        crate::audit::file_event(
-                            &state,
-                            (user.id(), Some(&user.caller.user)),
-                            crate::audit::FileScope::Folder(&f),
-                            "folder.upload",
-                            &target,
-                            Some(n),
-                        )
-                        .await;
-                        names.push((name, n));
-                    }
-                    Err(e) => {
-                        let (m, _) = explain(&crate::quotas::over_limit_or(e, &tripped, limit));
-                        return Ok(failure(m));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if !csrf_ok {
-        check_csrf(&user, "")?;
-    }
-    if names.is_empty() {
-        return Ok(redirect_for(
-            script,
-            &back,
-            &[Flash::error("Choose one or more files to upload.")],
-        ));
-    }
+        })
+        .await;
+    let names = match written {
+        Ok(names) => names,
+        Err(e) => return Ok(failure(&e)),
+    };
     tracing::info!(folder = %f.name, user = %user.email(), files = names.len(), "files uploaded through the web UI");
     Ok(redirect_with(&back, &[Flash::ok(uploaded(&names))]))
-}
-
-/// The multipart body of an upload form.
-pub(super) fn multipart_of(
-    headers: &HeaderMap,
-    body: axum::body::Body,
-) -> PageResult<multer::Multipart<'static>> {
-    let boundary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| {
-            PageError::new(
-                StatusCode::BAD_REQUEST,
-                "Upload failed",
-                "The upload must be sent by the upload form.",
-            )
-        })?;
-    Ok(multer::Multipart::new(body.into_data_stream(), boundary))
-}
-
-/// The base name of an uploaded file part (browsers send a base name;
-/// older ones a full local path); `None` for an empty file input.
-pub(super) fn upload_name(raw: &str) -> Result<Option<String>, String> {
-    let name = raw.rsplit(['/', '\\']).next().unwrap_or("").trim();
-    if name.is_empty() {
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        return Err(format!("{raw:?} is not a file name."));
-    }
-    if name == "." || name == ".." {
-        return Err(format!("{name:?} is not a file name."));
-    }
-    Ok(Some(name.to_owned()))
-}
-
-/// The flash after a successful upload of `names` (name, size).
-pub(super) fn uploaded(names: &[(String, u64)]) -> String {
-    match names {
-        [(name, n)] => format!("Uploaded {name} ({}).", layout::size(*n)),
-        _ => format!("Uploaded {} files.", names.len()),
-    }
 }
 
 #[cfg(test)]
@@ -816,13 +732,6 @@ mod tests {
         assert_eq!(join("a/b", "x"), "a/b/x");
         assert_eq!(parent("a/b/c"), "a/b");
         assert_eq!(parent("a"), "");
-        assert_eq!(
-            upload_name("C:\\Users\\me\\a.txt"),
-            Ok(Some("a.txt".into()))
-        );
-        assert_eq!(upload_name(""), Ok(None));
-        assert!(upload_name("..").is_err());
-        assert!(upload_name("dir/").is_err());
     }
 
     #[test]

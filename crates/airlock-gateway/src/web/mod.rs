@@ -20,6 +20,7 @@ mod session_files;
 mod sessions;
 mod settings;
 mod terminal;
+mod upload;
 
 use std::sync::LazyLock;
 

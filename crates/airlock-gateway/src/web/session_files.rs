@@ -14,11 +14,12 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use maud::{Markup, html};
 
-use super::folders::{PathQuery, join, multipart_of, parent, upload_name, uploaded};
+use super::folders::{PathQuery, join, parent};
 use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
+use super::upload::{UploadForm, failed, uploaded};
 use super::{
-    Flash, PageError, PageResult, PostForm, WebUser, attachment, check_csrf, enc, explain,
-    redirect_for, redirect_with, sentence,
+    Flash, PageError, PageResult, PostForm, WebUser, attachment, enc, explain, redirect_for,
+    redirect_with, sentence,
 };
 use crate::AppState;
 use crate::audit::{FileScope, file_event, file_events, file_renamed};
@@ -298,43 +299,16 @@ pub(crate) async fn upload(
     let dir = confined(q.raw())?;
     let back = files_url(&s, &dir);
     let script = parts.headers.contains_key("x-airlock-fragment");
-    let failure = |e: &ApiError| -> Response {
-        let (m, _) = explain(e);
-        redirect_for(
-            script,
-            &back,
-            &[Flash::error(format!("Upload failed: {m}"))],
-        )
+    let failure = |e: &ApiError| failed(script, &back, e);
+    let mut form = match UploadForm::open(&parts.headers, body, &user).await? {
+        Ok(form) => form,
+        Err(e) => return Ok(failure(&e)),
     };
-    let mut multipart = multipart_of(&parts.headers, body)?;
-    // The form's token comes first; nothing reaches the session before it
-    // is checked.
-    loop {
-        match multipart.next_field().await {
-            Ok(Some(f)) if f.name() == Some("csrf") => {
-                check_csrf(&user, &f.text().await.unwrap_or_default())?;
-                break;
-            }
-            Ok(Some(f)) if f.name() == Some("file") => check_csrf(&user, "")?,
-            Ok(Some(_)) => {}
-            Ok(None) => check_csrf(&user, "")?,
-            Err(e) => {
-                return Ok(failure(&ApiError::invalid(format!(
-                    "the upload was interrupted ({e})"
-                ))));
-            }
-        }
-    }
     let (st, who, into) = (state.clone(), user.id().to_owned(), dir.clone());
     let result = session_files::upload(&state, &s, move |sink| async move {
-        let outcome = send_files(&sink, &mut multipart, &st, &who, &into).await;
-        if outcome.is_err() {
-            // Read what the browser still sends (for a while), so that it
-            // gets the answer: one cut off mid-upload only reports a
-            // network error.
-            let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut multipart)).await;
-        }
-        outcome
+        let sink = &sink;
+        form.each_file(&st, &who, |name, body| sink.file(join(&into, &name), body))
+            .await
     })
     .await;
     let names = match result {
@@ -355,54 +329,6 @@ pub(crate) async fn upload(
     )
     .await;
     Ok(redirect_for(script, &back, &[Flash::ok(uploaded(&names))]))
-}
-
-/// How long a failed upload's remaining body is read before the
-/// connection is given up.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Streams each `file` part of an upload form into `into` (relative to the
-/// home), each within the account's upload limit; returns names and sizes.
-async fn send_files(
-    sink: &session_files::FrameSink,
-    multipart: &mut multer::Multipart<'static>,
-    state: &AppState,
-    user_id: &str,
-    into: &str,
-) -> Result<Vec<(String, u64)>, ApiError> {
-    let mut names: Vec<(String, u64)> = Vec::new();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::invalid(format!("the upload was interrupted ({e})")))?
-    {
-        if field.name() != Some("file") {
-            continue;
-        }
-        let Some(name) =
-            upload_name(field.file_name().unwrap_or_default()).map_err(ApiError::invalid)?
-        else {
-            continue;
-        };
-        let (body, tripped, limit) =
-            crate::quotas::limit_upload(state, user_id, Box::pin(field)).await?;
-        let n = sink
-            .file(join(into, &name), body)
-            .await
-            .map_err(|e| crate::quotas::over_limit_or(e, &tripped, limit))?;
-        names.push((name, n));
-    }
-    if names.is_empty() {
-        return Err(ApiError::invalid("choose one or more files to upload"));
-    }
-    Ok(names)
-}
-
-/// Reads and drops the rest of a multipart body.
-async fn drain(multipart: &mut multer::Multipart<'static>) {
-    while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(_)) = field.chunk().await {}
-    }
 }
 
 // ---------------------------------------------------------------- rename

@@ -22,13 +22,13 @@ use bytes::{Bytes, BytesMut};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use russh::{ChannelMsg, ChannelReadHalf, Sig};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::env::session_env;
 use super::shell::launch_for;
-use super::{PtyIn, PtyReq, Spec, Tx, clamp16, fail, finish, group_of, signal_group};
+use super::{PtyIn, PtyReq, Spec, Tx, clamp16, fail, feed_pty, finish, group_of, signal_group};
 use crate::server::ConnCtx;
 
 /// The command word.
@@ -278,8 +278,8 @@ fn start(ctx: &ConnCtx, spec: &Spec, name: &str, req: &PtyReq) -> Result<Arc<Kep
         .spawn(pts)
         .map_err(|e| format!("cannot run {}: {e}", launch.program.display()))?;
     let pgid = group_of(&child);
-    let (mut pr, mut pw) = pty.into_split();
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<PtyIn>();
+    let (mut pr, pw) = pty.into_split();
+    let (in_tx, in_rx) = mpsc::unbounded_channel::<PtyIn>();
     let kept = Arc::new(Kept {
         name: name.to_owned(),
         pgid,
@@ -288,21 +288,10 @@ fn start(ctx: &ConnCtx, spec: &Spec, name: &str, req: &PtyReq) -> Result<Arc<Kep
     });
     info!(peer = %ctx.peer, terminal = %name, "kept terminal started");
     // Input: never waits on anything but the pty.
-    tokio::spawn(async move {
-        let mut broken = false;
-        while let Some(m) = in_rx.recv().await {
-            match m {
-                PtyIn::Data(b) => {
-                    if !broken && pw.write_all(&b).await.is_err() {
-                        broken = true;
-                    }
-                }
-                PtyIn::Resize(s) => {
-                    let _ = pw.resize(s);
-                }
-            }
-        }
-    });
+    tokio::spawn(feed_pty(
+        pw,
+        futures_util::stream::unfold(in_rx, |mut r| async move { r.recv().await.map(|m| (m, r)) }),
+    ));
     // Output: into the ring, and to the viewer if there is one.
     let reader = kept.clone();
     let out_task = tokio::spawn(async move {

@@ -561,6 +561,30 @@ enum PtyIn {
     Resize(pty_process::Size),
 }
 
+/// Feeds a pty from its input queue until the queue ends; waits on nothing
+/// but the pty. After a failed write the rest of the input is dropped (the
+/// queue is still drained, so its sender never waits).
+async fn feed_pty(
+    mut pw: pty_process::OwnedWritePty,
+    input: impl futures_util::Stream<Item = PtyIn>,
+) {
+    use futures_util::StreamExt as _;
+    let mut input = std::pin::pin!(input);
+    let mut broken = false;
+    while let Some(m) = input.next().await {
+        match m {
+            PtyIn::Data(b) => {
+                if !broken && pw.write_all(&b).await.is_err() {
+                    broken = true;
+                }
+            }
+            PtyIn::Resize(s) => {
+                let _ = pw.resize(s);
+            }
+        }
+    }
+}
+
 /// Run a command on a pty; see [`drive`].
 async fn run_pty(
     ctx: &ConnCtx,
@@ -608,25 +632,11 @@ async fn run_pty(
         }
     };
     let pgid = group_of(&child);
-    let (pr, mut pw) = pty.into_split();
+    let (pr, pw) = pty.into_split();
     let out_task = tokio::spawn(pump_output(pr, tx.clone(), None));
     // Never waits on the pty: see drive.
-    let (in_tx, mut in_rx) = ctx.backlog.queue::<PtyIn>();
-    let in_task = tokio::spawn(async move {
-        let mut broken = false;
-        while let Some(m) = in_rx.recv().await {
-            match m {
-                PtyIn::Data(b) => {
-                    if !broken && pw.write_all(&b).await.is_err() {
-                        broken = true;
-                    }
-                }
-                PtyIn::Resize(s) => {
-                    let _ = pw.resize(s);
-                }
-            }
-        }
-    });
+    let (in_tx, in_rx) = ctx.backlog.queue::<PtyIn>();
+    let in_task = tokio::spawn(feed_pty(pw, in_rx.into_stream()));
     let running = Running {
         kind: Kind::Pty,
         child,

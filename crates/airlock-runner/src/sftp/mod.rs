@@ -82,9 +82,9 @@ pub(crate) async fn serve_channel(
             }
         }
     });
-    let pump_r = tokio_util::io::StreamReader::new(futures_util::stream::unfold(
-        drain,
-        |mut d| async move { d.recv().await.map(|b| (Ok::<_, std::io::Error>(b), d)) },
+    let pump_r = tokio_util::io::StreamReader::new(futures_util::StreamExt::map(
+        drain.into_stream(),
+        Ok::<_, std::io::Error>,
     ));
 
     // (2) Writer: responses go out in request order from their own task.
