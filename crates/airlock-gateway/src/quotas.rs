@@ -414,6 +414,19 @@ pub fn over_limit_or(e: ApiError, tripped: &Tripped, limit: Option<u64>) -> ApiE
     }
 }
 
+/// After a refused multipart upload (over the limit, a bad name, a failed
+/// write): reads and drops the rest of the body, for at most a minute, so
+/// that the client gets the answer. A client cut off mid-upload only
+/// reports a broken pipe or a reset.
+pub async fn drain_refused(multipart: &mut multer::Multipart<'static>) {
+    let drain = async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), drain).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,24 +274,47 @@ fn sftp_batch_100m_with_checksums() {
     assert!(out.contains(".") && out.contains(".."), "{out}");
 }
 
+/// A listing of 10,000 entries (`ls -l`: a stat and a long name each) is
+/// complete, and other connections keep being served while it runs: the
+/// runner makes its filesystem calls on the blocking pool, not on the async
+/// workers that carry every channel.
 #[test]
 fn sftp_large_directory_listing() {
+    const N: usize = 10_000;
     let s = Server::start();
     let d = s.home.join("many");
     std::fs::create_dir(&d).unwrap();
-    for i in 0..1234 {
+    for i in 0..N {
         std::fs::write(d.join(format!("f{i:05}")), b"x").unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let batch = dir.path().join("b");
-    std::fs::write(&batch, "ls -1 many\n").unwrap();
-    let o = run_timeout(s.sftp().arg("-b").arg(&batch).arg(s.dest()), T);
-    assert_ok(&o, "sftp ls", &s);
-    let n = text(&o.stdout)
+    std::fs::write(&batch, "ls -l many\nls -1 many\n").unwrap();
+    let listing = std::thread::scope(|scope| {
+        let lister = scope.spawn(|| run_timeout(s.sftp().arg("-b").arg(&batch).arg(s.dest()), T));
+        let mut execs = 0;
+        while !lister.is_finished() || execs < 3 {
+            let o = s.exec("echo alive");
+            assert_ok(&o, "exec during a listing", &s);
+            assert_eq!(text(&o.stdout).trim(), "alive");
+            execs += 1;
+        }
+        lister.join().unwrap()
+    });
+    assert_ok(&listing, "sftp ls", &s);
+    let out = text(&listing.stdout);
+    let long = out
         .lines()
-        .filter(|l| l.contains("many/f"))
+        // `ls -l` shows the server's long name: mode … name (no directory).
+        .filter(|l| {
+            l.starts_with("-rw")
+                && l.split_whitespace()
+                    .last()
+                    .is_some_and(|n| n.starts_with('f'))
+        })
         .count();
-    assert_eq!(n, 1234);
+    let short = out.lines().filter(|l| l.starts_with("many/f")).count();
+    assert_eq!((long, short), (N, N), "{}", tail(&out, 5));
 }
 
 fn make_tree(root: &std::path::Path) {

@@ -80,7 +80,8 @@ fn server_defaults_user_overrides_and_clear_errors() {
     let small = cli.cwd().join("small.txt");
     std::fs::write(&small, vec![b'x'; 1024]).unwrap();
     let big = cli.cwd().join("big.txt");
-    std::fs::write(&big, vec![b'y'; 4096]).unwrap();
+    // Large enough that the refusal comes while the client still sends.
+    std::fs::write(&big, vec![b'y'; 8 << 20]).unwrap();
     cli.run(&["vfolder", "upload", "one", small.to_str().unwrap()], None)
         .expect_code(0);
     let out = cli.run(&["vfolder", "upload", "one", big.to_str().unwrap()], None);

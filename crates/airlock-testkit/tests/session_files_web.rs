@@ -12,7 +12,7 @@ use std::time::Duration;
 use airlock_testkit::browser::{Browser, WAIT};
 use airlock_testkit::docker::{self, container_of};
 use airlock_testkit::ssh::{random_file, sha256};
-use airlock_testkit::{Airlockd, LogOnPanic};
+use airlock_testkit::{Airlockd, Cli, LogOnPanic};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(420);
@@ -278,6 +278,22 @@ fn upload_download_rename_and_delete_through_the_files_page() {
     assert!(!exists_inside(&c, "/home/work/big file.bin"));
     let left = docker::exec(&c, &["ls", "-A", "/home/work"]);
     assert!(!left.stdout.contains("airlock-part"), "{left:?}");
+    // The API's `session upload` (the CLI, the official client) counts too.
+    let cli = Cli::new(&d.url);
+    cli.run(
+        &["login"],
+        Some(&format!("{}\n{}\n", d.admin_email, d.admin_password)),
+    )
+    .expect_code(0);
+    std::fs::copy(&file, cli.cwd().join("big.bin")).unwrap();
+    let out = cli.run(&["session", "upload", "files", "big.bin"], None);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("larger than your limit of 1 MiB") && out.stderr.contains("hint:"),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists_inside(&c, "/home/work/big.bin"));
     d.admin_command(
         &["user", "limits", &d.admin_email, "--upload-size", "default"],
         None,

@@ -336,7 +336,7 @@ fn echo_latency_web_terminal_vs_airlock_ssh() {
     let _log = LogOnPanic(&d);
     let b = Browser::start("terminal-latency", &d.url, Duration::from_secs(900));
     b.login(&d.admin_email, &d.admin_password);
-    let id = b.create_session("lat", &[], "");
+    let id = b.create_session("latency", &[], "");
     b.goto(&format!("/ui/sessions/{id}/terminal"));
     wait_connected(&b);
     run(&b, "echo READY$((1+1))", "READY2");
@@ -351,7 +351,7 @@ fn echo_latency_web_terminal_vs_airlock_ssh() {
     let mut ssh = Vec::new();
     for _ in 0..2 {
         web.extend(browser_echo_ms(&b, n / 2));
-        ssh.extend(airlock_ssh_echo_ms(&cli, "lat", n / 2));
+        ssh.extend(airlock_ssh_echo_ms(&cli, "latency", n / 2));
     }
     let row = |name: &str, v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

@@ -467,35 +467,14 @@ pub(crate) async fn upload(
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
     sessions::require_running(&s)?;
     let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+    let (st, user_id) = (state.clone(), caller.user.id.clone());
     // Each file's path and size, for the audit trail.
     let uploaded = session_files::upload(&state, &s, |sink| async move {
-        let mut done: Vec<(String, Option<u64>)> = Vec::new();
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
-        {
-            if field.name() != Some("src") {
-                continue;
-            }
-            let raw = field
-                .file_name()
-                .map(percent_decode)
-                .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
-            let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
-            if path.is_empty() {
-                return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
-            }
-            let shown = home_path(&path);
-            let size = sink.file(path, field).await?;
-            done.push((shown, Some(size)));
+        let outcome = upload_parts(&sink, &mut multipart, &st, &user_id).await;
+        if outcome.is_err() {
+            crate::quotas::drain_refused(&mut multipart).await;
         }
-        if done.is_empty() {
-            return Err(ApiError::invalid(
-                "no files in the upload (multipart field `src`)",
-            ));
-        }
-        Ok(done)
+        outcome
     })
     .await?;
     tracing::info!(session = %s.id, files = uploaded.len(), "uploaded files into a session");
@@ -508,6 +487,48 @@ pub(crate) async fn upload(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Streams each `src` part into the session, each within the account's
+/// upload limit; each file's path and size, for the audit trail.
+async fn upload_parts(
+    sink: &session_files::FrameSink,
+    multipart: &mut multer::Multipart<'static>,
+    st: &AppState,
+    user_id: &str,
+) -> ApiResult<Vec<(String, Option<u64>)>> {
+    let mut done: Vec<(String, Option<u64>)> = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
+    {
+        if field.name() != Some("src") {
+            continue;
+        }
+        let raw = field
+            .file_name()
+            .map(percent_decode)
+            .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
+        let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
+        if path.is_empty() {
+            return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
+        }
+        let shown = home_path(&path);
+        let (body, tripped, limit) =
+            crate::quotas::limit_upload(st, user_id, Box::pin(field)).await?;
+        let size = sink
+            .file(path, body)
+            .await
+            .map_err(|e| crate::quotas::over_limit_or(e, &tripped, limit))?;
+        done.push((shown, Some(size)));
+    }
+    if done.is_empty() {
+        return Err(ApiError::invalid(
+            "no files in the upload (multipart field `src`)",
+        ));
+    }
+    Ok(done)
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -6,7 +6,6 @@
 //! gets the answer instead of a reset connection.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use axum::body::Body;
 use http::{HeaderMap, StatusCode, header};
@@ -18,10 +17,6 @@ use super::{Flash, PageError, PageResult, WebUser, check_csrf, explain, redirect
 use crate::AppState;
 use crate::error::ApiError;
 use crate::quotas::{self, LimitedBody};
-
-/// How long a refused upload's remaining body is read before the
-/// connection is given up.
-const DRAIN_TIME: Duration = Duration::from_secs(60);
 
 /// One file of the form, as its writer reads it.
 pub(super) type FilePart = LimitedBody<Pin<Box<multer::Field<'static>>>>;
@@ -82,7 +77,7 @@ impl UploadForm {
     {
         let outcome = self.files(state, user_id, put).await;
         if outcome.is_err() {
-            let _ = tokio::time::timeout(DRAIN_TIME, self.drain()).await;
+            quotas::drain_refused(&mut self.multipart).await;
         }
         outcome
     }
@@ -123,13 +118,6 @@ impl UploadForm {
             return Err(ApiError::invalid("choose one or more files to upload"));
         }
         Ok(names)
-    }
-
-    /// Reads and drops the rest of the body.
-    async fn drain(&mut self) {
-        while let Ok(Some(mut field)) = self.multipart.next_field().await {
-            while let Ok(Some(_)) = field.chunk().await {}
-        }
     }
 }
 

@@ -213,6 +213,29 @@ impl FsHandler {
         }
     }
 
+    /// Whether [`process`](Self::process) of this request stays off the
+    /// blocking filesystem calls (READ and WRITE: their disk I/O runs in the
+    /// blocking pool on its own). Everything else (open, stat, a listing of
+    /// thousands of entries) makes blocking calls: serve it with
+    /// [`process_blocking`](Self::process_blocking).
+    pub fn is_fast(bytes: &[u8]) -> bool {
+        matches!(bytes.first(), Some(&FXP_READ | &FXP_WRITE))
+    }
+
+    /// [`process`](Self::process) on a thread of the blocking pool, so that
+    /// a slow filesystem call never holds an async worker (and with it the
+    /// other channels and connections). The handler travels with the job.
+    pub async fn process_blocking(self, bytes: Bytes) -> Option<(Self, Option<Reply>)> {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut me = self;
+            let reply = rt.block_on(me.process(bytes));
+            (me, reply)
+        })
+        .await
+        .ok()
+    }
+
     /// Handle one raw request packet (type byte first); `None` = no reply.
     pub async fn process(&mut self, mut bytes: Bytes) -> Option<Reply> {
         let ty = *bytes.first()?;

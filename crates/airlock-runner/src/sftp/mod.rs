@@ -172,8 +172,11 @@ pub(crate) async fn serve_channel(
     };
 
     // (3) Request loop.
-    let mut fs = FsHandler::new(home.to_path_buf());
-    fs.peer = Some(peer);
+    let mut handler = FsHandler::new(home.to_path_buf());
+    handler.peer = Some(peer);
+    // Taken while a request runs on the blocking pool; `None` afterwards
+    // only if that job panicked (the connection then ends).
+    let mut fs = Some(handler);
     let mut input = std::pin::pin!(pump_r);
     while let Ok(len) = input.read_u32().await {
         if len == 0 {
@@ -210,7 +213,19 @@ pub(crate) async fn serve_channel(
             break;
         }
         let bytes = buf.freeze();
-        let reply = fs.process(bytes).await;
+        let Some(mut h) = fs.take() else { break };
+        let reply = if FsHandler::is_fast(&bytes) {
+            let r = h.process(bytes).await;
+            fs = Some(h);
+            r
+        } else {
+            let Some((h, r)) = h.process_blocking(bytes).await else {
+                warn!("sftp: a request failed on the blocking pool; ending");
+                break;
+            };
+            fs = Some(h);
+            r
+        };
         if let Some(r) = reply
             && !queue_reply(r)
         {
@@ -220,7 +235,9 @@ pub(crate) async fn serve_channel(
     drop(out_tx);
     let delivered = writer.await.unwrap_or(false);
     pump.abort();
-    fs.close_all();
+    if let Some(mut h) = fs {
+        h.close_all();
+    }
     // (docs/ssh-server-notes.md N2) exit-status 0, EOF, close: scp/sftp then exit 0.
     if delivered {
         let _ = tx.exit_status(0).await;
