@@ -113,38 +113,39 @@ impl Client {
 /// client's exit code (ssh's) to be checked.
 fn ba_ssh(c: &Client, args: &[&str]) -> (Option<i32>, String) {
     let mut p = Background::spawn(&mut c.command("backend.ai", args));
-    let pid = p.pid().to_string();
-    let children = |pattern: &str| -> Vec<String> {
-        let out = Command::new("pgrep")
-            .args(["-P", &pid, "-f", pattern])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    };
+    let root = p.pid();
     let start = std::time::Instant::now();
     let mut stuck_since: Option<std::time::Instant> = None;
     loop {
         if let Some(code) = p.try_wait() {
             return (code, p.output());
         }
+        let tree = descendants(root);
         assert!(
             start.elapsed() < LONG,
-            "backend.ai {args:?} did not finish:\n{}",
+            "backend.ai {args:?} did not finish; its processes: {tree:?}\n{}",
             p.output()
         );
-        // The stuck state: ssh is gone, the helper is still running.
-        let helper = children("ai.backend.cli app");
-        if !helper.is_empty() && children("^ssh ").is_empty() {
+        // The stuck state: ssh is gone, the helper (a child or a deeper
+        // descendant, however the client version starts it) still runs.
+        let helper: Vec<u32> = tree
+            .iter()
+            .filter(|(_, cmd)| cmd.contains("ai.backend.cli") && cmd.contains(" app "))
+            .map(|(pid, _)| *pid)
+            .collect();
+        let ssh_alive = tree.iter().any(|(_, cmd)| {
+            cmd.split_whitespace()
+                .next()
+                .is_some_and(|prog| prog.rsplit('/').next() == Some("ssh"))
+        });
+        if !helper.is_empty() && !ssh_alive {
             let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > Duration::from_secs(15) {
                 eprintln!(
-                    "backend.ai's app helper ignored its SIGINT (client race); sending another"
+                    "backend.ai's app helper ignored its SIGINT (client race); sending another to {helper:?} of {tree:?}"
                 );
                 for h in &helper {
-                    let _ = Command::new("kill").args(["-INT", h]).status();
+                    let _ = Command::new("kill").args(["-INT", &h.to_string()]).status();
                 }
                 stuck_since = None;
             }
@@ -153,6 +154,51 @@ fn ba_ssh(c: &Client, args: &[&str]) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Every descendant of `root` (pid, command line), from /proc.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut procs: Vec<(u32, u32, String)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The parent is the second field after the parenthesised name.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmd = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        procs.push((pid, ppid, cmd));
+    }
+    let mut out: Vec<(u32, String)> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (pid, ppid, cmd) in &procs {
+            if *ppid == parent {
+                out.push((*pid, cmd.clone()));
+                frontier.push(*pid);
+            }
+        }
+    }
+    out
 }
 
 fn no_traceback(out: &Output) {

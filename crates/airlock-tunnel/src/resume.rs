@@ -62,8 +62,9 @@ use tokio_util::sync::CancellationToken;
 /// The WebSocket subprotocol a client offers to get a resumable tunnel.
 pub const SUBPROTOCOL: &str = "airlock-resume.v1";
 
-/// Largest DATA payload we send.
-pub const MAX_DATA: usize = 256 * 1024;
+/// Largest DATA payload we send: as large as a receiver accepts, the plain
+/// tunnel's chunk ([`crate::CHUNK`]).
+pub const MAX_DATA: usize = MAX_FRAME;
 
 /// Largest frame payload we accept.
 pub const MAX_FRAME: usize = 1 << 20;
