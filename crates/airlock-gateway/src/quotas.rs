@@ -414,17 +414,62 @@ pub fn over_limit_or(e: ApiError, tripped: &Tripped, limit: Option<u64>) -> ApiE
     }
 }
 
-/// After a refused multipart upload (over the limit, a bad name, a failed
-/// write): reads and drops the rest of the body, for at most a minute, so
-/// that the client gets the answer. A client cut off mid-upload only
-/// reports a broken pipe or a reset.
-pub async fn drain_refused(multipart: &mut multer::Multipart<'static>) {
-    let drain = async {
-        while let Ok(Some(mut field)) = multipart.next_field().await {
-            while let Ok(Some(_)) = field.chunk().await {}
+/// One file part of a multipart upload, as its writer reads it: the part's
+/// bytes, cut off past the account's upload limit.
+pub type UploadPart = LimitedBody<Pin<Box<multer::Field<'static>>>>;
+
+/// Streams each part named `field` of a multipart upload through `put`,
+/// under the name `name_of` gives it (`None` skips the part), each within
+/// the account's upload limit (an over-limit write becomes the 413). The
+/// names and sizes written, in order; none is not an error here.
+///
+/// On any error the rest of the body is read and dropped, for at most a
+/// minute, so that the client gets the answer: a client cut off
+/// mid-upload only reports a broken pipe or a reset.
+pub async fn each_upload_part<N, F, Fut>(
+    multipart: &mut multer::Multipart<'static>,
+    field: &str,
+    state: &AppState,
+    user_id: &str,
+    mut name_of: N,
+    mut put: F,
+) -> ApiResult<Vec<(String, u64)>>
+where
+    N: FnMut(&multer::Field<'static>) -> ApiResult<Option<String>>,
+    F: FnMut(String, UploadPart) -> Fut,
+    Fut: Future<Output = ApiResult<u64>>,
+{
+    let outcome = async {
+        let mut written = Vec::new();
+        while let Some(part) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::invalid(format!("the upload was interrupted ({e})")))?
+        {
+            if part.name() != Some(field) {
+                continue;
+            }
+            let Some(name) = name_of(&part)? else {
+                continue;
+            };
+            let (body, tripped, limit) = limit_upload(state, user_id, Box::pin(part)).await?;
+            let n = put(name.clone(), body)
+                .await
+                .map_err(|e| over_limit_or(e, &tripped, limit))?;
+            written.push((name, n));
         }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), drain).await;
+        Ok(written)
+    }
+    .await;
+    if outcome.is_err() {
+        let drain = async {
+            while let Ok(Some(mut part)) = multipart.next_field().await {
+                while let Ok(Some(_)) = part.chunk().await {}
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), drain).await;
+    }
+    outcome
 }
 
 #[cfg(test)]

@@ -468,15 +468,29 @@ pub(crate) async fn upload(
     sessions::require_running(&s)?;
     let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
     let (st, user_id) = (state.clone(), caller.user.id.clone());
-    // Each file's path and size, for the audit trail.
-    let uploaded = session_files::upload(&state, &s, |sink| async move {
-        let outcome = upload_parts(&sink, &mut multipart, &st, &user_id).await;
-        if outcome.is_err() {
-            crate::quotas::drain_refused(&mut multipart).await;
-        }
-        outcome
+    let written = session_files::upload(&state, &s, |sink| async move {
+        let sink = &sink;
+        crate::quotas::each_upload_part(
+            &mut multipart,
+            "src",
+            &st,
+            &user_id,
+            src_path,
+            |path, body| sink.file(path, body),
+        )
+        .await
     })
     .await?;
+    if written.is_empty() {
+        return Err(ApiError::invalid(
+            "no files in the upload (multipart field `src`)",
+        ));
+    }
+    // Each file's path and size, for the audit trail.
+    let uploaded: Vec<(String, Option<u64>)> = written
+        .into_iter()
+        .map(|(path, n)| (home_path(&path), Some(n)))
+        .collect();
     tracing::info!(session = %s.id, files = uploaded.len(), "uploaded files into a session");
     file_events(
         &state,
@@ -489,46 +503,18 @@ pub(crate) async fn upload(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Streams each `src` part into the session, each within the account's
-/// upload limit; each file's path and size, for the audit trail.
-async fn upload_parts(
-    sink: &session_files::FrameSink,
-    multipart: &mut multer::Multipart<'static>,
-    st: &AppState,
-    user_id: &str,
-) -> ApiResult<Vec<(String, Option<u64>)>> {
-    let mut done: Vec<(String, Option<u64>)> = Vec::new();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
-    {
-        if field.name() != Some("src") {
-            continue;
-        }
-        let raw = field
-            .file_name()
-            .map(percent_decode)
-            .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
-        let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
-        if path.is_empty() {
-            return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
-        }
-        let shown = home_path(&path);
-        let (body, tripped, limit) =
-            crate::quotas::limit_upload(st, user_id, Box::pin(field)).await?;
-        let size = sink
-            .file(path, body)
-            .await
-            .map_err(|e| crate::quotas::over_limit_or(e, &tripped, limit))?;
-        done.push((shown, Some(size)));
+/// Where a `src` part goes: its filename (percent-encoded), confined to
+/// the home directory.
+fn src_path(part: &multer::Field<'static>) -> ApiResult<Option<String>> {
+    let raw = part
+        .file_name()
+        .map(percent_decode)
+        .ok_or_else(|| ApiError::invalid("every `src` part needs a filename"))?;
+    let path = frames::confine(&raw, CONTAINER_HOME).map_err(ApiError::invalid)?;
+    if path.is_empty() {
+        return Err(ApiError::invalid(format!("{raw:?} does not name a file")));
     }
-    if done.is_empty() {
-        return Err(ApiError::invalid(
-            "no files in the upload (multipart field `src`)",
-        ));
-    }
-    Ok(done)
+    Ok(Some(path))
 }
 
 #[derive(Debug, Deserialize, Default)]

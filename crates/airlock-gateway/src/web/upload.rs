@@ -5,8 +5,6 @@
 //! reads the rest of what the browser sends (for a while), so the browser
 //! gets the answer instead of a reset connection.
 
-use std::pin::Pin;
-
 use axum::body::Body;
 use http::{HeaderMap, StatusCode, header};
 
@@ -16,10 +14,10 @@ use axum::response::Response;
 use super::{Flash, PageError, PageResult, WebUser, check_csrf, explain, redirect_for};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::quotas::{self, LimitedBody};
+use crate::quotas;
 
 /// One file of the form, as its writer reads it.
-pub(super) type FilePart = LimitedBody<Pin<Box<multer::Field<'static>>>>;
+pub(super) type FilePart = quotas::UploadPart;
 
 /// An upload form whose token has been checked.
 pub(super) struct UploadForm {
@@ -75,45 +73,15 @@ impl UploadForm {
         F: FnMut(String, FilePart) -> Fut,
         Fut: Future<Output = Result<u64, ApiError>>,
     {
-        let outcome = self.files(state, user_id, put).await;
-        if outcome.is_err() {
-            quotas::drain_refused(&mut self.multipart).await;
-        }
-        outcome
-    }
-
-    async fn files<F, Fut>(
-        &mut self,
-        state: &AppState,
-        user_id: &str,
-        mut put: F,
-    ) -> Result<Vec<(String, u64)>, ApiError>
-    where
-        F: FnMut(String, FilePart) -> Fut,
-        Fut: Future<Output = Result<u64, ApiError>>,
-    {
-        let mut names: Vec<(String, u64)> = Vec::new();
-        while let Some(field) = self
-            .multipart
-            .next_field()
-            .await
-            .map_err(|e| interrupted(&e))?
-        {
-            if field.name() != Some("file") {
-                continue;
-            }
-            let Some(name) =
-                upload_name(field.file_name().unwrap_or_default()).map_err(ApiError::invalid)?
-            else {
-                continue;
-            };
-            let (body, tripped, limit) =
-                quotas::limit_upload(state, user_id, Box::pin(field)).await?;
-            let n = put(name.clone(), body)
-                .await
-                .map_err(|e| quotas::over_limit_or(e, &tripped, limit))?;
-            names.push((name, n));
-        }
+        let names = quotas::each_upload_part(
+            &mut self.multipart,
+            "file",
+            state,
+            user_id,
+            |part| upload_name(part.file_name().unwrap_or_default()).map_err(ApiError::invalid),
+            put,
+        )
+        .await?;
         if names.is_empty() {
             return Err(ApiError::invalid("choose one or more files to upload"));
         }
