@@ -284,19 +284,22 @@ impl Engine {
                     )])),
                     ..Default::default()
                 };
-                match self.docker.create_network(req).await {
-                    Ok(_) => {
-                        tracing::info!(network = %name, %bridge, "created the session network")
+                let created = self.docker.create_network(req).await;
+                match (created, self.docker.inspect_network(name, None).await) {
+                    (Ok(_), Ok(n)) => {
+                        tracing::info!(network = %name, %bridge, "created the session network");
+                        n
                     }
-                    // Another agent on this host created it at the same moment.
-                    Err(e) if status_is(&e, 409) => {}
-                    Err(e) => {
+                    // Another agent on this host created it at the same
+                    // moment (Docker answers 409, or 403 "same bridge name").
+                    (Err(_), Ok(n)) => n,
+                    (Err(e), Err(_)) => {
                         return Err(AgentError::Docker(format!(
                             "cannot create the session network {name}: {e}"
                         )));
                     }
+                    (Ok(_), Err(e)) => return Err(e.into()),
                 }
-                self.docker.inspect_network(name, None).await?
             }
         };
         if network.driver.as_deref() != Some("bridge") {

@@ -82,6 +82,14 @@ async fn beat(
         .send()
         .await
         .map_err(|e| e.to_string())?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let id = &agent.config().agent_id;
+        return Err(format!(
+            "the gateway refused this agent's token for id {id:?}; enroll it there \
+             (`airlockd node enroll {id}`) and run with the token that prints, \
+             or use the gateway's shared --agent-token"
+        ));
+    }
     if !resp.status().is_success() {
         return Err(format!("the gateway answered {}", resp.status()));
     }

@@ -60,7 +60,8 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// A client presenting `token`.
+    /// A client presenting `token` (the shared agent token; empty when
+    /// only enrolled agents are accepted) to agents without their own.
     pub fn new(token: String) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -70,9 +71,19 @@ impl AgentClient {
         Self { http, token }
     }
 
-    /// The token agents must present to us.
-    pub fn token(&self) -> &str {
+    /// The shared token: what agents without their own credential present
+    /// to us (empty: none is accepted).
+    pub fn shared_token(&self) -> &str {
         &self.token
+    }
+
+    /// What we present to `agent`: its own credential when it is enrolled,
+    /// else the shared token.
+    pub fn token_for<'a>(&'a self, agent: &'a AgentRow) -> &'a str {
+        agent
+            .credential
+            .as_ref()
+            .map_or(self.token.as_str(), |c| c.expose())
     }
 
     fn url(base: &str, path: &str) -> String {
@@ -82,10 +93,11 @@ impl AgentClient {
     /// Sends a request; non-2xx answers become [`AgentCallError::Rejected`].
     pub async fn send(
         &self,
+        agent: &AgentRow,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, AgentCallError> {
         let resp = req
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token_for(agent))
             .send()
             .await
             .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
@@ -103,10 +115,15 @@ impl AgentClient {
     }
 
     /// Starts a session container.
-    pub async fn create(&self, base: &str, spec: &CreateContainer) -> Result<(), AgentCallError> {
+    pub async fn create(
+        &self,
+        agent: &AgentRow,
+        spec: &CreateContainer,
+    ) -> Result<(), AgentCallError> {
         self.send(
+            agent,
             self.http
-                .post(Self::url(base, "/v1/sessions"))
+                .post(Self::url(&agent.url, "/v1/sessions"))
                 .timeout(Duration::from_secs(30))
                 .json(spec),
         )
@@ -115,10 +132,11 @@ impl AgentClient {
     }
 
     /// Removes a session container.
-    pub async fn destroy(&self, base: &str, id: &str) -> Result<(), AgentCallError> {
+    pub async fn destroy(&self, agent: &AgentRow, id: &str) -> Result<(), AgentCallError> {
         self.send(
+            agent,
             self.http
-                .delete(Self::url(base, &format!("/v1/sessions/{id}")))
+                .delete(Self::url(&agent.url, &format!("/v1/sessions/{id}")))
                 .timeout(Duration::from_secs(60)),
         )
         .await
@@ -128,13 +146,17 @@ impl AgentClient {
     /// Streams files out of a session (multipart/mixed of tar archives).
     pub async fn download(
         &self,
-        base: &str,
+        agent: &AgentRow,
         id: &str,
         paths: Vec<String>,
     ) -> Result<reqwest::Response, AgentCallError> {
         self.send(
+            agent,
             self.http
-                .post(Self::url(base, &format!("/v1/sessions/{id}/download")))
+                .post(Self::url(
+                    &agent.url,
+                    &format!("/v1/sessions/{id}/download"),
+                ))
                 .json(&DownloadRequest { paths }),
         )
         .await
@@ -143,14 +165,15 @@ impl AgentClient {
     /// Streams a framed upload into a session.
     pub async fn upload(
         &self,
-        base: &str,
+        agent: &AgentRow,
         id: &str,
         body: reqwest::Body,
     ) -> Result<serde_json::Value, AgentCallError> {
         let resp = self
             .send(
+                agent,
                 self.http
-                    .post(Self::url(base, &format!("/v1/sessions/{id}/upload")))
+                    .post(Self::url(&agent.url, &format!("/v1/sessions/{id}/upload")))
                     .body(body),
             )
             .await?;
@@ -162,14 +185,15 @@ impl AgentClient {
     /// Lists a directory in a session.
     pub async fn files(
         &self,
-        base: &str,
+        agent: &AgentRow,
         id: &str,
         path: &str,
     ) -> Result<serde_json::Value, AgentCallError> {
         let resp = self
             .send(
+                agent,
                 self.http
-                    .get(Self::url(base, &format!("/v1/sessions/{id}/files")))
+                    .get(Self::url(&agent.url, &format!("/v1/sessions/{id}/files")))
                     .query(&[("path", path)])
                     .timeout(Duration::from_secs(60)),
             )
@@ -182,13 +206,14 @@ impl AgentClient {
     /// Renames, removes or creates a path in a session.
     pub async fn change_files(
         &self,
-        base: &str,
+        agent: &AgentRow,
         id: &str,
         change: &FileChange,
     ) -> Result<(), AgentCallError> {
         self.send(
+            agent,
             self.http
-                .post(Self::url(base, &format!("/v1/sessions/{id}/files")))
+                .post(Self::url(&agent.url, &format!("/v1/sessions/{id}/files")))
                 .timeout(Duration::from_secs(120))
                 .json(change),
         )
@@ -197,11 +222,17 @@ impl AgentClient {
     }
 
     /// The container log.
-    pub async fn logs(&self, base: &str, id: &str, tail: usize) -> Result<String, AgentCallError> {
+    pub async fn logs(
+        &self,
+        agent: &AgentRow,
+        id: &str,
+        tail: usize,
+    ) -> Result<String, AgentCallError> {
         let resp = self
             .send(
+                agent,
                 self.http
-                    .get(Self::url(base, &format!("/v1/sessions/{id}/logs")))
+                    .get(Self::url(&agent.url, &format!("/v1/sessions/{id}/logs")))
                     .query(&[("tail", tail)])
                     .timeout(Duration::from_secs(60)),
             )
@@ -215,24 +246,26 @@ impl AgentClient {
     /// with its last `tail` lines; ends when the container stops.
     pub async fn follow_logs(
         &self,
-        base: &str,
+        agent: &AgentRow,
         id: &str,
         tail: usize,
     ) -> Result<reqwest::Response, AgentCallError> {
         self.send(
+            agent,
             self.http
-                .get(Self::url(base, &format!("/v1/sessions/{id}/logs")))
+                .get(Self::url(&agent.url, &format!("/v1/sessions/{id}/logs")))
                 .query(&[("tail", tail.to_string()), ("follow", "true".to_owned())]),
         )
         .await
     }
 
     /// Images on a node.
-    pub async fn images(&self, base: &str) -> Result<Vec<ImageInfo>, AgentCallError> {
+    pub async fn images(&self, agent: &AgentRow) -> Result<Vec<ImageInfo>, AgentCallError> {
         let resp = self
             .send(
+                agent,
                 self.http
-                    .get(Self::url(base, "/v1/images"))
+                    .get(Self::url(&agent.url, "/v1/images"))
                     .timeout(Duration::from_secs(30)),
             )
             .await?;
@@ -244,13 +277,14 @@ impl AgentClient {
     /// Times a session's runner from its node (`airlock ping`).
     pub async fn ping(
         &self,
-        base: &str,
+        agent: &AgentRow,
         id: &str,
     ) -> Result<airlock_proto::agent::RunnerPing, AgentCallError> {
         let resp = self
             .send(
+                agent,
                 self.http
-                    .get(Self::url(base, &format!("/v1/sessions/{id}/ping")))
+                    .get(Self::url(&agent.url, &format!("/v1/sessions/{id}/ping")))
                     .timeout(Duration::from_secs(30)),
             )
             .await?;
@@ -458,6 +492,7 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
             mem_bytes: i64::try_from(hb.mem_bytes).unwrap_or(i64::MAX),
             last_seen: 0,
             draining: false,
+            credential: None,
         })
         .await?;
     let mut reply = HeartbeatReply::default();
@@ -566,6 +601,7 @@ mod tests {
                 mem_bytes: 32 * GIB,
                 last_seen: 0,
                 draining,
+                credential: None,
             },
             free_cpu_milli: free_cpu,
             free_mem_bytes: free_gib * GIB,

@@ -4,7 +4,9 @@
 //!
 //! Counters and the histogram are recorded where things happen (logins,
 //! tunnel ends, every HTTP request by route and status); gauges (sessions
-//! by state, agents, open tunnels) are read from the state at each scrape.
+//! by state, agents, open tunnels) and the relayed bytes (open tunnels'
+//! live counts plus those of ended ones) are read from the state at each
+//! scrape.
 
 use std::sync::OnceLock;
 
@@ -55,10 +57,8 @@ pub fn login(result: &'static str) {
     metrics::counter!("airlock_logins_total", "result" => result).increment(1);
 }
 
-/// A finished tunnel: bytes each way and how long it was open.
-pub fn tunnel_closed(up: u64, down: u64, seconds: f64) {
-    metrics::counter!("airlock_tunnel_bytes_total", "direction" => "up").increment(up);
-    metrics::counter!("airlock_tunnel_bytes_total", "direction" => "down").increment(down);
+/// A tunnel (SSH or web terminal) ended after `seconds`.
+pub fn tunnel_ended(seconds: f64) {
     metrics::histogram!("airlock_tunnel_duration_seconds").record(seconds);
 }
 
@@ -102,6 +102,10 @@ async fn scrape(State(state): State<AppState>) -> Response {
         .map_or(0, |a| a.len());
     metrics::gauge!("airlock_agents_online").set(agents as f64);
     metrics::gauge!("airlock_tunnels_open").set(state.tunnels().count() as f64);
+    // Live: the bytes of open tunnels count as they pass, not at their end.
+    let (up, down) = state.tunnels().bytes_total();
+    metrics::counter!("airlock_tunnel_bytes_total", "direction" => "up").absolute(up);
+    metrics::counter!("airlock_tunnel_bytes_total", "direction" => "down").absolute(down);
     let mut resp = Response::new(handle.render().into());
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -117,7 +117,7 @@ where
     });
     let sent = state
         .agents()
-        .upload(&agent.url, &s.id, reqwest::Body::wrap_stream(stream))
+        .upload(&agent, &s.id, reqwest::Body::wrap_stream(stream))
         .await;
     let produced = task
         .await
@@ -157,7 +157,7 @@ pub async fn download(state: &AppState, s: &SessionRow, rel: &str) -> ApiResult<
     let path = if rel.is_empty() { "." } else { rel };
     let resp = state
         .agents()
-        .download(&agent.url, &s.id, vec![path.to_owned()])
+        .download(&agent, &s.id, vec![path.to_owned()])
         .await?;
     let kind = match resp
         .headers()
@@ -307,7 +307,7 @@ where
 pub async fn list(state: &AppState, s: &SessionRow, rel: &str) -> ApiResult<Vec<FileEntry>> {
     let agent = sessions::agent_of(state, s).await?;
     let path = if rel.is_empty() { "." } else { rel };
-    let v = state.agents().files(&agent.url, &s.id, path).await?;
+    let v = state.agents().files(&agent, &s.id, path).await?;
     serde_json::from_value(v)
         .map_err(|e| ApiError::internal(format!("the node sent an unreadable listing: {e}")))
 }
@@ -317,7 +317,7 @@ pub async fn change(state: &AppState, s: &SessionRow, change: &FileChange) -> Ap
     let agent = sessions::agent_of(state, s).await?;
     state
         .agents()
-        .change_files(&agent.url, &s.id, change)
+        .change_files(&agent, &s.id, change)
         .await
         .map_err(ApiError::from)
 }

@@ -269,7 +269,7 @@ pub async fn create(
             tracing::warn!(folder = %m.name, error = %e, "cannot prepare folder storage");
         }
     }
-    if let Err(e) = state.agents().create(&agent.url, &spec).await {
+    if let Err(e) = state.agents().create(&agent, &spec).await {
         // Nothing runs: forget the record so the name stays free.
         state.store().delete_session(&row.id).await?;
         return Err(match e {
@@ -336,10 +336,10 @@ pub const SAVED_LOG_BYTES: usize = 256 * 1024;
 /// Saves the tail of a session's log before its container is removed, so
 /// its owner can still read why it failed. Best effort: a node that does
 /// not answer within seconds does not hold up the termination.
-async fn save_log(state: &AppState, agent_url: &str, session_id: &str) {
+async fn save_log(state: &AppState, agent: &AgentRow, session_id: &str) {
     let fetched = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        state.agents().logs(agent_url, session_id, LOG_LINES),
+        state.agents().logs(agent, session_id, LOG_LINES),
     )
     .await;
     let text = match fetched {
@@ -383,10 +383,10 @@ pub async fn destroy(state: &AppState, s: &SessionRow, forced: bool) -> Result<S
         None => None,
     };
     if let Some(a) = &agent {
-        save_log(state, &a.url, &s.id).await;
+        save_log(state, a, &s.id).await;
     }
     let result = match &agent {
-        Some(a) => state.agents().destroy(&a.url, &s.id).await,
+        Some(a) => state.agents().destroy(a, &s.id).await,
         None => Ok(()),
     };
     let status = match result {

@@ -101,11 +101,20 @@ struct Entry {
     counters: Arc<Counters>,
 }
 
-/// All live tunnels.
+/// All live tunnels, and the bytes of those that ended.
 #[derive(Debug, Default)]
 pub struct Tunnels {
     next: AtomicU64,
-    live: Mutex<HashMap<u64, Entry>>,
+    live: Mutex<Live>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    open: HashMap<u64, Entry>,
+    /// Bytes `(up, down)` of the tunnels that ended. Moved here from an
+    /// entry under the same lock that removes it, so open + ended never
+    /// goes down (a Prometheus counter).
+    ended: (u64, u64),
 }
 
 /// Removes its tunnel from the registry when dropped; hands the relay the
@@ -126,8 +135,13 @@ impl TunnelGuard<'_> {
 
 impl Drop for TunnelGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.tunnels.live.lock() {
-            m.remove(&self.id);
+        if let Ok(mut live) = self.tunnels.live.lock()
+            && let Some(e) = live.open.remove(&self.id)
+        {
+            let (up, down) = e.counters.get();
+            live.ended.0 += up;
+            live.ended.1 += down;
+            crate::metrics::tunnel_ended(e.started.elapsed().as_secs_f64());
         }
     }
 }
@@ -143,8 +157,8 @@ impl Tunnels {
             started: Instant::now(),
             counters: counters.clone(),
         };
-        if let Ok(mut m) = self.live.lock() {
-            m.insert(id, entry);
+        if let Ok(mut live) = self.live.lock() {
+            live.open.insert(id, entry);
         }
         TunnelGuard {
             id,
@@ -155,7 +169,21 @@ impl Tunnels {
 
     /// How many tunnels are open.
     pub fn count(&self) -> usize {
-        self.live.lock().map(|m| m.len()).unwrap_or(0)
+        self.live.lock().map(|l| l.open.len()).unwrap_or(0)
+    }
+
+    /// Bytes `(up, down)` relayed so far by every tunnel, open or ended:
+    /// they only grow, so they are live Prometheus counters.
+    pub fn bytes_total(&self) -> (u64, u64) {
+        self.live
+            .lock()
+            .map(|l| {
+                l.open.values().fold(l.ended, |(u, d), e| {
+                    let (up, down) = e.counters.get();
+                    (u + up, d + down)
+                })
+            })
+            .unwrap_or_default()
     }
 
     /// A snapshot of the live tunnels, with their byte counts now.
@@ -163,8 +191,9 @@ impl Tunnels {
         let mut v: Vec<TunnelInfo> = self
             .live
             .lock()
-            .map(|m| {
-                m.iter()
+            .map(|l| {
+                l.open
+                    .iter()
                     .map(|(id, e)| {
                         let (up, down) = e.counters.get();
                         TunnelInfo {
@@ -311,7 +340,15 @@ pub async fn open_runner(
             })
         };
     }
-    match connect_agent(&agent.url, state.agents().token(), &s.id, resumable, origin).await {
+    match connect_agent(
+        &agent.url,
+        state.agents().token_for(&agent),
+        &s.id,
+        resumable,
+        origin,
+    )
+    .await
+    {
         Ok(st) => Ok(Opened {
             stream: Box::new(st),
             runner_peer: None,

@@ -69,6 +69,16 @@ fn of_conn<'a>(evs: &'a [Value], conn: &Value) -> Vec<&'a Value> {
     evs.iter().filter(|e| &e["conn"] == conn).collect()
 }
 
+/// The value of the first line of a Prometheus scrape starting with `name`.
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{scrape}"))
+}
+
 fn app(cli: &Cli, session: &str) -> (Background, u16) {
     let bg = Background::spawn(&mut cli.command(&["app", session, "sshd"]));
     let line = bg.wait_for("tcp://", Duration::from_secs(60));
@@ -257,24 +267,43 @@ fn real_clients_leave_the_expected_events() {
     );
 
     // Metrics after a real transfer (a separate listener).
-    let scrape = run(
-        Command::new("curl").args([
-            "-sS",
-            "--max-time",
-            "20",
-            &format!("http://127.0.0.1:{metrics_port}/metrics"),
-        ]),
-        None,
-        Duration::from_secs(30),
-    );
-    let m = scrape.stdout;
-    let value = |line_start: &str| -> f64 {
-        m.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in:\n{m}"))
+    let scrape = || {
+        run(
+            Command::new("curl").args([
+                "-sS",
+                "--max-time",
+                "20",
+                &format!("http://127.0.0.1:{metrics_port}/metrics"),
+            ]),
+            None,
+            Duration::from_secs(30),
+        )
+        .stdout
     };
+    const DOWN: &str = "airlock_tunnel_bytes_total{direction=\"down\"}";
+    // The byte counters are live: an open tunnel counts what it carried so
+    // far, not only once it ends.
+    let before = metric(&scrape(), DOWN);
+    let mut live = Command::new("ssh");
+    live.args(&opts).args([
+        "-p",
+        &port.to_string(),
+        "work@127.0.0.1",
+        "head -c 4194304 /dev/zero | tr '\\0' a | fold -w 1024; echo; echo sent-all; sleep 120",
+    ]);
+    let mut live = Background::spawn(&mut live);
+    live.wait_for("sent-all", LONG);
+    let m = scrape();
+    assert!(
+        metric(&m, DOWN) - before >= 4194304.0,
+        "4 MiB went down an open tunnel; {DOWN} went from {before} to {}",
+        metric(&m, DOWN)
+    );
+    assert!(metric(&m, "airlock_tunnels_open") >= 1.0, "{m}");
+    live.signal("KILL", Duration::from_secs(10));
+
+    let m = scrape();
+    let value = |line_start: &str| metric(&m, line_start);
     assert!(value("airlock_tunnel_bytes_total{direction=\"up\"}") >= size as f64);
     assert!(value("airlock_tunnel_bytes_total{direction=\"down\"}") > 0.0);
     assert!(value("airlock_tunnel_duration_seconds_count") >= 2.0);

@@ -20,11 +20,19 @@ struct Nodes {
     label: String,
     gateway: Background,
     url: String,
-    agent: Option<Background>,
+    agents: Vec<(String, Background)>,
 }
 
 impl Nodes {
+    /// A gateway (with the shared token `TOKEN`) and agent `node-a` on it.
     fn start() -> Self {
+        let mut n = Self::gateway_only();
+        n.start_agent("node-a", TOKEN);
+        n
+    }
+
+    /// A gateway with no agent yet.
+    fn gateway_only() -> Self {
         let data = tempfile::tempdir().unwrap();
         let label = format!(
             "airlock.test.run={}",
@@ -38,57 +46,55 @@ impl Nodes {
         let gateway = Background::spawn(&mut g);
         let line = gateway.wait_for("airlock gateway is running at ", Duration::from_secs(60));
         let url = line.rsplit(' ').next().unwrap().trim().to_owned();
-        let mut n = Nodes {
+        Nodes {
             data,
             label,
             gateway,
             url,
-            agent: None,
-        };
-        n.start_agent();
-        n
-    }
-
-    fn start_agent(&mut self) {
-        let mut a = Command::new(bin("airlockd"));
-        a.args([
-            "agent",
-            "--gateway",
-            &self.url,
-            "--token",
-            TOKEN,
-            "--listen",
-            "127.0.0.2:0",
-        ])
-        .args(["--id", "node-a", "--data"])
-        .arg(self.data.path().join("agent"))
-        .args([
-            "--container-label",
-            "airlock.test=1",
-            "--container-label",
-            &self.label,
-        ]);
-        let agent = Background::spawn(&mut a);
-        agent.wait_for("serving at", Duration::from_secs(60));
-        self.agent = Some(agent);
-        // Wait until the gateway has heard from it.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.gateway.output().contains("registered") && Instant::now() < deadline {
-            if self
-                .agent
-                .as_ref()
-                .unwrap()
-                .output()
-                .contains("registered with the gateway")
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            agents: Vec::new(),
         }
     }
 
-    fn kill_agent(&mut self) {
-        if let Some(mut a) = self.agent.take() {
+    /// `airlockd node ARGS…` against the gateway's state.
+    fn node_command(&self, args: &[&str]) -> airlock_testkit::Output {
+        let mut c = Command::new(bin("airlockd"));
+        c.arg("node")
+            .args(args)
+            .arg("--data")
+            .arg(self.data.path().join("gw"));
+        airlock_testkit::run(&mut c, None, Duration::from_secs(60))
+    }
+
+    /// Starts agent `id` presenting `token`; returns once it is serving
+    /// (whether the gateway accepted it is up to the caller to check).
+    fn spawn_agent(&mut self, id: &str, token: &str) {
+        let mut a = Command::new(bin("airlockd"));
+        a.args(["agent", "--gateway", &self.url, "--listen", "127.0.0.2:0"])
+            .args(["--id", id, "--data"])
+            .arg(self.data.path().join(format!("agent-{id}")))
+            .args([
+                "--container-label",
+                "airlock.test=1",
+                "--container-label",
+                &self.label,
+            ])
+            // In the environment, as deploy.md says (argv is public).
+            .env("AIRLOCK_AGENT_TOKEN", token);
+        let agent = Background::spawn(&mut a);
+        agent.wait_for("serving at", Duration::from_secs(60));
+        self.agents.push((id.to_owned(), agent));
+    }
+
+    /// Starts agent `id` and waits until the gateway has heard from it.
+    fn start_agent(&mut self, id: &str, token: &str) {
+        self.spawn_agent(id, token);
+        let agent = &self.agents.last().unwrap().1;
+        agent.wait_for("registered with the gateway", Duration::from_secs(30));
+    }
+
+    fn kill_agent(&mut self, id: &str) {
+        if let Some(i) = self.agents.iter().position(|(a, _)| a == id) {
+            let (_, mut a) = self.agents.remove(i);
             a.signal("KILL", Duration::from_secs(10));
         }
     }
@@ -96,7 +102,7 @@ impl Nodes {
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        self.agent.take();
+        self.agents.clear();
         docker::remove_labelled(&self.label);
     }
 }
@@ -239,18 +245,18 @@ fn separate_gateway_and_agent() {
 
     // The agent crashes: tunnels are refused with 1013 and a reason...
     let id = info(&cli, "remote")["id"].as_str().unwrap().to_owned();
-    nodes.kill_agent();
+    nodes.kill_agent("node-a");
     let (code, reason) = raw_tunnel(&nodes.url, &cli.cookie(), "remote").unwrap_err();
     assert_eq!(code, 1013, "{reason}");
     assert!(reason.contains("unreachable"), "{reason}");
     // ...the container keeps running, and the restarted agent re-adopts it.
     assert!(container_of(&id).is_some());
-    nodes.start_agent();
+    nodes.start_agent("node-a", TOKEN);
     let out = cli.run(&["ssh", "remote", "-o", "BatchMode=yes", "true"], None);
     out.expect_code(0);
 
     // Terminated while its agent is down: no orphan once the agent is back.
-    nodes.kill_agent();
+    nodes.kill_agent("node-a");
     let out = cli.run(&["session", "rm", "remote"], None);
     out.expect_code(0);
     assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
@@ -258,7 +264,7 @@ fn separate_gateway_and_agent() {
         container_of(&id).is_some(),
         "the agent is down; the container is still there"
     );
-    nodes.start_agent();
+    nodes.start_agent("node-a", TOKEN);
     wait_for("the orphan to be removed", Duration::from_secs(60), || {
         container_of(&id).is_none()
     });
@@ -267,4 +273,178 @@ fn separate_gateway_and_agent() {
         Duration::from_secs(30),
         || info(&cli, &id)["status"] == "TERMINATED",
     );
+}
+
+/// Posts a heartbeat for `agent_id` presenting `token`; the HTTP status.
+fn heartbeat_as(url: &str, agent_id: &str, token: &str) -> String {
+    let body = serde_json::json!({
+        "agent_id": agent_id, "url": "http://127.0.0.9:1", "version": "test",
+        "cpu": 1.0, "mem_bytes": 1u64 << 30, "containers": [], "partial": true,
+    });
+    let out = airlock_testkit::run(
+        Command::new("curl").args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("authorization: Bearer {token}"),
+            "--data-binary",
+            &body.to_string(),
+            &format!("{url}/agent/v1/heartbeat"),
+        ]),
+        None,
+        Duration::from_secs(30),
+    );
+    out.stdout
+}
+
+/// Two nodes (ids of their own: agents with one id share containers on
+/// this one Docker engine, and `separate_gateway_and_agent` runs beside
+/// this test), each enrolled with its own token (issue 15): sessions on
+/// either, placement by --node and around a drained node, one node's token
+/// refused for the other, the shared token refused for an enrolled node, a
+/// node's death leaving the other's sessions alone, and revocation.
+#[test]
+fn two_enrolled_nodes() {
+    let mut nodes = Nodes::gateway_only();
+    let enroll = |nodes: &Nodes, id: &str| {
+        let out = nodes.node_command(&["enroll", id]);
+        out.expect_code(0);
+        let token = out.stdout.trim().to_owned();
+        assert!(token.starts_with("airlock-agent-"), "{}", out.stdout);
+        token
+    };
+    let token_east = enroll(&nodes, "east");
+    let token_west = enroll(&nodes, "west");
+    assert_ne!(token_east, token_west);
+    let list = nodes.node_command(&["list", "--json"]);
+    list.expect_code(0);
+    assert!(
+        list.stdout.contains("east") && !list.stdout.contains(&token_east),
+        "{}",
+        list.stdout
+    );
+
+    // The shared token no longer works for an enrolled id...
+    nodes.spawn_agent("west", TOKEN);
+    wait_for(
+        "the gateway to refuse west's shared token",
+        Duration::from_secs(30),
+        || {
+            nodes
+                .gateway
+                .output()
+                .contains("refused a heartbeat with a wrong agent token")
+        },
+    );
+    assert!(
+        nodes.agents[0]
+            .1
+            .output()
+            .contains("the gateway refused this agent's token"),
+        "{}",
+        nodes.agents[0].1.output()
+    );
+    nodes.kill_agent("west");
+    // ...nor does one node's token for the other.
+    assert_eq!(heartbeat_as(&nodes.url, "east", &token_west), "401");
+    assert_eq!(heartbeat_as(&nodes.url, "east", TOKEN), "401");
+    // Each with its own: both register.
+    nodes.start_agent("east", &token_east);
+    nodes.start_agent("west", &token_west);
+
+    let cli = Cli::new(&nodes.url);
+    cli.run(
+        &["login"],
+        Some("admin@airlock.local\nadmin-password-for-tests\n"),
+    )
+    .expect_code(0);
+    let create = |name: &str, node: Option<&str>| {
+        let mut args = vec![
+            "session", "create", "--name", name, "--cpu", "0.25", "--mem", "128m",
+        ];
+        if let Some(n) = node {
+            args.extend(["--node", n]);
+        }
+        cli.run(&args, None).expect_code(0);
+        info(&cli, name)["agent"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(create("on-east", Some("east")), "east");
+    assert_eq!(create("on-west", Some("west")), "west");
+    let cluster = cli.get_json(&format!("{}/admin/cluster", nodes.url));
+    let agents = cluster["agents"].as_array().unwrap();
+    assert!(
+        agents.len() == 2 && agents.iter().all(|a| a["enrolled"] == true),
+        "{cluster}"
+    );
+    // The gateway reaches each node with that node's token.
+    for s in ["on-east", "on-west"] {
+        let out = cli.run(
+            &["ssh", s, "-o", "BatchMode=yes", "echo", "hi-from", s],
+            None,
+        );
+        out.expect_code(0);
+        assert_eq!(out.stdout.trim(), format!("hi-from {s}"));
+    }
+
+    // A drained node takes no new session; the other does.
+    cli.run(&["admin", "node", "drain", "west"], None)
+        .expect_code(0);
+    assert_eq!(create("placed", None), "east");
+    let out = cli.run(
+        &[
+            "session", "create", "--name", "pinned", "--node", "west", "--cpu", "0.25",
+        ],
+        None,
+    );
+    assert!(!out.success());
+    assert!(out.stderr.contains("drained"), "{}", out.stderr);
+    cli.run(&["admin", "node", "undrain", "west"], None)
+        .expect_code(0);
+
+    // east dies: its sessions are unreachable, west's are untouched.
+    nodes.kill_agent("east");
+    let (code, reason) = raw_tunnel(&nodes.url, &cli.cookie(), "on-east").unwrap_err();
+    assert_eq!(code, 1013, "{reason}");
+    let out = cli.run(
+        &[
+            "ssh",
+            "on-west",
+            "-o",
+            "BatchMode=yes",
+            "echo",
+            "still-here",
+        ],
+        None,
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "still-here");
+
+    // Revoked: west's token is refused from now on.
+    nodes.node_command(&["revoke", "west"]).expect_code(0);
+    assert_eq!(heartbeat_as(&nodes.url, "west", &token_west), "401");
+    let out = nodes.node_command(&["revoke", "west"]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("not enrolled"), "{}", out.stderr);
+    let audit = cli.get_json(&format!("{}/admin/events", nodes.url));
+    let events = audit["events"].as_array().unwrap();
+    for (kind, node) in [
+        ("node.enrolled", "east"),
+        ("node.enrolled", "west"),
+        ("node.drained", "west"),
+        ("node.revoked", "west"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == kind && e["detail"]["node"] == node),
+            "no {kind} of {node} in the audit trail: {audit}"
+        );
+    }
 }

@@ -53,6 +53,41 @@ pub enum Command {
     /// Read the audit trail (logins, sessions, tunnels, file transfers) from
     /// the state `up`/`gateway` use; oldest first.
     Audit(AuditArgs),
+    /// Agents' own credentials: enroll a node, revoke it, list them.
+    #[command(subcommand_required = true)]
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Give agent ID its own token and print it (once): the agent runs with
+    /// `--token` set to it (AIRLOCK_AGENT_TOKEN). From then on only that
+    /// token is accepted for ID, and only for ID. Enrolling again replaces
+    /// it; the old one stops working at once.
+    Enroll {
+        /// The agent's id (its --id, default its host name).
+        id: String,
+    },
+    /// Delete agent ID's token: its heartbeats and events are refused from
+    /// now on and its sessions become unreachable.
+    Revoke {
+        /// The agent's id.
+        id: String,
+    },
+    /// List enrolled agents (never their tokens).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `airlockd audit` options.
@@ -284,10 +319,11 @@ pub struct UpArgs {
 pub struct GatewayArgs {
     #[command(flatten)]
     pub gateway: GatewayOpts,
-    /// Shared secret agents authenticate with (and that the gateway
-    /// presents to them).
+    /// Shared secret for agents that have no credential of their own (the
+    /// gateway presents it to them too). Without it, only agents enrolled
+    /// with `airlockd node enroll ID` are accepted.
     #[arg(long, env = "AIRLOCK_AGENT_TOKEN", hide_env_values = true)]
-    pub agent_token: String,
+    pub agent_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -295,7 +331,8 @@ pub struct AgentArgs {
     /// Gateway URL to register with.
     #[arg(long, env = "AIRLOCK_GATEWAY")]
     pub gateway: String,
-    /// Shared secret (same as the gateway's --agent-token).
+    /// This agent's own token (`airlockd node enroll ID` on the gateway
+    /// prints it), or the gateway's shared --agent-token.
     #[arg(long, env = "AIRLOCK_AGENT_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Address the agent API listens on (the gateway must reach it).

@@ -8,10 +8,10 @@ use crate::serve::{self, ADMIN_EMAIL, AdminBootstrap};
 use crate::shutdown::cancel_on_signals;
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    if args.agent_token.len() < 16 {
+    if args.agent_token.as_ref().is_some_and(|t| t.len() < 16) {
         return Err(hinted(
             "the agent token must be at least 16 characters",
-            "generate one, e.g. `openssl rand -hex 24`, and give the same to every agent",
+            "generate one, e.g. `openssl rand -hex 24`, or leave it out and enroll each agent: `airlockd node enroll ID`",
         ));
     }
     let shutdown = CancellationToken::new();
@@ -21,7 +21,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let state = serve::gateway_state(
         &args.gateway,
         store.clone(),
-        args.agent_token.clone(),
+        args.agent_token.clone().unwrap_or_default(),
         shutdown,
     )?;
     let listener = serve::bind(args.gateway.listen, "gateway").await?;
@@ -30,7 +30,13 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if let AdminBootstrap::Generated(p) = admin {
         println!("Created the administrator account {ADMIN_EMAIL}, password: {p} (shown once)");
     }
-    println!("Agents join with: airlockd agent --gateway {url} --token <the agent token>");
+    if args.agent_token.is_some() {
+        println!("Agents join with: airlockd agent --gateway {url} --token <the agent token>");
+    } else {
+        println!(
+            "Agents join with: airlockd agent --gateway {url} --id ID --token <the token `airlockd node enroll ID` prints>"
+        );
+    }
     serve::start_metrics(&args.gateway, &state).await?;
     airlock_gateway::serve(listener, state).await?;
     store.close().await;

@@ -8,6 +8,7 @@ mod data;
 mod gateway;
 mod image;
 mod limits;
+mod node;
 mod runner;
 mod serve;
 mod shutdown;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             Command::User(args) => user::run(args).await,
             Command::Image(cmd) => image::run(cmd).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Node(args) => node::run(args).await,
         }
     });
     match result {

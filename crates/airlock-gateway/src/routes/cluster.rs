@@ -33,6 +33,8 @@ pub(crate) async fn snapshot(state: &AppState) -> ApiResult<Value> {
             "cpu_milli_used": cpu,
             "mem_bytes_used": mem,
             "draining": a.draining,
+            // Its own credential (`airlockd node enroll`), not the shared token.
+            "enrolled": a.credential.is_some(),
         }));
     }
     let mut owners = std::collections::HashMap::new();

@@ -288,7 +288,7 @@ pub(crate) async fn logs(
     }
     let agent = sessions::agent_of(&state, &s).await?;
     if flag(q.follow.as_deref()) {
-        let upstream = state.agents().follow_logs(&agent.url, &s.id, tail).await?;
+        let upstream = state.agents().follow_logs(&agent, &s.id, tail).await?;
         return Ok(text_response(Body::from_stream(upstream.bytes_stream())));
     }
     // The agent leaves out the runner's internal lines after taking the
@@ -297,7 +297,7 @@ pub(crate) async fn logs(
         .saturating_mul(4)
         .saturating_add(200)
         .min(sessions::LOG_LINES);
-    let text = state.agents().logs(&agent.url, &s.id, asked).await?;
+    let text = state.agents().logs(&agent, &s.id, asked).await?;
     let mut resp = last_lines(&text, tail).to_owned().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -354,7 +354,7 @@ pub(crate) async fn ping(
         }
     } else {
         let t = std::time::Instant::now();
-        let r = state.agents().ping(&agent.url, &s.id).await?;
+        let r = state.agents().ping(&agent, &s.id).await?;
         // The agent's own work is in its answer; the rest is the hop.
         let hop = (ms(t.elapsed()) - r.connect_ms - r.banner_ms).max(0.0);
         airlock_proto::api::SessionPing {
@@ -410,7 +410,7 @@ pub(crate) async fn download(
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
     sessions::require_running(&s)?;
     let agent = sessions::agent_of(&state, &s).await?;
-    let resp = state.agents().download(&agent.url, &s.id, files).await?;
+    let resp = state.agents().download(&agent, &s.id, files).await?;
     // The agent checked every path and says what each is (a file's size;
     // none for a directory, or from an older agent).
     let sizes = resp
@@ -540,7 +540,7 @@ pub(crate) async fn files(
     let s = sessions::resolve(&state, &caller, &ident, true).await?;
     sessions::require_running(&s)?;
     let agent = sessions::agent_of(&state, &s).await?;
-    let list = state.agents().files(&agent.url, &s.id, &path).await?;
+    let list = state.agents().files(&agent, &s.id, &path).await?;
     Ok(axum::Json(serde_json::json!({
         "files": list.to_string(),
         "errors": "",
@@ -568,7 +568,7 @@ pub(crate) async fn images(
 ) -> ApiResult<axum::Json<Value>> {
     let mut names = std::collections::BTreeMap::new();
     for a in crate::agents::online(&state).await? {
-        match state.agents().images(&a.url).await {
+        match state.agents().images(&a).await {
             Ok(list) => {
                 for i in list {
                     names.entry(i.name).or_insert(i.size);
@@ -587,45 +587,64 @@ pub(crate) async fn images(
     })))
 }
 
-/// Agent heartbeat, authenticated by the shared token.
+/// Agent heartbeat, authenticated by the agent's own credential (or the
+/// shared token, for an agent that has none).
 pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     headers: http::HeaderMap,
     Json(hb): Json<airlock_proto::agent::Heartbeat>,
 ) -> ApiResult<axum::Json<airlock_proto::agent::HeartbeatReply>> {
-    if !agent_token_ok(&state, &headers) {
+    if !agent_token_ok(&state, &headers, &hb.agent_id).await? {
         tracing::warn!(agent = %hb.agent_id, "refused a heartbeat with a wrong agent token");
-        return Err(ApiError::unauthorized("wrong agent token"));
+        return Err(wrong_agent_token());
     }
     Ok(axum::Json(
         crate::agents::apply_heartbeat(&state, hb).await?,
     ))
 }
 
-/// Whether the request carries the shared agent token (constant time).
-fn agent_token_ok(state: &AppState, headers: &http::HeaderMap) -> bool {
+/// Whether the request carries the token agent `agent_id` must present
+/// (constant time): its own credential when it is enrolled — then nothing
+/// else, so one node's token cannot speak for another — else the shared
+/// agent token, when the gateway has one.
+async fn agent_token_ok(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    agent_id: &str,
+) -> ApiResult<bool> {
     use subtle::ConstantTimeEq;
-    let expected = state.agents().token().as_bytes();
+    let own = state.store().agent_credential(agent_id).await?;
+    let expected = own
+        .as_ref()
+        .map_or(state.agents().shared_token(), |c| c.expose())
+        .as_bytes();
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .as_bytes();
-    !expected.is_empty() && bool::from(given.ct_eq(expected))
+    Ok(!expected.is_empty() && bool::from(given.ct_eq(expected)))
+}
+
+fn wrong_agent_token() -> ApiError {
+    ApiError::unauthorized("wrong agent token").hint(
+        "an enrolled agent needs its own token (`airlockd node enroll ID` on the gateway); \
+         others the gateway's --agent-token",
+    )
 }
 
 /// `POST /agent/v1/events`: SSH events from the runners of an agent's
-/// sessions, authenticated by the shared token. Only sessions placed on
+/// sessions, authenticated like its heartbeat. Only sessions placed on
 /// that agent are believed.
 pub(crate) async fn runner_events(
     State(state): State<AppState>,
     headers: http::HeaderMap,
     Json(batch): Json<airlock_proto::agent::RunnerEvents>,
 ) -> ApiResult<http::StatusCode> {
-    if !agent_token_ok(&state, &headers) {
+    if !agent_token_ok(&state, &headers, &batch.agent_id).await? {
         tracing::warn!(agent = %batch.agent_id, "refused runner events with a wrong agent token");
-        return Err(ApiError::unauthorized("wrong agent token"));
+        return Err(wrong_agent_token());
     }
     crate::audit::ingest_runner_events(&state, batch).await?;
     Ok(http::StatusCode::NO_CONTENT)

@@ -195,7 +195,6 @@ pub(crate) async fn tcpproxy(
         let closed = tokio::select! {
             stats = relay_counted(ws, stream, guard.counters()) => {
                 tracing::info!(session = %s.name, %user, up = stats.from_ws, down = stats.to_ws, "tunnel closed");
-                crate::metrics::tunnel_closed(stats.from_ws, stats.to_ws, started.elapsed().as_secs_f64());
                 let reason = match &stats.close {
                     Some((code, _)) => format!("client closed ({code})"),
                     None => "session side closed".to_owned(),

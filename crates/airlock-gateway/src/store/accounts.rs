@@ -111,7 +111,8 @@ impl From<UserRow> for User {
     }
 }
 
-fn random_string(len: usize) -> String {
+/// `len` random letters and digits.
+pub(super) fn random_string(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(len)

@@ -1,6 +1,37 @@
 //! Agents (nodes) as last reported.
 
+use super::accounts::random_string;
 use super::{Store, StoreError, now_ms};
+
+/// An enrolled agent's own token (`airlockd node enroll`): what it presents
+/// to the gateway and the gateway to it. Never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentCredential(String);
+
+impl AgentCredential {
+    /// The token itself, to put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AgentCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentCredential(…)")
+    }
+}
+
+/// An enrolled agent, as `airlockd node list` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Enrollment {
+    /// Agent id.
+    pub agent_id: String,
+    /// When it was enrolled (epoch ms).
+    pub created_at: i64,
+}
+
+/// Prefix of enrolled agents' tokens (tells them apart from a shared one).
+const CREDENTIAL_PREFIX: &str = "airlock-agent-";
 
 /// An agent's registration.
 #[derive(Debug, Clone)]
@@ -20,6 +51,9 @@ pub struct AgentRow {
     /// An administrator drained it: no new sessions (kept across
     /// heartbeats, which never change it).
     pub draining: bool,
+    /// Its own credential when enrolled (else the shared agent token
+    /// applies); read with the row, never written by a heartbeat.
+    pub credential: Option<AgentCredential>,
 }
 
 /// How an agent row is stored (booleans as 0/1, which SQLite and
@@ -33,6 +67,7 @@ struct StoredAgent {
     mem_bytes: i64,
     last_seen: i64,
     draining: i32,
+    credential: Option<String>,
 }
 
 impl From<StoredAgent> for AgentRow {
@@ -45,6 +80,7 @@ impl From<StoredAgent> for AgentRow {
             mem_bytes: a.mem_bytes,
             last_seen: a.last_seen,
             draining: a.draining != 0,
+            credential: a.credential.map(AgentCredential),
         }
     }
 }
@@ -53,7 +89,9 @@ impl From<StoredAgent> for AgentRow {
 macro_rules! select_agents {
     ($tail:literal) => {
         concat!(
-            "SELECT id, url, version, cpu_milli, mem_bytes, last_seen, draining FROM agents ",
+            "SELECT id, url, version, cpu_milli, mem_bytes, last_seen, draining, \
+             c.token AS credential FROM agents LEFT JOIN agent_credentials c \
+             ON c.agent_id = agents.id ",
             $tail
         )
     };
@@ -122,5 +160,50 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok((cpu.unwrap_or(0), mem.unwrap_or(0)))
+    }
+
+    /// Gives agent `id` its own credential, replacing any earlier one (which
+    /// stops working at once); returns it.
+    pub async fn enroll_agent(&self, id: &str) -> Result<AgentCredential, StoreError> {
+        let token = format!("{CREDENTIAL_PREFIX}{}", random_string(43));
+        sqlx::query(
+            "INSERT INTO agent_credentials (agent_id, token, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (agent_id) DO UPDATE SET token = excluded.token, \
+             created_at = excluded.created_at",
+        )
+        .bind(id)
+        .bind(&token)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(AgentCredential(token))
+    }
+
+    /// Deletes agent `id`'s credential; false when it had none.
+    pub async fn revoke_agent(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM agent_credentials WHERE agent_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Agent `id`'s own credential, when it is enrolled.
+    pub async fn agent_credential(&self, id: &str) -> Result<Option<AgentCredential>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT token FROM agent_credentials WHERE agent_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(t,)| AgentCredential(t)))
+    }
+
+    /// Every enrolled agent, by id.
+    pub async fn enrollments(&self) -> Result<Vec<Enrollment>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT agent_id, created_at FROM agent_credentials ORDER BY agent_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

@@ -22,7 +22,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use accounts::{Keypair, NewUser, Role, User};
-pub use agents::AgentRow;
+pub use agents::{AgentCredential, AgentRow, Enrollment};
 pub use events::{Event, EventFilter, NewEvent};
 pub use folders::Folder;
 pub use limits::{Limit, UserLimits};
@@ -84,6 +84,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "agent drain",
         include_str!("../../migrations/0007_agent_drain.sql"),
+    ),
+    (
+        8,
+        "agent credentials",
+        include_str!("../../migrations/0008_agent_credentials.sql"),
     ),
 ];
 

@@ -169,7 +169,7 @@ async fn images(state: &AppState) -> Vec<String> {
     let mut names = std::collections::BTreeSet::new();
     if let Ok(agents) = crate::agents::online(state).await {
         for a in agents {
-            match state.agents().images(&a.url).await {
+            match state.agents().images(&a).await {
                 Ok(list) => names.extend(list.into_iter().map(|i| i.name)),
                 Err(e) => tracing::warn!(agent = %a.id, error = %e, "cannot list images"),
             }

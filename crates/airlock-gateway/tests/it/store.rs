@@ -100,6 +100,7 @@ async fn exercise(store: &Store) {
             mem_bytes: 8 << 30,
             last_seen: 0,
             draining: false,
+            credential: None,
         })
         .await
         .unwrap();
@@ -114,6 +115,7 @@ async fn exercise(store: &Store) {
             mem_bytes: 8 << 30,
             last_seen: 0,
             draining: false,
+            credential: None,
         })
         .await
         .unwrap();
@@ -131,6 +133,31 @@ async fn exercise(store: &Store) {
         .unwrap();
     assert!(store.agent("n1").await.unwrap().unwrap().draining);
     assert!(!store.set_agent_draining("nope", true).await.unwrap());
+    // Enrolment: an agent's own credential comes with its row; enrolling
+    // again replaces it; revoking removes it.
+    assert!(
+        store
+            .agent("n1")
+            .await
+            .unwrap()
+            .unwrap()
+            .credential
+            .is_none()
+    );
+    let first = store.enroll_agent("n1").await.unwrap();
+    assert!(first.expose().starts_with("airlock-agent-") && first.expose().len() > 40);
+    assert_eq!(
+        store.agent("n1").await.unwrap().unwrap().credential,
+        Some(first.clone())
+    );
+    let second = store.enroll_agent("n1").await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(store.agent_credential("n1").await.unwrap(), Some(second));
+    assert!(!format!("{:?}", store.agent("n1").await.unwrap()).contains("airlock-agent-"));
+    assert_eq!(store.enrollments().await.unwrap().len(), 1);
+    assert!(store.revoke_agent("n1").await.unwrap());
+    assert!(!store.revoke_agent("n1").await.unwrap());
+    assert!(store.agent_credential("n1").await.unwrap().is_none());
     let f = store.insert_folder(&u.id, "data", "local").await.unwrap();
     assert!(store.insert_folder(&u.id, "data", "local").await.is_err());
     let mounts = [MountRecord {
