@@ -12,7 +12,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum,
-    HostConfig, HostConfigLogConfig, NetworkCreateRequest,
+    DeviceRequest, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -25,7 +25,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::error::AgentError;
 use crate::runtime::{
-    Capacity, Container, ContainerSpec, ContainerState, EventStream, Exec, LABEL_AGENT,
+    Capacity, Container, ContainerSpec, ContainerState, EventStream, Exec, LABEL_AGENT, LABEL_GPUS,
     LABEL_SESSION, LogChunk, LogMode, LogStream, RUNNER_IN_CONTAINER, Runtime, SessionNetwork,
 };
 
@@ -108,10 +108,22 @@ where
 /// or an id.
 fn session_container(c: ContainerSummary) -> Option<Container> {
     let session_id = c.labels.as_ref()?.get(LABEL_SESSION)?.clone();
+    let gpus = c
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_GPUS))
+        .map(|g| {
+            g.split(',')
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Container {
         id: c.id?,
         session_id,
         running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+        gpus,
     })
 }
 
@@ -137,6 +149,16 @@ fn container_state(c: ContainerInspectResponse) -> ContainerState {
 /// (PID 1), no published ports, on the session network, resource limits,
 /// no new privileges, only [`SESSION_CAPS`], a bounded log.
 fn create_body(spec: ContainerSpec) -> ContainerCreateBody {
+    // Whole GPUs by UUID, for the NVIDIA container runtime (what `docker
+    // run --gpus '"device=UUID,…"'` sends).
+    let device_requests = (!spec.gpus.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".to_owned()),
+            device_ids: Some(spec.gpus.clone()),
+            capabilities: Some(vec![vec!["gpu".to_owned()]]),
+            ..Default::default()
+        }]
+    });
     ContainerCreateBody {
         image: Some(spec.image),
         hostname: Some(spec.hostname),
@@ -164,6 +186,7 @@ fn create_body(spec: ContainerSpec) -> ContainerCreateBody {
                 ])),
             }),
             init: Some(false),
+            device_requests,
             ..Default::default()
         }),
         ..Default::default()
@@ -544,8 +567,18 @@ mod tests {
             Some(Container {
                 id: "c1".into(),
                 session_id: "s1".into(),
-                running: true
+                running: true,
+                gpus: vec![],
             })
+        );
+        // The GPUs it holds come from its label.
+        let with_gpus = summary(
+            &[(LABEL_SESSION, "s1"), (LABEL_GPUS, "GPU-a,GPU-b")],
+            ContainerSummaryStateEnum::RUNNING,
+        );
+        assert_eq!(
+            session_container(with_gpus).map(|c| c.gpus),
+            Some(vec!["GPU-a".to_owned(), "GPU-b".to_owned()])
         );
         let exited = summary(&[(LABEL_SESSION, "s1")], ContainerSummaryStateEnum::EXITED);
         assert_eq!(session_container(exited).map(|c| c.running), Some(false));
@@ -609,6 +642,7 @@ mod tests {
             binds: vec![],
             nano_cpus: 1_000_000_000,
             memory: 1 << 30,
+            gpus: vec![],
             network: "airlock-sessions".into(),
         });
         assert_eq!(
@@ -620,5 +654,33 @@ mod tests {
         assert_eq!(host.cap_add.map(|c| c.len()), Some(SESSION_CAPS.len()));
         assert_eq!(host.memory_swap, Some(1 << 30));
         assert_eq!(host.port_bindings, None);
+        assert_eq!(host.device_requests, None);
+    }
+
+    #[test]
+    fn gpus_are_a_device_request_by_uuid() {
+        let body = create_body(ContainerSpec {
+            name: "airlock-train-12345678".into(),
+            image: "airlock/base:bookworm".into(),
+            hostname: "train".into(),
+            labels: HashMap::new(),
+            env: vec![],
+            binds: vec![],
+            nano_cpus: 1_000_000_000,
+            memory: 1 << 30,
+            gpus: vec!["GPU-aaaa".into(), "GPU-bbbb".into()],
+            network: "airlock-sessions".into(),
+        });
+        let host = body.host_config.unwrap_or_default();
+        assert_eq!(
+            host.device_requests,
+            Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: None,
+                device_ids: Some(vec!["GPU-aaaa".into(), "GPU-bbbb".into()]),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                options: None,
+            }])
+        );
     }
 }

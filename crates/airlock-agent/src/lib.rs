@@ -20,6 +20,7 @@ pub mod config;
 pub mod docker;
 pub mod error;
 pub mod firewall;
+pub mod gpu;
 pub mod image;
 pub mod link;
 mod reconcile;

@@ -28,6 +28,8 @@ pub(crate) struct Entry {
     pub(crate) container_id: Option<String>,
     /// When `phase` last changed.
     pub(crate) since: Instant,
+    /// UUIDs of the GPUs it holds while preparing or running.
+    pub(crate) gpus: Vec<String>,
 }
 
 impl Entry {
@@ -39,6 +41,7 @@ impl Entry {
             host_key: None,
             container_id: None,
             since: now,
+            gpus: Vec::new(),
         }
     }
 }
@@ -170,6 +173,7 @@ mod tests {
             id: format!("c-{session}"),
             session_id: session.to_owned(),
             running,
+            gpus: Vec::new(),
         }
     }
 
@@ -204,6 +208,7 @@ mod tests {
             host_key: Some("ssh-ed25519 KEY".into()),
             container_id: Some("c-old".into()),
             since,
+            gpus: Vec::new(),
         }
     }
 
@@ -382,6 +387,7 @@ mod tests {
             host_key: None,
             container_id: None,
             since,
+            gpus: Vec::new(),
         };
         let mut entries = HashMap::from([
             ("recent".to_owned(), failed(listed)),

@@ -30,6 +30,9 @@ pub const LABEL_AGENT: &str = "airlock.agent";
 pub const LABEL_OWNER: &str = "airlock.owner";
 /// Label holding the session name.
 pub const LABEL_NAME: &str = "airlock.name";
+/// Label holding the UUIDs of the GPUs a session holds (comma-separated),
+/// so a restarted agent knows which are taken.
+pub const LABEL_GPUS: &str = "airlock.gpus";
 
 /// Where the runner binary is mounted in every container.
 pub const RUNNER_IN_CONTAINER: &str = "/opt/airlock/airlock-runner";
@@ -43,6 +46,8 @@ pub struct Container {
     pub session_id: String,
     /// Whether it is running.
     pub running: bool,
+    /// The GPUs it holds (the [`LABEL_GPUS`] label).
+    pub gpus: Vec<String>,
 }
 
 /// What inspecting a container says.
@@ -108,6 +113,8 @@ pub struct ContainerSpec {
     pub nano_cpus: i64,
     /// Memory limit in bytes (swap included).
     pub memory: i64,
+    /// UUIDs of whole NVIDIA GPUs to pass through (empty: none).
+    pub gpus: Vec<String>,
     /// Network to attach to.
     pub network: String,
 }

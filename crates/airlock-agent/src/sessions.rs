@@ -19,8 +19,8 @@ use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::reconcile::{Entry, Observed, reconcile};
 use crate::runtime::{
-    Capacity, ContainerSpec, LABEL_AGENT, LABEL_NAME, LABEL_OWNER, LABEL_SESSION, LogChunk,
-    LogMode, RUNNER_IN_CONTAINER, Runtime,
+    Capacity, ContainerSpec, LABEL_AGENT, LABEL_GPUS, LABEL_NAME, LABEL_OWNER, LABEL_SESSION,
+    LogChunk, LogMode, RUNNER_IN_CONTAINER, Runtime,
 };
 
 /// A running agent.
@@ -32,6 +32,8 @@ pub struct Agent {
     /// The canonical folder storage root, if any.
     storage_root: Option<PathBuf>,
     capacity: Capacity,
+    /// This node's NVIDIA GPUs (found once, at start).
+    gpus: Vec<airlock_proto::agent::Gpu>,
     entries: Mutex<HashMap<String, Entry>>,
     /// Container id → IP address (fixed while a container runs).
     addresses: Mutex<HashMap<String, String>>,
@@ -115,8 +117,19 @@ impl Agent {
         };
         let capacity = runtime.capacity().await?;
         crate::firewall::prepare(runtime.as_ref(), &config.network).await?;
+        let gpus = match crate::gpu::detect().await {
+            Ok(g) => {
+                tracing::info!(count = g.len(), models = ?g.iter().map(|g| &g.name).collect::<Vec<_>>(), "NVIDIA GPUs found");
+                g
+            }
+            Err(why) => {
+                tracing::info!("{why}; sessions here get no GPU");
+                Vec::new()
+            }
+        };
         let agent = Self {
             storage_root,
+            gpus,
             capacity: Capacity {
                 cpus: capacity.cpus * config.cpu_overcommit,
                 mem_bytes: capacity.mem_bytes,
@@ -225,6 +238,7 @@ impl Agent {
                     host_key,
                     container_id: Some(c.id),
                     since: Instant::now(),
+                    gpus: c.gpus,
                 },
             );
         }
@@ -304,12 +318,21 @@ impl Agent {
             )
             .with_hint("list the images with `airlock session images`, build the default one with `airlockd image build-base`, or load yours with `docker load`"));
         }
-        lock(&self.entries).insert(spec.session_id.clone(), Entry::preparing(Instant::now()));
+        let gpus = {
+            // Chosen and recorded under one lock: two creates never get the
+            // same device.
+            let mut entries = lock(&self.entries);
+            let gpus = self.pick_gpus(&entries, spec.gpus)?;
+            let mut entry = Entry::preparing(Instant::now());
+            entry.gpus.clone_from(&gpus);
+            entries.insert(spec.session_id.clone(), entry);
+            gpus
+        };
         let this = self.clone();
         self.spawn(async move {
             let id = spec.session_id.clone();
             let result = tokio::select! {
-                r = this.create_container(&spec) => r,
+                r = this.create_container(&spec, gpus) => r,
                 _ = this.shutdown.cancelled() => Err(AgentError::Docker("the agent is shutting down".into())),
             };
             match result {
@@ -336,7 +359,41 @@ impl Agent {
         Ok(())
     }
 
-    async fn create_container(&self, spec: &CreateContainer) -> Result<(), AgentError> {
+    /// `n` GPUs no preparing or running session holds, or why not.
+    fn pick_gpus(
+        &self,
+        entries: &HashMap<String, Entry>,
+        n: u32,
+    ) -> Result<Vec<String>, AgentError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let held: Vec<String> = entries
+            .values()
+            .filter(|e| matches!(e.phase, ContainerPhase::Preparing | ContainerPhase::Running))
+            .flat_map(|e| e.gpus.iter().cloned())
+            .collect();
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        crate::gpu::pick(&self.gpus, &held, n).ok_or_else(|| {
+            let free = self.gpus.len().saturating_sub(held.len());
+            AgentError::invalid(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "node {} has {free} free GPU{} of {}; {n} asked",
+                    self.config.agent_id,
+                    if free == 1 { "" } else { "s" },
+                    self.gpus.len()
+                ),
+            )
+            .with_hint("ask for fewer (--gpus), or try again when a GPU session ends")
+        })
+    }
+
+    async fn create_container(
+        &self,
+        spec: &CreateContainer,
+        gpus: Vec<String>,
+    ) -> Result<(), AgentError> {
         let mut labels: HashMap<String, String> = [
             (LABEL_SESSION, spec.session_id.as_str()),
             (LABEL_AGENT, self.config.agent_id.as_str()),
@@ -348,6 +405,9 @@ impl Agent {
         .collect();
         for (k, v) in &self.config.extra_labels {
             labels.insert(k.clone(), v.clone());
+        }
+        if !gpus.is_empty() {
+            labels.insert(LABEL_GPUS.to_owned(), gpus.join(","));
         }
         let mut binds = vec![format!(
             "{}:{RUNNER_IN_CONTAINER}:ro",
@@ -388,6 +448,13 @@ impl Agent {
         if !self.config.runner_audit {
             env.push("AIRLOCK_AUDIT=off".to_owned());
         }
+        if !gpus.is_empty() {
+            // Seen by logins too (the image's environment is theirs).
+            env.push(format!(
+                "CUDA_VISIBLE_DEVICES={}",
+                crate::gpu::visible_devices(gpus.len())
+            ));
+        }
         let short = spec.session_id.get(..8).unwrap_or(&spec.session_id);
         let name = format!("airlock-{}-{short}", hostname(&spec.session_name));
         let container = ContainerSpec {
@@ -399,6 +466,7 @@ impl Agent {
             binds,
             nano_cpus: (spec.cpu * 1e9) as i64,
             memory: i64::try_from(spec.mem_bytes).unwrap_or(i64::MAX),
+            gpus,
             network: self.config.network.network.clone(),
         };
         let cid = self.runtime.create_and_start(container).await?;
@@ -617,6 +685,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             cpu: self.capacity.cpus,
             mem_bytes: self.capacity.mem_bytes,
+            gpus: self.gpus.clone(),
             containers,
             partial: false,
         })
@@ -882,6 +951,7 @@ mod fake_runtime_tests {
                 id: format!("c-{session}"),
                 session_id: session.to_owned(),
                 running,
+                gpus: Vec::new(),
             };
             let state = ContainerState {
                 running,

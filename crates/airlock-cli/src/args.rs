@@ -417,6 +417,10 @@ pub struct CreateArgs {
     /// Memory, e.g. 2g or 512m.
     #[arg(long)]
     pub mem: Option<String>,
+    /// Whole NVIDIA GPUs, on a node that has them (seen in the session as
+    /// CUDA_VISIBLE_DEVICES).
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
     /// Run it on this node (administrators; otherwise the scheduler
     /// picks a node with room).
     #[arg(long, value_name = "NODE")]

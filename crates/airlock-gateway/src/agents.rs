@@ -337,6 +337,8 @@ pub struct Candidate {
     pub free_cpu_milli: i64,
     /// Memory not held by live sessions.
     pub free_mem_bytes: i64,
+    /// Whole GPUs not held by live sessions.
+    pub free_gpus: i64,
 }
 
 /// What a session asks for.
@@ -346,8 +348,23 @@ pub struct Request<'a> {
     pub cpu_milli: i64,
     /// Memory.
     pub mem_bytes: i64,
+    /// Whole GPUs.
+    pub gpus: i64,
     /// This node only (administrators).
     pub node: Option<&'a str>,
+}
+
+/// The most a node has free (for "the largest free slot is …").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// CPU millicores.
+    pub cpu_milli: i64,
+    /// Memory bytes.
+    pub mem_bytes: i64,
+    /// Whole GPUs.
+    pub gpus: i64,
+    /// The node.
+    pub node: String,
 }
 
 /// Why no node was chosen.
@@ -361,12 +378,16 @@ pub enum NoNode {
     Draining(String),
     /// Every node is drained.
     AllDraining,
-    /// No node has room; the largest free slot (cpu, mem, node), if any.
-    NoRoom(Option<(i64, i64, String)>),
+    /// GPUs were asked for and no open node (or not the named one) has any.
+    NoGpus,
+    /// No node has room; the largest free slot, if any.
+    NoRoom(Option<Slot>),
 }
 
 /// Chooses a node for `req` by `placement` (pure: the data in, the choice
-/// out). Drained nodes get nothing, not even when named.
+/// out). Drained nodes get nothing, not even when named. A session that
+/// asks for no GPU goes to a node without GPUs when one fits, so GPU nodes
+/// stay free for the sessions that need them.
 pub fn place(
     candidates: Vec<Candidate>,
     req: Request<'_>,
@@ -391,29 +412,55 @@ pub fn place(
         }
         None => candidates,
     };
-    let open: Vec<Candidate> = candidates
+    let mut open: Vec<Candidate> = candidates
         .into_iter()
         .filter(|c| !c.agent.draining)
         .collect();
     if open.is_empty() {
         return Err(NoNode::AllDraining);
     }
+    if req.gpus > 0 {
+        open.retain(|c| c.agent.gpus > 0);
+        if open.is_empty() {
+            return Err(NoNode::NoGpus);
+        }
+    }
+    let slot = |c: &Candidate| (c.free_gpus, c.free_cpu_milli, c.free_mem_bytes);
     let largest = open
         .iter()
-        .max_by_key(|c| (c.free_cpu_milli, c.free_mem_bytes))
-        .map(|c| (c.free_cpu_milli, c.free_mem_bytes, c.agent.id.clone()));
-    let fits = open
+        .max_by_key(|c| {
+            if req.gpus > 0 {
+                slot(c)
+            } else {
+                (0, c.free_cpu_milli, c.free_mem_bytes)
+            }
+        })
+        .map(|c| Slot {
+            cpu_milli: c.free_cpu_milli,
+            mem_bytes: c.free_mem_bytes,
+            gpus: c.free_gpus,
+            node: c.agent.id.clone(),
+        });
+    let mut fits: Vec<Candidate> = open
         .into_iter()
-        .filter(|c| c.free_cpu_milli >= req.cpu_milli && c.free_mem_bytes >= req.mem_bytes);
+        .filter(|c| {
+            c.free_cpu_milli >= req.cpu_milli
+                && c.free_mem_bytes >= req.mem_bytes
+                && c.free_gpus >= req.gpus
+        })
+        .collect();
+    if req.gpus == 0 && fits.iter().any(|c| c.agent.gpus == 0) {
+        fits.retain(|c| c.agent.gpus == 0);
+    }
     let key = |c: &Candidate| (c.free_cpu_milli, c.free_mem_bytes);
     let chosen = match placement {
         // Ties go to the first id either way (candidates come sorted).
-        Placement::Spread => fits.rev().max_by_key(key),
-        Placement::Pack => fits.min_by_key(key),
+        Placement::Spread => fits.into_iter().rev().max_by_key(key),
+        Placement::Pack => fits.into_iter().min_by_key(key),
     };
-    chosen
-        .map(|c| c.agent)
-        .ok_or(NoNode::NoRoom(largest.filter(|l| l.0 > 0 && l.1 > 0)))
+    chosen.map(|c| c.agent).ok_or(NoNode::NoRoom(
+        largest.filter(|l| l.cpu_milli > 0 && l.mem_bytes > 0),
+    ))
 }
 
 fn mib(bytes: i64) -> i64 {
@@ -428,10 +475,11 @@ fn cpus(milli: i64) -> String {
 pub async fn schedule(state: &AppState, req: Request<'_>) -> Result<AgentRow, ApiError> {
     let mut candidates = Vec::new();
     for a in online(state).await? {
-        let (cpu, mem) = state.store().agent_usage(&a.id).await?;
+        let used = state.store().agent_usage(&a.id).await?;
         candidates.push(Candidate {
-            free_cpu_milli: a.cpu_milli - cpu,
-            free_mem_bytes: a.mem_bytes - mem,
+            free_cpu_milli: a.cpu_milli - used.cpu_milli,
+            free_mem_bytes: a.mem_bytes - used.mem_bytes,
+            free_gpus: a.gpus - used.gpus,
             agent: a,
         });
     }
@@ -450,22 +498,38 @@ pub async fn schedule(state: &AppState, req: Request<'_>) -> Result<AgentRow, Ap
         }
         NoNode::AllDraining => no_resource("every online node is drained".to_owned())
             .hint("an administrator can end a drain: `airlock admin node undrain NODE`"),
+        NoNode::NoGpus => no_resource(match req.node {
+            Some(n) => format!("node {n:?} has no GPU"),
+            None => "no online node has a GPU".to_owned(),
+        })
+        .hint("leave out --gpus, or ask an administrator for a node with NVIDIA GPUs (`airlock admin cluster` shows each node's)"),
         NoNode::NoRoom(largest) => {
+            let gpus = |n: i64| {
+                if req.gpus > 0 {
+                    format!(", {n} GPU{}", if n == 1 { "" } else { "s" })
+                } else {
+                    String::new()
+                }
+            };
             let asked = format!(
-                "no node has {} CPU and {} MiB of memory free",
+                "no node has {} CPU, {} MiB of memory{} free",
                 cpus(req.cpu_milli),
-                mib(req.mem_bytes)
+                mib(req.mem_bytes),
+                gpus(req.gpus)
             );
             let msg = match largest {
-                Some((cpu, mem, node)) => format!(
-                    "{asked}; the largest free slot is {} CPU and {} MiB (node {node})",
-                    cpus(cpu),
-                    mib(mem)
+                Some(l) => format!(
+                    "{asked}; the largest free slot is {} CPU, {} MiB{} (node {})",
+                    cpus(l.cpu_milli),
+                    mib(l.mem_bytes),
+                    gpus(l.gpus),
+                    l.node
                 ),
                 None => format!("{asked}; every node is full"),
             };
-            no_resource(msg)
-                .hint("ask for less (--cpu, --mem) or terminate sessions you no longer need")
+            no_resource(msg).hint(
+                "ask for less (--cpu, --mem, --gpus) or terminate sessions you no longer need",
+            )
         }
     })
 }
@@ -490,6 +554,7 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
             version: hb.version.clone(),
             cpu_milli: (hb.cpu * 1000.0) as i64,
             mem_bytes: i64::try_from(hb.mem_bytes).unwrap_or(i64::MAX),
+            gpus: i64::try_from(hb.gpus.len()).unwrap_or(0),
             last_seen: 0,
             draining: false,
             credential: None,
@@ -599,21 +664,96 @@ mod tests {
                 version: "t".into(),
                 cpu_milli: 8000,
                 mem_bytes: 32 * GIB,
+                gpus: 0,
                 last_seen: 0,
                 draining,
                 credential: None,
             },
             free_cpu_milli: free_cpu,
             free_mem_bytes: free_gib * GIB,
+            free_gpus: 0,
         }
+    }
+
+    fn gpu_node(id: &str, free_cpu: i64, gpus: i64, free_gpus: i64) -> Candidate {
+        let mut n = node(id, free_cpu, 16, false);
+        n.agent.gpus = gpus;
+        n.free_gpus = free_gpus;
+        n
     }
 
     fn ask(cpu: i64, gib: i64) -> Request<'static> {
         Request {
             cpu_milli: cpu,
             mem_bytes: gib * GIB,
+            gpus: 0,
             node: None,
         }
+    }
+
+    fn slot(cpu: i64, gib: i64, gpus: i64, node: &str) -> Option<Slot> {
+        Some(Slot {
+            cpu_milli: cpu,
+            mem_bytes: gib * GIB,
+            gpus,
+            node: node.into(),
+        })
+    }
+
+    #[test]
+    fn gpus_are_whole_devices_on_nodes_that_have_them() {
+        let n = vec![
+            node("cpu1", 8000, 16, false),
+            gpu_node("gpu1", 4000, 2, 1),
+            gpu_node("gpu2", 2000, 4, 4),
+        ];
+        let gpus = |g| Request {
+            gpus: g,
+            ..ask(1000, 1)
+        };
+        // One GPU: both GPU nodes fit; spread takes the one with more CPU.
+        assert_eq!(
+            place(n.clone(), gpus(1), Placement::Spread).unwrap().id,
+            "gpu1"
+        );
+        // Two: only gpu2 has two free.
+        assert_eq!(
+            place(n.clone(), gpus(2), Placement::Spread).unwrap().id,
+            "gpu2"
+        );
+        // Five: nobody; the largest slot is the one with the most free GPUs.
+        assert_eq!(
+            place(n.clone(), gpus(5), Placement::Spread).unwrap_err(),
+            NoNode::NoRoom(slot(2000, 16, 4, "gpu2"))
+        );
+        // No GPU asked: a node without GPUs, even when packing.
+        assert_eq!(
+            place(n.clone(), ask(1000, 1), Placement::Pack).unwrap().id,
+            "cpu1"
+        );
+        // ...unless none without fits.
+        assert_eq!(
+            place(n.clone(), ask(9000, 1), Placement::Spread).unwrap_err(),
+            NoNode::NoRoom(slot(8000, 16, 0, "cpu1"))
+        );
+        let busy = vec![node("cpu1", 0, 0, false), gpu_node("gpu1", 4000, 2, 2)];
+        assert_eq!(
+            place(busy, ask(1000, 1), Placement::Spread).unwrap().id,
+            "gpu1"
+        );
+        // No node with GPUs at all, or not the named one.
+        assert_eq!(
+            place(nodes(), gpus(1), Placement::Spread).unwrap_err(),
+            NoNode::NoGpus
+        );
+        let on_cpu1 = Request {
+            node: Some("cpu1"),
+            ..gpus(1)
+        };
+        assert_eq!(
+            place(n, on_cpu1, Placement::Spread).unwrap_err(),
+            NoNode::NoGpus
+        );
     }
 
     fn nodes() -> Vec<Candidate> {
@@ -661,7 +801,7 @@ mod tests {
     fn no_room_names_the_largest_free_slot() {
         assert_eq!(
             place(nodes(), ask(7000, 1), Placement::Spread).unwrap_err(),
-            NoNode::NoRoom(Some((6000, 16 * GIB, "b".into())))
+            NoNode::NoRoom(slot(6000, 16, 0, "b"))
         );
         let full = vec![node("a", 0, 0, false)];
         assert_eq!(
@@ -687,7 +827,7 @@ mod tests {
         // The largest slot ignores drained nodes.
         assert_eq!(
             place(n.clone(), ask(5000, 1), Placement::Spread).unwrap_err(),
-            NoNode::NoRoom(Some((3000, 8 * GIB, "c".into())))
+            NoNode::NoRoom(slot(3000, 8, 0, "c"))
         );
         let named = Request {
             node: Some("b"),
@@ -719,7 +859,7 @@ mod tests {
         };
         assert_eq!(
             place(nodes(), too_big, Placement::Spread).unwrap_err(),
-            NoNode::NoRoom(Some((1000, 2 * GIB, "a".into())))
+            NoNode::NoRoom(slot(1000, 2, 0, "a"))
         );
         let nowhere = Request {
             node: Some("zz"),

@@ -120,6 +120,8 @@ pub struct CreateParams {
     pub cpu_milli: Option<i64>,
     /// Memory bytes.
     pub mem_bytes: Option<i64>,
+    /// Whole NVIDIA GPUs (0: none).
+    pub gpus: i64,
     /// Return without waiting.
     pub enqueue_only: bool,
     /// Wait limit.
@@ -226,6 +228,7 @@ pub async fn create(
         agents::Request {
             cpu_milli,
             mem_bytes,
+            gpus: params.gpus,
             node: params.node.as_deref(),
         },
     )
@@ -238,6 +241,7 @@ pub async fn create(
             image: &image,
             cpu_milli,
             mem_bytes,
+            gpus: params.gpus,
             mounts: &mounts,
             agent_id: &agent.id,
             key_fingerprints: &key_fingerprints,
@@ -251,6 +255,7 @@ pub async fn create(
         image: image.clone(),
         cpu: cpu_milli as f64 / 1000.0,
         mem_bytes: u64::try_from(mem_bytes).unwrap_or(0),
+        gpus: u32::try_from(params.gpus).unwrap_or(0),
         mounts: mounts
             .iter()
             .map(|m| Mount {
@@ -427,6 +432,7 @@ pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiEr
         terminated_at: s.terminated_at.map(rfc3339),
         cpu: s.cpu_milli as f64 / 1000.0,
         mem_bytes: u64::try_from(s.mem_bytes).unwrap_or(0),
+        gpus: u32::try_from(s.gpus).unwrap_or(0),
         mounts: s.mounts.iter().map(|m| m.name.clone()).collect(),
         host_key_fingerprint: s
             .host_key

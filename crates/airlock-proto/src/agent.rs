@@ -43,6 +43,9 @@ pub struct CreateContainer {
     pub cpu: f64,
     /// Memory limit in bytes.
     pub mem_bytes: u64,
+    /// Whole NVIDIA GPUs the node gives the session (0: none).
+    #[serde(default)]
+    pub gpus: u32,
     /// Folder mounts.
     pub mounts: Vec<Mount>,
     /// Account SSH public keys to authorise in the session.
@@ -99,12 +102,26 @@ pub struct Heartbeat {
     pub cpu: f64,
     /// Schedulable memory in bytes.
     pub mem_bytes: u64,
+    /// The node's NVIDIA GPUs (none without `nvidia-smi`).
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
     /// Every session container the agent knows, or a single changed one
     /// when `partial` is set.
     pub containers: Vec<ContainerReport>,
     /// Whether `containers` is only a change (no reconciliation).
     #[serde(default)]
     pub partial: bool,
+}
+
+/// An NVIDIA GPU of a node, as `nvidia-smi` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    /// Its UUID (`GPU-…`), what Docker's device request names.
+    pub uuid: String,
+    /// The model, e.g. "NVIDIA H200".
+    pub name: String,
+    /// Its memory in MiB.
+    pub mem_mib: u64,
 }
 
 /// Agent → gateway (`POST /agent/v1/events`, agent token): what the

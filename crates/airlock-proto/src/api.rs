@@ -210,6 +210,9 @@ pub struct SessionInfo {
     pub cpu: f64,
     /// Memory in bytes.
     pub mem_bytes: u64,
+    /// Whole NVIDIA GPUs.
+    #[serde(default)]
+    pub gpus: u32,
     /// Mounted folder names.
     pub mounts: Vec<String>,
     /// The session's SSH host public key (OpenSSH line).

@@ -785,4 +785,18 @@ fn basic_flows_work_without_javascript() {
     b.fill("#ssh-port", "23456");
     b.click("form[action='/ui/settings/port'] button");
     b.wait_text(".flashes", "set to 23456", WAIT);
+
+    // An administrator drains the node from the Cluster page, and ends it.
+    b.goto("/ui/admin/cluster");
+    b.click("#agents form[action$='/drain'] button");
+    b.wait_text(".flashes", "takes no new sessions", WAIT);
+    assert!(b.exists("#agents form[action$='/undrain'] button"));
+    b.check_accessibility();
+    let (status, body) = b.fetch("GET", "/admin/cluster", None);
+    assert_eq!(status, 200);
+    let cluster: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(cluster["agents"][0]["draining"], true, "{cluster}");
+    b.click("#agents form[action$='/undrain'] button");
+    b.wait_text(".flashes", "takes new sessions again", WAIT);
+    assert!(b.exists("#agents form[action$='/drain'] button"));
 }

@@ -383,6 +383,19 @@ fn two_enrolled_nodes() {
         agents.len() == 2 && agents.iter().all(|a| a["enrolled"] == true),
         "{cluster}"
     );
+    // GPUs: neither node has one (no nvidia-smi here), so they say so and
+    // a session that asks for one is refused with the reason.
+    assert!(agents.iter().all(|a| a["gpus"] == 0), "{cluster}");
+    let out = cli.run(
+        &["session", "create", "--name", "trainer", "--gpus", "1"],
+        None,
+    );
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("no online node has a GPU") && out.stderr.contains("hint:"),
+        "{}",
+        out.stderr
+    );
     // The gateway reaches each node with that node's token.
     for s in ["on-east", "on-west"] {
         let out = cli.run(

@@ -94,6 +94,9 @@ struct Agent {
     cpu_milli_used: u64,
     mem_bytes: u64,
     mem_bytes_used: u64,
+    gpus: u64,
+    gpus_used: u64,
+    draining: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +155,7 @@ async fn cluster(client: &ApiClient, json: bool) -> CliResult<()> {
             "ONLINE",
             "CPU USED/TOTAL",
             "MEM USED/TOTAL",
+            "GPU USED/TOTAL",
             "VERSION",
             "SEEN",
         ],
@@ -160,13 +164,19 @@ async fn cluster(client: &ApiClient, json: bool) -> CliResult<()> {
             .map(|a| {
                 vec![
                     a.id.clone(),
-                    if a.online { "yes" } else { "no" }.to_owned(),
+                    match (a.online, a.draining) {
+                        (true, false) => "yes",
+                        (true, true) => "drained",
+                        (false, _) => "no",
+                    }
+                    .to_owned(),
                     format!("{}/{}", cores(a.cpu_milli_used), cores(a.cpu_milli)),
                     format!(
                         "{}/{}",
                         output::human_size(a.mem_bytes_used),
                         output::human_size(a.mem_bytes)
                     ),
+                    format!("{}/{}", a.gpus_used, a.gpus),
                     a.version.clone(),
                     output::age(&a.last_seen, now),
                 ]

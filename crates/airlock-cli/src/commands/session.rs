@@ -186,6 +186,9 @@ async fn create(client: &ApiClient, a: CreateArgs) -> CliResult<()> {
         validate::parse_size(m)?;
         resources.insert("mem".into(), m.clone().into());
     }
+    if let Some(g) = a.gpus.filter(|g| *g > 0) {
+        resources.insert("gpus".into(), g.into());
+    }
     let mut environ = serde_json::Map::new();
     for e in &a.env {
         let (k, v) = validate::parse_env_assignment(e)?;
@@ -354,7 +357,17 @@ async fn info(client: &ApiClient, session: &str, json: bool) -> CliResult<()> {
             .unwrap_or_default()
     );
     println!("Image:       {}", s.image);
-    println!("Resources:   {} CPU, {}", s.cpu, short_mem(s.mem_bytes));
+    if s.gpus > 0 {
+        println!(
+            "Resources:   {} CPU, {}, {} GPU{}",
+            s.cpu,
+            short_mem(s.mem_bytes),
+            s.gpus,
+            if s.gpus == 1 { "" } else { "s" }
+        );
+    } else {
+        println!("Resources:   {} CPU, {}", s.cpu, short_mem(s.mem_bytes));
+    }
     println!("Created:     {}", s.created_at);
     if let Some(t) = &s.terminated_at {
         println!("Terminated:  {t}");

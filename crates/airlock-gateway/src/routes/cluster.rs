@@ -21,7 +21,7 @@ pub(crate) async fn snapshot(state: &AppState) -> ApiResult<Value> {
     let now = now_ms();
     let mut agents = Vec::new();
     for a in store.online_agents(i64::MAX / 2).await? {
-        let (cpu, mem) = store.agent_usage(&a.id).await?;
+        let used = store.agent_usage(&a.id).await?;
         agents.push(json!({
             "id": a.id,
             "url": a.url,
@@ -30,8 +30,10 @@ pub(crate) async fn snapshot(state: &AppState) -> ApiResult<Value> {
             "last_seen": rfc3339(a.last_seen),
             "cpu_milli": a.cpu_milli,
             "mem_bytes": a.mem_bytes,
-            "cpu_milli_used": cpu,
-            "mem_bytes_used": mem,
+            "cpu_milli_used": used.cpu_milli,
+            "mem_bytes_used": used.mem_bytes,
+            "gpus": a.gpus,
+            "gpus_used": used.gpus,
             "draining": a.draining,
             // Its own credential (`airlockd node enroll`), not the shared token.
             "enrolled": a.credential.is_some(),
@@ -54,6 +56,7 @@ pub(crate) async fn snapshot(state: &AppState) -> ApiResult<Value> {
                 "agent": s.agent_id,
                 "cpu_milli": s.cpu_milli,
                 "mem_bytes": s.mem_bytes,
+                "gpus": s.gpus,
                 "created_at": rfc3339(s.created_at),
             })
         })

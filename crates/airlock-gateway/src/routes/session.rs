@@ -100,6 +100,27 @@ fn create_params(body: &Value) -> ApiResult<CreateParams> {
         Some(m) => Some(i64::try_from(validate::parse_size(&m)?).unwrap_or(i64::MAX)),
         None => None,
     };
+    // Whole GPUs: `gpus` (airlock), or the official client's
+    // `-r cuda.device=N`; fractions (`cuda.shares`) are not offered.
+    let gpus = match resources
+        .get("gpus")
+        .or_else(|| resources.get("cuda.device"))
+    {
+        None | Some(Value::Null) => 0,
+        Some(v) => str_or_num(v)
+            .and_then(|g| g.trim().parse::<u32>().ok())
+            .map(i64::from)
+            .ok_or_else(|| {
+                ApiError::invalid(format!("resources: {v} is not a whole number of GPUs"))
+                    .hint("ask for whole devices, e.g. --gpus 1")
+            })?,
+    };
+    if resources.get("cuda.shares").is_some() {
+        return Err(
+            ApiError::invalid("fractional GPUs (cuda.shares) are not offered")
+                .hint("ask for whole devices: -r cuda.device=1 (airlock: --gpus 1)"),
+        );
+    }
     let enqueue_only = get("enqueueOnly").and_then(Value::as_bool).unwrap_or(false);
     let max_wait = get("maxWaitSeconds")
         .and_then(Value::as_u64)
@@ -128,6 +149,7 @@ fn create_params(body: &Value) -> ApiResult<CreateParams> {
         environ,
         cpu_milli,
         mem_bytes,
+        gpus,
         enqueue_only,
         max_wait,
         reuse_if_exists,
@@ -678,7 +700,18 @@ mod tests {
         assert_eq!(p.cpu_milli, Some(1000));
         assert_eq!(p.mem_bytes, Some(1 << 30));
         assert!(p.reuse_if_exists);
+        assert_eq!(p.gpus, 0);
         let bad = serde_json::json!({"config": {"resources": {"mem": "lots"}}});
         assert!(create_params(&bad).is_err());
+        // GPUs: ours, the official client's, and what is refused.
+        let gpus = |r: Value| create_params(&serde_json::json!({"config": {"resources": r}}));
+        assert_eq!(gpus(serde_json::json!({"gpus": 2})).unwrap().gpus, 2);
+        assert_eq!(
+            gpus(serde_json::json!({"cuda.device": "1"})).unwrap().gpus,
+            1
+        );
+        assert!(gpus(serde_json::json!({"cuda.device": "0.5"})).is_err());
+        assert!(gpus(serde_json::json!({"gpus": -1})).is_err());
+        assert!(gpus(serde_json::json!({"cuda.shares": "0.5"})).is_err());
     }
 }

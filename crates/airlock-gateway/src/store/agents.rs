@@ -21,6 +21,17 @@ impl std::fmt::Debug for AgentCredential {
     }
 }
 
+/// What the live sessions of a node hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU millicores.
+    pub cpu_milli: i64,
+    /// Memory bytes.
+    pub mem_bytes: i64,
+    /// Whole GPUs.
+    pub gpus: i64,
+}
+
 /// An enrolled agent, as `airlockd node list` shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Enrollment {
@@ -46,6 +57,8 @@ pub struct AgentRow {
     pub cpu_milli: i64,
     /// Schedulable memory.
     pub mem_bytes: i64,
+    /// Whole NVIDIA GPUs it has.
+    pub gpus: i64,
     /// Last heartbeat (epoch ms).
     pub last_seen: i64,
     /// An administrator drained it: no new sessions (kept across
@@ -65,6 +78,7 @@ struct StoredAgent {
     version: String,
     cpu_milli: i64,
     mem_bytes: i64,
+    gpus: i64,
     last_seen: i64,
     draining: i32,
     credential: Option<String>,
@@ -78,6 +92,7 @@ impl From<StoredAgent> for AgentRow {
             version: a.version,
             cpu_milli: a.cpu_milli,
             mem_bytes: a.mem_bytes,
+            gpus: a.gpus,
             last_seen: a.last_seen,
             draining: a.draining != 0,
             credential: a.credential.map(AgentCredential),
@@ -89,7 +104,7 @@ impl From<StoredAgent> for AgentRow {
 macro_rules! select_agents {
     ($tail:literal) => {
         concat!(
-            "SELECT id, url, version, cpu_milli, mem_bytes, last_seen, draining, \
+            "SELECT id, url, version, cpu_milli, mem_bytes, CAST(gpus AS BIGINT) AS gpus, last_seen, draining, \
              c.token AS credential FROM agents LEFT JOIN agent_credentials c \
              ON c.agent_id = agents.id ",
             $tail
@@ -103,11 +118,11 @@ impl Store {
         // One atomic statement; `ON CONFLICT … DO UPDATE` is the same in
         // SQLite and PostgreSQL.
         sqlx::query(
-            "INSERT INTO agents (id, url, version, cpu_milli, mem_bytes, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO agents (id, url, version, cpu_milli, mem_bytes, last_seen, gpus) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, version = excluded.version, \
              cpu_milli = excluded.cpu_milli, mem_bytes = excluded.mem_bytes, \
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen, gpus = excluded.gpus",
         )
         .bind(&a.id)
         .bind(&a.url)
@@ -115,6 +130,7 @@ impl Store {
         .bind(a.cpu_milli)
         .bind(a.mem_bytes)
         .bind(now_ms())
+        .bind(i32::try_from(a.gpus).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -150,16 +166,21 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// CPU millicores and memory held by live sessions on `agent_id`.
-    pub async fn agent_usage(&self, agent_id: &str) -> Result<(i64, i64), StoreError> {
-        let (cpu, mem): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT CAST(SUM(cpu_milli) AS BIGINT), CAST(SUM(mem_bytes) AS BIGINT) FROM sessions \
+    /// What live sessions on `agent_id` hold.
+    pub async fn agent_usage(&self, agent_id: &str) -> Result<Usage, StoreError> {
+        let (cpu, mem, gpus): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT CAST(SUM(cpu_milli) AS BIGINT), CAST(SUM(mem_bytes) AS BIGINT), \
+             CAST(SUM(gpus) AS BIGINT) FROM sessions \
              WHERE agent_id = $1 AND status IN ('PENDING', 'PREPARING', 'RUNNING')",
         )
         .bind(agent_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok((cpu.unwrap_or(0), mem.unwrap_or(0)))
+        Ok(Usage {
+            cpu_milli: cpu.unwrap_or(0),
+            mem_bytes: mem.unwrap_or(0),
+            gpus: gpus.unwrap_or(0),
+        })
     }
 
     /// Gives agent `id` its own credential, replacing any earlier one (which

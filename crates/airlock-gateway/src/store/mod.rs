@@ -22,7 +22,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use accounts::{Keypair, NewUser, Role, User};
-pub use agents::{AgentCredential, AgentRow, Enrollment};
+pub use agents::{AgentCredential, AgentRow, Enrollment, Usage};
 pub use events::{Event, EventFilter, NewEvent};
 pub use folders::Folder;
 pub use limits::{Limit, UserLimits};
@@ -90,6 +90,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "agent credentials",
         include_str!("../../migrations/0008_agent_credentials.sql"),
     ),
+    (9, "gpus", include_str!("../../migrations/0009_gpus.sql")),
 ];
 
 fn migrator() -> Migrator {

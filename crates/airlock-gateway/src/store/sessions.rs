@@ -92,6 +92,8 @@ pub struct SessionRow {
     pub cpu_milli: i64,
     /// Memory in bytes.
     pub mem_bytes: i64,
+    /// Whole GPUs.
+    pub gpus: i64,
     /// Mounted folders.
     pub mounts: Vec<MountRecord>,
     /// The runner's host public key.
@@ -117,6 +119,7 @@ struct Row {
     container_id: Option<String>,
     cpu_milli: i64,
     mem_bytes: i64,
+    gpus: i64,
     mounts: String,
     host_key: Option<String>,
     created_at: i64,
@@ -138,6 +141,7 @@ impl From<Row> for SessionRow {
             container_id: r.container_id,
             cpu_milli: r.cpu_milli,
             mem_bytes: r.mem_bytes,
+            gpus: r.gpus,
             mounts: serde_json::from_str(&r.mounts).unwrap_or_default(),
             host_key: r.host_key,
             created_at: r.created_at,
@@ -148,8 +152,8 @@ impl From<Row> for SessionRow {
 }
 
 const COLUMNS: &str = "id, name, user_id, image, status, status_info, status_changed, agent_id, \
-                       container_id, cpu_milli, mem_bytes, mounts, host_key, created_at, terminated_at, \
-                       key_fingerprints";
+                       container_id, cpu_milli, mem_bytes, CAST(gpus AS BIGINT) AS gpus, mounts, \
+                       host_key, created_at, terminated_at, key_fingerprints";
 
 /// What it takes to record a new session.
 #[derive(Debug, Clone)]
@@ -164,6 +168,8 @@ pub struct NewSession<'a> {
     pub cpu_milli: i64,
     /// Memory bytes.
     pub mem_bytes: i64,
+    /// Whole GPUs.
+    pub gpus: i64,
     /// Folders.
     pub mounts: &'a [MountRecord],
     /// Agent chosen by the scheduler.
@@ -187,8 +193,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO sessions (id, name, user_id, image, status, status_info, status_changed, \
              agent_id, container_id, cpu_milli, mem_bytes, mounts, host_key, created_at, terminated_at, \
-             key_fingerprints) \
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, NULL, $8, $9, $10, NULL, $6, NULL, $11)",
+             key_fingerprints, gpus) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, NULL, $8, $9, $10, NULL, $6, NULL, $11, $12)",
         )
         .bind(&id)
         .bind(new.name)
@@ -201,6 +207,7 @@ impl Store {
         .bind(new.mem_bytes)
         .bind(&mounts)
         .bind(serde_json::to_string(new.key_fingerprints).unwrap_or_else(|_| "[]".into()))
+        .bind(i32::try_from(new.gpus).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await
         .map_err(conflict(&format!("a live session named {:?}", new.name)))?;

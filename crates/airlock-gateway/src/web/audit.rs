@@ -3,14 +3,14 @@
 //! refreshing itself every few seconds) and the "Recent activity" card of
 //! the settings page (a user's own events).
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use http::{HeaderValue, StatusCode};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{self, Nav};
-use super::{PageError, PageResult, WebUser};
+use super::{Flash, PageError, PageResult, PostForm, WebUser, redirect_with};
 use crate::AppState;
 use crate::audit::parse_since;
 use crate::store::{Event, EventFilter, now_ms};
@@ -182,12 +182,25 @@ pub(crate) async fn cluster(State(state): State<AppState>, user: WebUser) -> Pag
         })))
         section.card #agents {
             h2 { "Agents" }
-            table.cluster { thead { tr { th { "Agent" } th { "Online" } th { "CPU used / cores" } th { "Memory used / GiB" } th { "Version" } th { "Last seen" } } }
+            table.cluster { thead { tr { th { "Agent" } th { "Online" } th { "CPU used / cores" } th { "Memory used / GiB" } th { "GPUs used / total" } th { "Version" } th { "Last seen" } th { "New sessions" } } }
                 tbody { @for a in list("agents") { tr {
                     td { (text(&a["id"])) } td { (text(&a["online"])) }
                     td { (cores(&a["cpu_milli_used"])) " / " (cores(&a["cpu_milli"])) }
                     td { (gib(&a["mem_bytes_used"])) " / " (gib(&a["mem_bytes"])) }
+                    td { (text(&a["gpus_used"])) " / " (text(&a["gpus"])) }
                     td { (text(&a["version"])) } td { (text(&a["last_seen"])) }
+                    td {
+                        @let id = text(&a["id"]);
+                        @let draining = a["draining"] == true;
+                        form.inline method="post" action=(format!("/ui/admin/nodes/{id}/{}", if draining { "undrain" } else { "drain" })) {
+                            (layout::csrf(&user))
+                            @if draining {
+                                "drained " button.btn.btn-sm type="submit" aria-label=(format!("End the drain of node {id}")) { "Undrain" }
+                            } @else {
+                                button.btn.btn-sm type="submit" aria-label=(format!("Drain node {id}: no new sessions")) { "Drain" }
+                            }
+                        }
+                    }
                 } } } }
         }
         section.card #all-sessions {
@@ -216,6 +229,43 @@ pub(crate) async fn cluster(State(state): State<AppState>, user: WebUser) -> Pag
     resp.headers_mut()
         .insert("refresh", HeaderValue::from_static("5"));
     Ok(resp)
+}
+
+/// `POST /ui/admin/nodes/{id}/drain`: the Cluster page's Drain button (no
+/// new sessions on the node; running ones stay).
+pub(crate) async fn drain(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    PostForm { user, .. }: PostForm,
+) -> PageResult {
+    set_draining(&state, user, &node, true).await
+}
+
+/// `POST /ui/admin/nodes/{id}/undrain`: ends a drain.
+pub(crate) async fn undrain(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    PostForm { user, .. }: PostForm,
+) -> PageResult {
+    set_draining(&state, user, &node, false).await
+}
+
+async fn set_draining(state: &AppState, user: WebUser, node: &str, draining: bool) -> PageResult {
+    if !user.caller.user.is_admin() {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Only administrators drain nodes.",
+        ));
+    }
+    let admin = crate::auth::Admin(user.caller);
+    crate::routes::set_node_draining(state, &admin, node, draining).await?;
+    let msg = if draining {
+        format!("Node {node} is drained: it takes no new sessions; running ones stay.")
+    } else {
+        format!("Node {node} takes new sessions again.")
+    };
+    Ok(redirect_with("/ui/admin/cluster", &[Flash::ok(msg)]))
 }
 
 /// A duration for people: `45s`, `12m 3s`, `3h 12m`.

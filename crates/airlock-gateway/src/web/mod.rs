@@ -99,6 +99,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/settings/password", post(settings::change_password))
         .route("/admin/events", get(audit::page))
         .route("/admin/cluster", get(audit::cluster))
+        .route("/admin/nodes/{id}/drain", post(audit::drain))
+        .route("/admin/nodes/{id}/undrain", post(audit::undrain))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(security_headers))

@@ -412,6 +412,7 @@ pub(crate) async fn create(
                 .collect::<Result<_, _>>()?,
             cpu_milli,
             mem_bytes,
+            gpus: 0,
             enqueue_only: true,
             max_wait: None,
             reuse_if_exists: false,

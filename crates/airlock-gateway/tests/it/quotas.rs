@@ -400,6 +400,7 @@ async fn heartbeat(gw: &Gateway, agent_url: &str, running: &[String]) {
         version: "test".into(),
         cpu: 64.0,
         mem_bytes: 1 << 40,
+        gpus: Vec::new(),
         containers: running
             .iter()
             .map(|id| ContainerReport {

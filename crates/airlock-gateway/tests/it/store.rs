@@ -3,7 +3,7 @@
 //! both.
 
 use airlock_gateway::Store;
-use airlock_gateway::store::{AgentRow, MountRecord, NewSession, NewUser, Role, Status};
+use airlock_gateway::store::{AgentRow, MountRecord, NewSession, NewUser, Role, Status, Usage};
 use airlock_proto::sshkey::parse_public_key;
 
 const KEY: &str =
@@ -98,6 +98,7 @@ async fn exercise(store: &Store) {
             version: "0".into(),
             cpu_milli: 4000,
             mem_bytes: 8 << 30,
+            gpus: 2,
             last_seen: 0,
             draining: false,
             credential: None,
@@ -113,6 +114,7 @@ async fn exercise(store: &Store) {
             version: "1".into(),
             cpu_milli: 4000,
             mem_bytes: 8 << 30,
+            gpus: 2,
             last_seen: 0,
             draining: false,
             credential: None,
@@ -171,6 +173,7 @@ async fn exercise(store: &Store) {
             image: "img",
             cpu_milli: 1000,
             mem_bytes: 1 << 30,
+            gpus: 1,
             mounts: &mounts,
             agent_id: "n1",
             key_fingerprints: std::slice::from_ref(&k.fingerprint),
@@ -188,6 +191,7 @@ async fn exercise(store: &Store) {
                 image: "img",
                 cpu_milli: 1000,
                 mem_bytes: 1 << 30,
+                gpus: 0,
                 mounts: &[],
                 agent_id: "n1",
                 key_fingerprints: &[],
@@ -195,7 +199,16 @@ async fn exercise(store: &Store) {
             .await
             .is_err()
     );
-    assert_eq!(store.agent_usage("n1").await.unwrap(), (1000, 1 << 30));
+    assert_eq!(s.gpus, 1);
+    assert_eq!(store.agent("n1").await.unwrap().unwrap().gpus, 2);
+    assert_eq!(
+        store.agent_usage("n1").await.unwrap(),
+        Usage {
+            cpu_milli: 1000,
+            mem_bytes: 1 << 30,
+            gpus: 1
+        }
+    );
     assert!(
         store
             .set_running(&s.id, Some("ssh-ed25519 AAAA"), Some("cid"))
@@ -220,7 +233,7 @@ async fn exercise(store: &Store) {
     assert!(s.terminated_at.is_some());
     // ...but the name is free once it is terminated.
     assert_eq!(store.sessions_named(&u.id, "demo").await.unwrap().len(), 1);
-    assert_eq!(store.agent_usage("n1").await.unwrap(), (0, 0));
+    assert_eq!(store.agent_usage("n1").await.unwrap(), Usage::default());
     store.rename_folder(&f.id, "renamed").await.unwrap();
     assert_eq!(
         store
