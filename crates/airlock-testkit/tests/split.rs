@@ -461,3 +461,284 @@ fn two_enrolled_nodes() {
         );
     }
 }
+
+/// `psql URL -c SQL`.
+fn psql(url: &str, sql: &str) -> airlock_testkit::Output {
+    airlock_testkit::run(
+        Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]),
+        None,
+        Duration::from_secs(60),
+    )
+}
+
+/// A fresh PostgreSQL database, dropped at the end.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin_url: &str, name: &str) -> Self {
+        psql(admin_url, &format!("DROP DATABASE IF EXISTS {name}")).expect_code(0);
+        psql(admin_url, &format!("CREATE DATABASE {name}")).expect_code(0);
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+        Database {
+            admin_url: admin_url.to_owned(),
+            name: name.to_owned(),
+            url: format!("{base}/{name}"),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Debian's nginx with `deploy/nginx/airlock-replicas.conf`, rendered for
+/// these replicas (each substitution must apply: the shipped file is what
+/// is tested).
+struct Balancer {
+    _dir: tempfile::TempDir,
+    proc: Background,
+    url: String,
+}
+
+impl Balancer {
+    fn start(replicas: [&str; 2]) -> Self {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/nginx/airlock-replicas.conf");
+        let mut conf = std::fs::read_to_string(&example).unwrap();
+        let port = airlock_testkit::free_port();
+        for (from, to) in [
+            ("listen 80;", format!("listen 127.0.0.1:{port};")),
+            ("server 10.0.0.11:8090", format!("server {}", replicas[0])),
+            ("server 10.0.0.12:8090", format!("server {}", replicas[1])),
+        ] {
+            assert!(
+                conf.contains(from),
+                "{from:?} is not in {}",
+                example.display()
+            );
+            conf = conf.replace(from, &to);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(p.join("airlock.conf"), conf).unwrap();
+        std::fs::write(
+            p.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
+                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+                 include {d}/airlock.conf;\n}}\n",
+                d = p.display()
+            ),
+        )
+        .unwrap();
+        let proc = Background::spawn(
+            Command::new("setsid")
+                .arg("nginx")
+                .arg("-p")
+                .arg(p)
+                .arg("-c")
+                .arg(p.join("nginx.conf"))
+                .args(["-g", "daemon off;"]),
+        );
+        wait_for("nginx to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Balancer {
+            _dir: dir,
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.proc.pid().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.proc.try_wait().is_none() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `airlockd gateway` replica `n` on the shared database and storage.
+fn replica(dir: &std::path::Path, n: u32, database_url: &str) -> (Background, String) {
+    let mut g = Command::new(bin("airlockd"));
+    g.args(["gateway", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join(format!("gw{n}")))
+        .arg("--storage")
+        .arg(dir.join("storage"))
+        .args([
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--max-connections-per-ip",
+            "unlimited",
+        ])
+        .env("AIRLOCK_DATABASE_URL", database_url)
+        .env("AIRLOCK_AGENT_TOKEN", TOKEN)
+        .env("AIRLOCK_ADMIN_PASSWORD", "admin-password-for-tests");
+    let gw = Background::spawn(&mut g);
+    let line = gw.wait_for("airlock gateway is running at ", Duration::from_secs(60));
+    let url = line.rsplit(' ').next().unwrap().trim().to_owned();
+    (gw, url)
+}
+
+/// Two gateway replicas on one PostgreSQL behind Debian's nginx (issue 15):
+/// a login through one is good at the other, a tunnel that loses its
+/// replica mid-way resumes through the other and the command never
+/// notices, the survivor keeps serving, and a restarted replica finds every
+/// session and folder in the database.
+#[test]
+fn two_gateways_on_postgres_behind_nginx() {
+    let Ok(admin_url) = std::env::var("AIRLOCK_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "AIRLOCK_TEST_POSTGRES_URL is not set: the PostgreSQL replicas are not tested here"
+        );
+        return;
+    };
+    let db = Database::create(
+        &admin_url,
+        &format!("airlock_replicas_{}", std::process::id()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let label = format!(
+        "airlock.test.run={}",
+        dir.path().file_name().unwrap().to_string_lossy()
+    );
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            docker::remove_labelled(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(label.clone());
+    // One after the other: the first creates the schema and the admin.
+    let (gw1, url1) = replica(dir.path(), 1, &db.url);
+    let (gw2, url2) = replica(dir.path(), 2, &db.url);
+    let lb = Balancer::start([
+        url1.trim_start_matches("http://"),
+        url2.trim_start_matches("http://"),
+    ]);
+    // The agent reports to the balancer, like the users.
+    let mut a = Command::new(bin("airlockd"));
+    a.args(["agent", "--gateway", &lb.url, "--listen", "127.0.0.2:0"])
+        .args(["--id", "replicated", "--data"])
+        .arg(dir.path().join("agent"))
+        .arg("--storage")
+        .arg(dir.path().join("storage"))
+        .args([
+            "--container-label",
+            "airlock.test=1",
+            "--container-label",
+            &label,
+        ])
+        .env("AIRLOCK_AGENT_TOKEN", TOKEN);
+    let agent = Background::spawn(&mut a);
+    agent.wait_for("registered with the gateway", Duration::from_secs(60));
+
+    let cli = Cli::new(&lb.url);
+    cli.run(
+        &["login"],
+        Some("admin@airlock.local\nadmin-password-for-tests\n"),
+    )
+    .expect_code(0);
+    cli.run(&["vfolder", "create", "kept"], None).expect_code(0);
+    cli.run(
+        &[
+            "session", "create", "--name", "replicated", "--cpu", "0.25", "--mem", "128m", "-m", "kept",
+        ],
+        None,
+    )
+    .expect_code(0);
+    // The login is good at each replica directly: the tunnel opens at both.
+    for url in [&url1, &url2] {
+        let (banner, _) = raw_tunnel(url, &cli.cookie(), "replicated").unwrap();
+        assert!(banner.starts_with(b"SSH-2.0-"), "{url}");
+    }
+
+    // A command runs while the replica carrying its tunnel is killed.
+    let mut gws = [Some(gw1), Some(gw2)];
+    let urls = [url1, url2];
+    let opened = |gws: &[Option<Background>; 2], i: usize| {
+        gws[i]
+            .as_ref()
+            .map_or(0, |g| g.output().matches("tunnel opened").count())
+    };
+    let before = [opened(&gws, 0), opened(&gws, 1)];
+    let mut long = Background::spawn(&mut cli.command(&[
+        "ssh",
+        "replicated",
+        "-o",
+        "BatchMode=yes",
+        "for i in $(seq 1 40); do echo line-$i; sleep 0.1; done; echo finished",
+    ]));
+    long.wait_for("line-3", Duration::from_secs(60));
+    let serving = (0..2)
+        .find(|&i| opened(&gws, i) > before[i])
+        .expect("neither replica opened the tunnel");
+    let other = 1 - serving;
+    let mut lost = gws[serving].take().unwrap();
+    lost.signal("KILL", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let code = loop {
+        if let Some(code) = long.try_wait() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command did not finish:\n{}",
+            long.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = long.output();
+    assert_eq!(code, Some(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    for i in 1..=40 {
+        let want = format!("line-{i}");
+        assert!(lines.contains(&want.as_str()), "{want} lost:\n{out}");
+    }
+    assert!(lines.contains(&"finished"), "{out}");
+    assert!(
+        opened(&gws, other) > before[other],
+        "the surviving replica did not carry the resumed tunnel:\n{}",
+        gws[other].as_ref().unwrap().output()
+    );
+    let survivor_url = &urls[other];
+
+    // The survivor keeps serving through the balancer.
+    let out = cli.run(
+        &["ssh", "replicated", "-o", "BatchMode=yes", "echo", "after-the-loss"],
+        None,
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "after-the-loss");
+    let listed = cli.get_json(&format!("{survivor_url}/folders"));
+    assert!(listed.to_string().contains("kept"), "{listed}");
+
+    // The lost replica restarts on the same database: everything is there.
+    let n = u32::try_from(serving).unwrap() + 1;
+    let (_back, back_url) = replica(dir.path(), n, &db.url);
+    let info = cli.get_json(&format!("{back_url}/session/replicated"));
+    assert!(info.to_string().contains("RUNNING"), "{info}");
+    let folders = cli.get_json(&format!("{back_url}/folders"));
+    assert!(folders.to_string().contains("kept"), "{folders}");
+    let (banner, _) = raw_tunnel(&back_url, &cli.cookie(), "replicated").unwrap();
+    assert!(banner.starts_with(b"SSH-2.0-"));
+    drop(agent);
+}
