@@ -78,7 +78,8 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             public_origins: Vec::new(),
             agent_token: String::new(),
-            agent_offline_after: Duration::from_secs(20),
+            // Two missed heartbeats (agents report every 5 s), and slack.
+            agent_offline_after: Duration::from_secs(12),
             default_image: "airlock/base:bookworm".to_owned(),
             default_cpu_milli: 1000,
             default_mem_bytes: 1 << 30,

@@ -413,6 +413,21 @@ pub async fn destroy(state: &AppState, s: &SessionRow, forced: bool) -> Result<S
     Ok(status)
 }
 
+/// For a live session whose node stopped reporting (for longer than
+/// `agent_offline_after`): the node and for how many seconds.
+async fn node_silence(state: &AppState, s: &SessionRow) -> Result<Option<(String, i64)>, ApiError> {
+    if !s.status.is_live() {
+        return Ok(None);
+    }
+    let Some(id) = &s.agent_id else {
+        return Ok(None);
+    };
+    let limit = i64::try_from(state.config().agent_offline_after.as_millis()).unwrap_or(i64::MAX);
+    let last_seen = state.store().agent(id).await?.map_or(0, |a| a.last_seen);
+    let silent = crate::store::now_ms() - last_seen;
+    Ok((silent > limit).then(|| (id.clone(), silent / 1000)))
+}
+
 /// The API view of a session.
 pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiError> {
     let owner = state
@@ -421,13 +436,21 @@ pub async fn info(state: &AppState, s: &SessionRow) -> Result<SessionInfo, ApiEr
         .await?
         .map(|u| u.email)
         .unwrap_or_default();
+    let silent = node_silence(state, s).await?;
+    let status_info = match &silent {
+        Some((node, secs)) => Some(format!(
+            "its node {node} is unreachable: no report for {secs} s"
+        )),
+        None => s.status_info.clone(),
+    };
     Ok(SessionInfo {
         id: s.id.clone(),
         name: s.name.clone(),
         owner,
         image: s.image.clone(),
         status: s.status.as_str().to_owned(),
-        status_info: s.status_info.clone(),
+        status_info,
+        node_unreachable: silent.is_some(),
         created_at: rfc3339(s.created_at),
         terminated_at: s.terminated_at.map(rfc3339),
         cpu: s.cpu_milli as f64 / 1000.0,

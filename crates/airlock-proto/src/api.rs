@@ -221,6 +221,10 @@ pub struct SessionInfo {
     pub host_key_fingerprint: Option<String>,
     /// Node.
     pub agent: Option<String>,
+    /// The node has stopped reporting (for a live session: it cannot be
+    /// reached until the node is back; `status_info` says since when).
+    #[serde(default)]
+    pub node_unreachable: bool,
     /// Services.
     pub service_ports: Vec<ServicePort>,
     /// Fingerprints of the account SSH keys authorised in the session (keys

@@ -425,6 +425,30 @@ fn two_enrolled_nodes() {
     nodes.kill_agent("east");
     let (code, reason) = raw_tunnel(&nodes.url, &cli.cookie(), "on-east").unwrap_err();
     assert_eq!(code, 1013, "{reason}");
+    // Within two heartbeats and a bit (--agent-offline-after 12 s), its
+    // sessions say so, with the reason.
+    wait_for(
+        "on-east to show its node as unreachable",
+        Duration::from_secs(40),
+        || info(&cli, "on-east")["node_unreachable"] == true,
+    );
+    let east = info(&cli, "on-east");
+    assert!(
+        east["status_info"]
+            .as_str()
+            .is_some_and(|i| i.contains("east is unreachable")),
+        "{east}"
+    );
+    assert_eq!(info(&cli, "on-west")["node_unreachable"], false);
+    let ls = cli.run(&["session", "ls"], None);
+    ls.expect_code(0);
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l.starts_with("on-east") && l.contains("UNREACHABLE")),
+        "{}",
+        ls.stdout
+    );
     let out = cli.run(
         &[
             "ssh",
@@ -660,7 +684,16 @@ fn two_gateways_on_postgres_behind_nginx() {
     cli.run(&["vfolder", "create", "kept"], None).expect_code(0);
     cli.run(
         &[
-            "session", "create", "--name", "replicated", "--cpu", "0.25", "--mem", "128m", "-m", "kept",
+            "session",
+            "create",
+            "--name",
+            "replicated",
+            "--cpu",
+            "0.25",
+            "--mem",
+            "128m",
+            "-m",
+            "kept",
         ],
         None,
     )
@@ -723,7 +756,14 @@ fn two_gateways_on_postgres_behind_nginx() {
 
     // The survivor keeps serving through the balancer.
     let out = cli.run(
-        &["ssh", "replicated", "-o", "BatchMode=yes", "echo", "after-the-loss"],
+        &[
+            "ssh",
+            "replicated",
+            "-o",
+            "BatchMode=yes",
+            "echo",
+            "after-the-loss",
+        ],
         None,
     );
     out.expect_code(0);

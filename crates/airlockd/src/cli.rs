@@ -193,6 +193,11 @@ pub struct GatewayOpts {
         value_name = "POLICY"
     )]
     pub placement: airlock_gateway::agents::Placement,
+    /// Seconds without a heartbeat after which a node counts as unreachable
+    /// (agents report every 5 s): its sessions say so, and it gets no new
+    /// ones.
+    #[arg(long, env = "AIRLOCK_AGENT_OFFLINE_AFTER", default_value = "12", value_name = "SECS", value_parser = clap::value_parser!(u64).range(6..=3600))]
+    pub agent_offline_after: u64,
     #[command(flatten)]
     pub limits: LimitOpts,
 }

@@ -128,6 +128,7 @@ pub fn gateway_state(
             folders: opts.limits.max_folders,
         },
         placement: opts.placement,
+        agent_offline_after: std::time::Duration::from_secs(opts.agent_offline_after),
         audit_retention: (opts.audit_retention_days > 0)
             .then(|| std::time::Duration::from_secs(u64::from(opts.audit_retention_days) * 86_400)),
         http_limits: HttpLimits {

@@ -329,7 +329,11 @@ async fn list(client: &ApiClient, all: bool, all_users: bool, json: bool) -> Cli
             "{:<w$}  {}{:<11}  {:>4}  {:<24}  {:>4} {:>6}  {}",
             s.name,
             owner_col(&s.owner),
-            s.status,
+            if s.node_unreachable {
+                "UNREACHABLE"
+            } else {
+                s.status.as_str()
+            },
             output::age(&s.created_at, now),
             s.image,
             s.cpu,
