@@ -23,9 +23,11 @@ pub mod firewall;
 pub mod gpu;
 pub mod image;
 pub mod link;
+pub mod load;
 mod reconcile;
 pub mod runtime;
 mod sessions;
+pub mod tls;
 pub mod tunnels;
 
 use std::sync::Arc;
@@ -48,23 +50,35 @@ pub async fn start(
     ))
 }
 
-/// Serves a started agent: the gateway API on `listener`, reports to the
-/// gateway, until `shutdown` is cancelled. Containers keep running after the
-/// agent stops; the next start re-adopts them.
+/// Serves a started agent: the gateway API on `listener` (over TLS with
+/// `tls`), reports to the gateway, until `shutdown` is cancelled.
+/// Containers keep running after the agent stops; the next start re-adopts
+/// them.
 pub async fn serve(
     agent: Arc<Agent>,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let link = agent.spawn(link::run(agent.clone(), shutdown.clone()));
     let events = agent.spawn(sessions::watch_events(agent.clone(), shutdown.clone()));
     let app = api::router(agent.clone());
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let stop = shutdown.clone();
+    let served = match tls {
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        Some(config) => {
+            axum::serve(tls::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    };
     link.abort();
     events.abort();
     agent.wait_tasks().await;
@@ -78,5 +92,5 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let agent = start(config, shutdown.clone()).await?;
-    serve(agent, listener, shutdown).await
+    serve(agent, listener, None, shutdown).await
 }

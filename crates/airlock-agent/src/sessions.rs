@@ -686,6 +686,7 @@ impl Agent {
             cpu: self.capacity.cpus,
             mem_bytes: self.capacity.mem_bytes,
             gpus: self.gpus.clone(),
+            load: crate::load::read(),
             containers,
             partial: false,
         })

@@ -1,6 +1,7 @@
 //! Talking to agents: the HTTP client for their API, scheduling, and the
 //! heartbeat reconciliation that keeps session states true.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_proto::agent::{
@@ -57,18 +58,51 @@ impl From<AgentCallError> for ApiError {
 pub struct AgentClient {
     http: reqwest::Client,
     token: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Whom the gateway trusts when an agent serves https: the platform's
+/// roots (on Linux the system store, `SSL_CERT_FILE`, `SSL_CERT_DIR`), for
+/// the REST calls and the tunnel upgrades alike.
+fn agent_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl AgentClient {
     /// A client presenting `token` (the shared agent token; empty when
     /// only enrolled agents are accepted) to agents without their own.
     pub fn new(token: String) -> Self {
-        let http = reqwest::Client::builder()
+        let tls = agent_tls()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no certificate verification for agents: https:// agents are refused");
+            })
+            .ok();
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        Self { http, token }
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(config) = &tls {
+            http = http.tls_backend_preconfigured((**config).clone());
+        }
+        Self {
+            http: http.build().unwrap_or_default(),
+            token,
+            tls,
+        }
+    }
+
+    /// The TLS configuration for https:// agents (none when the platform
+    /// gave no certificate verification).
+    pub fn tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     /// The shared token: what agents without their own credential present
@@ -555,6 +589,8 @@ pub async fn apply_heartbeat(state: &AppState, hb: Heartbeat) -> Result<Heartbea
             cpu_milli: (hb.cpu * 1000.0) as i64,
             mem_bytes: i64::try_from(hb.mem_bytes).unwrap_or(i64::MAX),
             gpus: i64::try_from(hb.gpus.len()).unwrap_or(0),
+            load_milli: (hb.load.load1 * 1000.0).round() as i64,
+            mem_available: i64::try_from(hb.load.mem_available).unwrap_or(i64::MAX),
             last_seen: 0,
             draining: false,
             credential: None,
@@ -665,6 +701,8 @@ mod tests {
                 cpu_milli: 8000,
                 mem_bytes: 32 * GIB,
                 gpus: 0,
+                load_milli: 0,
+                mem_available: 0,
                 last_seen: 0,
                 draining,
                 credential: None,

@@ -220,6 +220,11 @@ impl Tunnels {
     }
 }
 
+/// A connection to an agent, plain or TLS.
+trait AgentStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AgentStream for T {}
+
 /// Opens a raw byte stream to a session's SSH server through its agent
 /// (`GET /v1/sessions/{id}/connect`, upgraded to `airlock-tcp`); with
 /// `resumable`, to the agent's end of a resumable tunnel instead
@@ -228,6 +233,7 @@ impl Tunnels {
 pub async fn connect_agent(
     agent_url: &str,
     token: &str,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     session_id: &str,
     resumable: bool,
     origin: Option<&TunnelOrigin>,
@@ -247,7 +253,25 @@ pub async fn connect_agent(
     .map_err(|_| AgentCallError::Unreachable(format!("connecting to {agent_url} timed out")))?
     .map_err(|e| AgentCallError::Unreachable(format!("{agent_url}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    // An https:// agent (`airlockd agent --tls-cert`): verified like every
+    // other agent call (system roots, SSL_CERT_FILE).
+    let io: Box<dyn AgentStream> = if url.scheme() == "https" {
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| AgentCallError::Unreachable(format!("bad agent host {host}: {e}")))?;
+        let config = tls.ok_or_else(|| {
+            AgentCallError::Unreachable(format!(
+                "{agent_url}: no certificate verification on this gateway"
+            ))
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| AgentCallError::Unreachable(format!("{agent_url}: TLS: {e}")))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| AgentCallError::Unreachable(e.to_string()))?;
     tokio::spawn(async move {
@@ -343,6 +367,7 @@ pub async fn open_runner(
     match connect_agent(
         &agent.url,
         state.agents().token_for(&agent),
+        state.agents().tls(),
         &s.id,
         resumable,
         origin,
@@ -353,7 +378,10 @@ pub async fn open_runner(
             stream: Box::new(st),
             runner_peer: None,
         }),
-        Err(AgentCallError::Unreachable(_)) => Err("the session's node is unreachable".to_owned()),
+        Err(AgentCallError::Unreachable(detail)) => {
+            tracing::warn!(agent = %agent.id, %detail, "cannot reach the session's node");
+            Err("the session's node is unreachable".to_owned())
+        }
         Err(AgentCallError::Rejected { problem, .. }) => Err(problem.message().to_owned()),
     }
 }

@@ -105,12 +105,25 @@ pub struct Heartbeat {
     /// The node's NVIDIA GPUs (none without `nvidia-smi`).
     #[serde(default)]
     pub gpus: Vec<Gpu>,
+    /// How busy the node is now (what sessions reserve is the gateway's
+    /// count; this is what the machine says).
+    #[serde(default)]
+    pub load: NodeLoad,
     /// Every session container the agent knows, or a single changed one
     /// when `partial` is set.
     pub containers: Vec<ContainerReport>,
     /// Whether `containers` is only a change (no reconciliation).
     #[serde(default)]
     pub partial: bool,
+}
+
+/// A node's load as its kernel reports it (zero when unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// The 1-minute load average (`/proc/loadavg`).
+    pub load1: f64,
+    /// Memory available to new processes, bytes (`MemAvailable`).
+    pub mem_available: u64,
 }
 
 /// An NVIDIA GPU of a node, as `nvidia-smi` names it.

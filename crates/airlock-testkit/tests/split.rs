@@ -33,6 +33,11 @@ impl Nodes {
 
     /// A gateway with no agent yet.
     fn gateway_only() -> Self {
+        Self::gateway_with_env(&[])
+    }
+
+    /// [`Nodes::gateway_only`], with these environment variables.
+    fn gateway_with_env(env: &[(&str, &std::path::Path)]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let label = format!(
             "airlock.test.run={}",
@@ -43,6 +48,9 @@ impl Nodes {
             .arg(data.path().join("gw"))
             .args(["--agent-token", TOKEN])
             .env("AIRLOCK_ADMIN_PASSWORD", "admin-password-for-tests");
+        for (k, v) in env {
+            g.env(k, v);
+        }
         let gateway = Background::spawn(&mut g);
         let line = gateway.wait_for("airlock gateway is running at ", Duration::from_secs(60));
         let url = line.rsplit(' ').next().unwrap().trim().to_owned();
@@ -68,6 +76,11 @@ impl Nodes {
     /// Starts agent `id` presenting `token`; returns once it is serving
     /// (whether the gateway accepted it is up to the caller to check).
     fn spawn_agent(&mut self, id: &str, token: &str) {
+        self.spawn_agent_with(id, token, &[]);
+    }
+
+    /// [`Nodes::spawn_agent`] with more options.
+    fn spawn_agent_with(&mut self, id: &str, token: &str, extra: &[&str]) {
         let mut a = Command::new(bin("airlockd"));
         a.args(["agent", "--gateway", &self.url, "--listen", "127.0.0.2:0"])
             .args(["--id", id, "--data"])
@@ -78,6 +91,7 @@ impl Nodes {
                 "--container-label",
                 &self.label,
             ])
+            .args(extra)
             // In the environment, as deploy.md says (argv is public).
             .env("AIRLOCK_AGENT_TOKEN", token);
         let agent = Background::spawn(&mut a);
@@ -381,6 +395,13 @@ fn two_enrolled_nodes() {
     let agents = cluster["agents"].as_array().unwrap();
     assert!(
         agents.len() == 2 && agents.iter().all(|a| a["enrolled"] == true),
+        "{cluster}"
+    );
+    // Each heartbeat says how busy the node is.
+    assert!(
+        agents
+            .iter()
+            .all(|a| a["mem_available"].as_u64().is_some_and(|m| m > 0) && a["load1"].is_f64()),
         "{cluster}"
     );
     // GPUs: neither node has one (no nvidia-smi here), so they say so and
@@ -781,4 +802,90 @@ fn two_gateways_on_postgres_behind_nginx() {
     let (banner, _) = raw_tunnel(&back_url, &cli.cookie(), "replicated").unwrap();
     assert!(banner.starts_with(b"SSH-2.0-"));
     drop(agent);
+}
+
+/// An agent serving its API over HTTPS (`--tls-cert`, `--tls-key`): the
+/// gateway, trusting the issuer through `SSL_CERT_FILE`, creates sessions,
+/// opens tunnels and reads logs through it; plain HTTP gets nothing.
+#[test]
+fn agent_api_over_tls() {
+    let pki = airlock_testkit::pki::Pki::new();
+    let ca = pki.ca();
+    let mut nodes = Nodes::gateway_with_env(&[("SSL_CERT_FILE", ca.as_path())]);
+    let (cert, key) = (pki.cert(), pki.key());
+    nodes.spawn_agent_with(
+        "tls-node",
+        TOKEN,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let agent = &nodes.agents[0].1;
+    let line = agent.wait_for("serving at https://", Duration::from_secs(30));
+    let agent_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .trim_end_matches(',')
+        .to_owned();
+    agent.wait_for("registered with the gateway", Duration::from_secs(30));
+
+    let cli = Cli::new(&nodes.url);
+    cli.run(
+        &["login"],
+        Some("admin@airlock.local\nadmin-password-for-tests\n"),
+    )
+    .expect_code(0);
+    cli.run(
+        &[
+            "session", "create", "--name", "over-tls", "--cpu", "0.25", "--mem", "128m",
+        ],
+        None,
+    )
+    .expect_code(0);
+    let out = cli.run(
+        &[
+            "ssh",
+            "over-tls",
+            "-o",
+            "BatchMode=yes",
+            "echo",
+            "through-tls",
+        ],
+        None,
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "through-tls");
+    cli.run(&["session", "logs", "over-tls"], None)
+        .expect_code(0);
+
+    // The API is TLS only, and still wants the token.
+    let curl = |args: &[&str]| {
+        airlock_testkit::run(
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .args(args),
+            None,
+            Duration::from_secs(20),
+        )
+    };
+    let plain = curl(&[&agent_url.replacen("https://", "http://", 1)]);
+    assert_ne!(plain.stdout, "401", "plain HTTP was answered: {plain:?}");
+    let tls = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        &format!("{agent_url}/v1/images"),
+    ]);
+    assert_eq!(tls.stdout, "401", "{tls:?}");
 }

@@ -12,92 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use airlock_testkit::pki::Pki;
 use airlock_testkit::{Airlockd, Background, Cli, Output, bin, free_port, run};
 
 const LONG: Duration = Duration::from_secs(300);
-
-/// A test CA and a server certificate it issued for 127.0.0.1 and
-/// localhost (strict enough for Python 3.13's X509_STRICT checks).
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |name: &str| dir.path().join(name);
-        std::fs::write(
-            p("ca.cnf"),
-            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = airlock test CA\n\
-             [v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
-             subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p("server.ext"),
-            "subjectAltName = IP:127.0.0.1,DNS:localhost\nbasicConstraints = critical,CA:FALSE\n\
-             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n\
-             subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid,issuer\n",
-        )
-        .unwrap();
-        let openssl = |args: &[&str]| {
-            let out = run(
-                Command::new("openssl").args(args).current_dir(dir.path()),
-                None,
-                Duration::from_secs(30),
-            );
-            assert!(out.success(), "openssl {args:?}: {out:?}");
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        let mut a = vec!["req", "-x509", "-new", "-nodes", "-days", "2"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-config",
-            "ca.cnf",
-            "-extensions",
-            "v3_ca",
-        ]);
-        openssl(&a);
-        let mut a = vec!["req", "-new", "-nodes", "-subj", "/CN=localhost"];
-        a.extend(ec);
-        a.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(&a);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ]);
-        Pki { dir }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("server.pem")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("server.key")
-    }
-}
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -163,7 +81,7 @@ fn tls_flags_come_in_pairs_and_bad_pem_is_explained() {
         out.stderr.contains("holds no valid PEM certificate") && out.stderr.contains("hint:"),
         "{out:?}"
     );
-    let missing = pki.dir.path().join("missing.key");
+    let missing = pki.dir().join("missing.key");
     let out = up(&["--tls-cert", &s(&pki.cert()), "--tls-key", &s(&missing)]);
     assert!(
         out.stderr.contains("cannot read the TLS key") && out.stderr.contains("missing.key"),

@@ -2,7 +2,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::AgentArgs;
+use crate::cli::{AgentArgs, hinted};
 use crate::serve;
 use crate::shutdown::cancel_on_signals;
 
@@ -18,12 +18,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
     std::fs::create_dir_all(&args.data)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(
+            airlock_gateway::tls::server_config(cert, key)
+                .map_err(|e| hinted(e.to_string(), e.hint()))?,
+        ),
+        _ => {
+            return Err(hinted(
+                "--tls-cert and --tls-key go together",
+                "give both (the certificate chain and its key), or neither for plain HTTP",
+            ));
+        }
+    };
     let listener = serve::bind(args.listen, "agent API").await?;
     let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let advertise = args
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let id = args.id.clone().unwrap_or_else(hostname);
     let mut config = serve::agent_config(
         &args.agent,
@@ -42,6 +56,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "airlock agent {id} serving at {advertise}, reporting to {}",
         args.gateway
     );
-    airlock_agent::serve(agent, listener, shutdown).await?;
+    airlock_agent::serve(agent, listener, tls, shutdown).await?;
     Ok(())
 }

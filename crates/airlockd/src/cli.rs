@@ -362,6 +362,14 @@ pub struct AgentArgs {
     /// sessions; without it, sessions get no folders.
     #[arg(long, env = "AIRLOCK_STORAGE", value_parser = absolute_path)]
     pub storage: Option<PathBuf>,
+    /// Serve the agent API over HTTPS with this certificate chain (PEM,
+    /// server certificate first; with --tls-key). The gateway must trust
+    /// its issuer (system roots, or SSL_CERT_FILE in its environment).
+    #[arg(long, env = "AIRLOCK_AGENT_TLS_CERT", value_name = "FILE", value_parser = absolute_path)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "AIRLOCK_AGENT_TLS_KEY", value_name = "FILE", value_parser = absolute_path)]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub agent: AgentOpts,
 }

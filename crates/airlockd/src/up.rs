@@ -249,7 +249,7 @@ async fn start_agent(
     state.register_local_agent(&agent_id, std::sync::Arc::new(LocalAgent(agent.clone())));
     let shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = airlock_agent::serve(agent, listener, shutdown).await {
+        if let Err(e) = airlock_agent::serve(agent, listener, None, shutdown).await {
             tracing::error!("the local agent stopped: {e}");
         }
     });

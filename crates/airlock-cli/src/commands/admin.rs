@@ -97,6 +97,7 @@ struct Agent {
     gpus: u64,
     gpus_used: u64,
     draining: bool,
+    load1: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +157,7 @@ async fn cluster(client: &ApiClient, json: bool) -> CliResult<()> {
             "CPU USED/TOTAL",
             "MEM USED/TOTAL",
             "GPU USED/TOTAL",
+            "LOAD",
             "VERSION",
             "SEEN",
         ],
@@ -177,6 +179,7 @@ async fn cluster(client: &ApiClient, json: bool) -> CliResult<()> {
                         output::human_size(a.mem_bytes)
                     ),
                     format!("{}/{}", a.gpus_used, a.gpus),
+                    format!("{:.2}", a.load1),
                     a.version.clone(),
                     output::age(&a.last_seen, now),
                 ]

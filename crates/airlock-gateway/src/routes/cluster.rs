@@ -34,6 +34,9 @@ pub(crate) async fn snapshot(state: &AppState) -> ApiResult<Value> {
             "mem_bytes_used": used.mem_bytes,
             "gpus": a.gpus,
             "gpus_used": used.gpus,
+            // What the node's kernel says (reservations are the *_used).
+            "load1": a.load_milli as f64 / 1000.0,
+            "mem_available": a.mem_available,
             "draining": a.draining,
             // Its own credential (`airlockd node enroll`), not the shared token.
             "enrolled": a.credential.is_some(),

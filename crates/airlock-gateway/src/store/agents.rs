@@ -59,6 +59,10 @@ pub struct AgentRow {
     pub mem_bytes: i64,
     /// Whole NVIDIA GPUs it has.
     pub gpus: i64,
+    /// Its 1-minute load average, in thousandths, as last reported.
+    pub load_milli: i64,
+    /// Its available memory, as last reported.
+    pub mem_available: i64,
     /// Last heartbeat (epoch ms).
     pub last_seen: i64,
     /// An administrator drained it: no new sessions (kept across
@@ -79,6 +83,8 @@ struct StoredAgent {
     cpu_milli: i64,
     mem_bytes: i64,
     gpus: i64,
+    load_milli: i64,
+    mem_available: i64,
     last_seen: i64,
     draining: i32,
     credential: Option<String>,
@@ -93,6 +99,8 @@ impl From<StoredAgent> for AgentRow {
             cpu_milli: a.cpu_milli,
             mem_bytes: a.mem_bytes,
             gpus: a.gpus,
+            load_milli: a.load_milli,
+            mem_available: a.mem_available,
             last_seen: a.last_seen,
             draining: a.draining != 0,
             credential: a.credential.map(AgentCredential),
@@ -104,7 +112,8 @@ impl From<StoredAgent> for AgentRow {
 macro_rules! select_agents {
     ($tail:literal) => {
         concat!(
-            "SELECT id, url, version, cpu_milli, mem_bytes, CAST(gpus AS BIGINT) AS gpus, last_seen, draining, \
+            "SELECT id, url, version, cpu_milli, mem_bytes, CAST(gpus AS BIGINT) AS gpus, load_milli, \
+             mem_available, last_seen, draining, \
              c.token AS credential FROM agents LEFT JOIN agent_credentials c \
              ON c.agent_id = agents.id ",
             $tail
@@ -118,11 +127,12 @@ impl Store {
         // One atomic statement; `ON CONFLICT … DO UPDATE` is the same in
         // SQLite and PostgreSQL.
         sqlx::query(
-            "INSERT INTO agents (id, url, version, cpu_milli, mem_bytes, last_seen, gpus) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO agents (id, url, version, cpu_milli, mem_bytes, last_seen, gpus, \
+             load_milli, mem_available) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, version = excluded.version, \
              cpu_milli = excluded.cpu_milli, mem_bytes = excluded.mem_bytes, \
-             last_seen = excluded.last_seen, gpus = excluded.gpus",
+             last_seen = excluded.last_seen, gpus = excluded.gpus, \
+             load_milli = excluded.load_milli, mem_available = excluded.mem_available",
         )
         .bind(&a.id)
         .bind(&a.url)
@@ -131,6 +141,8 @@ impl Store {
         .bind(a.mem_bytes)
         .bind(now_ms())
         .bind(i32::try_from(a.gpus).unwrap_or(i32::MAX))
+        .bind(a.load_milli)
+        .bind(a.mem_available)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -90,7 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "agent credentials",
         include_str!("../../migrations/0008_agent_credentials.sql"),
     ),
-    (9, "gpus", include_str!("../../migrations/0009_gpus.sql")),
+    (
+        9,
+        "gpus and node load",
+        include_str!("../../migrations/0009_gpus.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

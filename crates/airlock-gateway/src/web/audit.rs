@@ -182,12 +182,13 @@ pub(crate) async fn cluster(State(state): State<AppState>, user: WebUser) -> Pag
         })))
         section.card #agents {
             h2 { "Agents" }
-            table.cluster { thead { tr { th { "Agent" } th { "Online" } th { "CPU used / cores" } th { "Memory used / GiB" } th { "GPUs used / total" } th { "Version" } th { "Last seen" } th { "New sessions" } } }
+            table.cluster { thead { tr { th { "Agent" } th { "Online" } th { "CPU used / cores" } th { "Memory used / GiB" } th { "GPUs used / total" } th { "Load (1 min)" } th { "Version" } th { "Last seen" } th { "New sessions" } } }
                 tbody { @for a in list("agents") { tr {
                     td { (text(&a["id"])) } td { (text(&a["online"])) }
                     td { (cores(&a["cpu_milli_used"])) " / " (cores(&a["cpu_milli"])) }
                     td { (gib(&a["mem_bytes_used"])) " / " (gib(&a["mem_bytes"])) }
                     td { (text(&a["gpus_used"])) " / " (text(&a["gpus"])) }
+                    td { (format!("{:.2}", a["load1"].as_f64().unwrap_or(0.0))) }
                     td { (text(&a["version"])) } td { (text(&a["last_seen"])) }
                     td {
                         @let id = text(&a["id"]);

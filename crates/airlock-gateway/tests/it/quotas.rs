@@ -401,6 +401,7 @@ async fn heartbeat(gw: &Gateway, agent_url: &str, running: &[String]) {
         cpu: 64.0,
         mem_bytes: 1 << 40,
         gpus: Vec::new(),
+        load: Default::default(),
         containers: running
             .iter()
             .map(|id| ContainerReport {

@@ -99,6 +99,8 @@ async fn exercise(store: &Store) {
             cpu_milli: 4000,
             mem_bytes: 8 << 30,
             gpus: 2,
+            load_milli: 1500,
+            mem_available: 4 << 30,
             last_seen: 0,
             draining: false,
             credential: None,
@@ -115,6 +117,8 @@ async fn exercise(store: &Store) {
             cpu_milli: 4000,
             mem_bytes: 8 << 30,
             gpus: 2,
+            load_milli: 1500,
+            mem_available: 4 << 30,
             last_seen: 0,
             draining: false,
             credential: None,
@@ -200,7 +204,11 @@ async fn exercise(store: &Store) {
             .is_err()
     );
     assert_eq!(s.gpus, 1);
-    assert_eq!(store.agent("n1").await.unwrap().unwrap().gpus, 2);
+    let n1 = store.agent("n1").await.unwrap().unwrap();
+    assert_eq!(
+        (n1.gpus, n1.load_milli, n1.mem_available),
+        (2, 1500, 4 << 30)
+    );
     assert_eq!(
         store.agent_usage("n1").await.unwrap(),
         Usage {
