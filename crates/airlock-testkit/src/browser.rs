@@ -436,6 +436,8 @@ impl Browser {
                fetch(url, init).then(async r => {
                  const buf = new Uint8Array(await r.arrayBuffer());
                  let s = ''; for (const b of buf) s += String.fromCharCode(b);
+                 // A redirect (redirect: 'manual') has status 0: say so.
+                 if (r.type === 'opaqueredirect') s = 'a redirect (opaqueredirect)';
                  done({status: r.status, body: btoa(s)});
                }).catch(e => done({status: 0, body: btoa(String(e))}));"#,
             vec![json!(method), json!(path), json!(body)],

@@ -85,7 +85,8 @@ fn a_cluster_on_one_machine() {
         "ok: rsync to",
         "sshd -b 9922, then ssh -p 9922",
         "ok: session upload and download",
-        "ok: the web UI's login page in Chromium",
+        "ok: Chromium logs in to the web UI and lists the sessions on both nodes",
+        "ok: the web UI's SSH/SFTP page",
         "ok: backend.ai app",
         "checks passed",
     ] {

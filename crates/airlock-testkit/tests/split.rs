@@ -347,23 +347,18 @@ fn two_enrolled_nodes() {
 
     // The shared token no longer works for an enrolled id...
     nodes.spawn_agent("west", TOKEN);
-    wait_for(
-        "the gateway to refuse west's shared token",
+    // The agent says why, once the gateway's refusal reached it.
+    nodes.agents[0].1.wait_for(
+        "the gateway refused this agent's token",
         Duration::from_secs(30),
-        || {
-            nodes
-                .gateway
-                .output()
-                .contains("refused a heartbeat with a wrong agent token")
-        },
     );
     assert!(
-        nodes.agents[0]
-            .1
+        nodes
+            .gateway
             .output()
-            .contains("the gateway refused this agent's token"),
+            .contains("refused a heartbeat with a wrong agent token"),
         "{}",
-        nodes.agents[0].1.output()
+        nodes.gateway.output()
     );
     nodes.kill_agent("west");
     // ...nor does one node's token for the other.
