@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod docker;
+pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod ssh;

@@ -541,79 +541,23 @@ impl Drop for Database {
 }
 
 /// Debian's nginx with `deploy/nginx/airlock-replicas.conf`, rendered for
-/// these replicas (each substitution must apply: the shipped file is what
-/// is tested).
-struct Balancer {
-    _dir: tempfile::TempDir,
-    proc: Background,
-    url: String,
-}
-
-impl Balancer {
-    fn start(replicas: [&str; 2]) -> Self {
-        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../deploy/nginx/airlock-replicas.conf");
-        let mut conf = std::fs::read_to_string(&example).unwrap();
-        let port = airlock_testkit::free_port();
-        for (from, to) in [
+/// these replicas; its URL.
+fn balancer(replicas: [&str; 2]) -> (airlock_testkit::nginx::Nginx, String) {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/nginx/airlock-replicas.conf");
+    let port = airlock_testkit::free_port();
+    let conf = airlock_testkit::nginx::render(
+        &example,
+        &[
             ("listen 80;", format!("listen 127.0.0.1:{port};")),
             ("server 10.0.0.11:8090", format!("server {}", replicas[0])),
             ("server 10.0.0.12:8090", format!("server {}", replicas[1])),
-        ] {
-            assert!(
-                conf.contains(from),
-                "{from:?} is not in {}",
-                example.display()
-            );
-            conf = conf.replace(from, &to);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::write(p.join("airlock.conf"), conf).unwrap();
-        std::fs::write(
-            p.join("nginx.conf"),
-            format!(
-                "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-                 events {{ worker_connections 256; }}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
-                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
-                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-                 include {d}/airlock.conf;\n}}\n",
-                d = p.display()
-            ),
-        )
-        .unwrap();
-        let proc = Background::spawn(
-            Command::new("setsid")
-                .arg("nginx")
-                .arg("-p")
-                .arg(p)
-                .arg("-c")
-                .arg(p.join("nginx.conf"))
-                .args(["-g", "daemon off;"]),
-        );
-        wait_for("nginx to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Balancer {
-            _dir: dir,
-            proc,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.proc.pid().to_string()])
-            .status();
-        let start = Instant::now();
-        while self.proc.try_wait().is_none() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+        ],
+    );
+    (
+        airlock_testkit::nginx::Nginx::start(&conf, port),
+        format!("http://127.0.0.1:{port}"),
+    )
 }
 
 /// `airlockd gateway` replica `n` on the shared database and storage.
@@ -670,13 +614,13 @@ fn two_gateways_on_postgres_behind_nginx() {
     // One after the other: the first creates the schema and the admin.
     let (gw1, url1) = replica(dir.path(), 1, &db.url);
     let (gw2, url2) = replica(dir.path(), 2, &db.url);
-    let lb = Balancer::start([
+    let (_nginx, lb_url) = balancer([
         url1.trim_start_matches("http://"),
         url2.trim_start_matches("http://"),
     ]);
     // The agent reports to the balancer, like the users.
     let mut a = Command::new(bin("airlockd"));
-    a.args(["agent", "--gateway", &lb.url, "--listen", "127.0.0.2:0"])
+    a.args(["agent", "--gateway", &lb_url, "--listen", "127.0.0.2:0"])
         .args(["--id", "replicated", "--data"])
         .arg(dir.path().join("agent"))
         .arg("--storage")
@@ -691,7 +635,7 @@ fn two_gateways_on_postgres_behind_nginx() {
     let agent = Background::spawn(&mut a);
     agent.wait_for("registered with the gateway", Duration::from_secs(60));
 
-    let cli = Cli::new(&lb.url);
+    let cli = Cli::new(&lb_url);
     cli.run(
         &["login"],
         Some("admin@airlock.local\nadmin-password-for-tests\n"),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use airlock_testkit::nginx::Nginx;
 use airlock_testkit::pki::Pki;
 use airlock_testkit::{Airlockd, Background, Cli, Output, bin, free_port, run};
 
@@ -279,21 +280,14 @@ fn official_client(d: &Airlockd, pki: &Pki, venv_name: &str, session: &str) {
     app.signal("INT", Duration::from_secs(20));
 }
 
-/// A real nginx, run as a child with its own prefix and pid file.
-struct Nginx {
-    _dir: tempfile::TempDir,
-    proc: Background,
-}
-
-impl Nginx {
-    /// `deploy/nginx/airlock.conf`, rendered with these ports, certificate
-    /// and upstream (each substitution must apply: the shipped example is
-    /// what is tested).
-    fn start(pki: &Pki, https_port: u16, upstream: &str) -> Self {
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx/airlock.conf");
-        let mut conf = std::fs::read_to_string(&example).unwrap();
-        let http_port = free_port();
-        for (from, to) in [
+/// `deploy/nginx/airlock.conf`, rendered with these ports, certificate and
+/// upstream, in a real nginx.
+fn nginx(pki: &Pki, https_port: u16, upstream: &str) -> Nginx {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx/airlock.conf");
+    let http_port = free_port();
+    let conf = airlock_testkit::nginx::render(
+        &example,
+        &[
             (
                 "listen 443 ssl;",
                 format!("listen 127.0.0.1:{https_port} ssl;"),
@@ -304,79 +298,9 @@ impl Nginx {
             ("/etc/ssl/airlock/fullchain.pem", s(&pki.cert())),
             ("/etc/ssl/airlock/privkey.pem", s(&pki.key())),
             ("http://127.0.0.1:8090", format!("http://{upstream}")),
-        ] {
-            assert!(
-                conf.contains(from),
-                "{from:?} is not in {}",
-                example.display()
-            );
-            conf = conf.replace(from, &to);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        // nginx's workers run as nobody and need the temporary paths.
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::write(p.join("airlock.conf"), conf).unwrap();
-        std::fs::write(
-            p.join("nginx.conf"),
-            format!(
-                "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-                 events {{ worker_connections 256; }}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
-                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
-                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-                 include {d}/airlock.conf;\n}}\n",
-                d = p.display()
-            ),
-        )
-        .unwrap();
-        let t = run(
-            Command::new("nginx")
-                .args(["-t", "-p"])
-                .arg(p)
-                .arg("-c")
-                .arg(p.join("nginx.conf")),
-            None,
-            Duration::from_secs(20),
-        );
-        assert!(t.success(), "nginx -t: {t:?}");
-        // Its own process group (setsid execs nginx: the master's pid is
-        // the group's), so that the workers go with it whatever happens.
-        let proc = Background::spawn(
-            Command::new("setsid")
-                .arg("nginx")
-                .arg("-p")
-                .arg(p)
-                .arg("-c")
-                .arg(p.join("nginx.conf"))
-                .args(["-g", "daemon off;"]),
-        );
-        // Ready when the TLS port accepts connections.
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nginx did not start: {}",
-                proc.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { _dir: dir, proc }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // The master stops its workers on SIGTERM; whatever is left, the
-        // Background handle kills with the whole group.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.proc.pid().to_string()])
-            .status();
-        let start = std::time::Instant::now();
-        while self.proc.try_wait().is_none() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+        ],
+    );
+    Nginx::start(&conf, https_port)
 }
 
 #[test]
@@ -391,7 +315,7 @@ fn tunnel_through_nginx_terminating_tls() {
     assert!(d.url.starts_with("http://127.0.0.1:"), "{}", d.url);
     let upstream = d.url.trim_start_matches("http://").to_owned();
     let port = free_port();
-    let _nginx = Nginx::start(&pki, port, &upstream);
+    let _nginx = nginx(&pki, port, &upstream);
     let url = format!("https://127.0.0.1:{port}");
     let cli = Cli::empty();
     cli.write_env(&format!(
