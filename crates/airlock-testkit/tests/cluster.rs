@@ -88,6 +88,7 @@ fn a_cluster_on_one_machine() {
         "ok: Chromium logs in to the web UI and lists the sessions on both nodes",
         "ok: the web UI's SSH/SFTP page",
         "ok: backend.ai app",
+        "ok: backend.ai login in session mode",
         "checks passed",
     ] {
         assert!(
