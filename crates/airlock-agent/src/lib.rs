@@ -10,7 +10,8 @@
 //! SSH port for tunnels.
 //!
 //! Invariants: the agent makes no authorization decisions about users; it
-//! trusts the gateway, which proves itself with the shared token. Every
+//! trusts the gateway, which proves itself with this agent's token (its
+//! own when enrolled, else the shared one). Every
 //! task it spawns is tracked (`Agent::spawn`) and ends at shutdown, which
 //! waits for them (at most 10 s).
 

@@ -37,8 +37,8 @@ pub struct GatewayConfig {
     /// Origins (`https://airlock.example.com`) browsers may send
     /// state-changing requests from, besides the request's own `Host`.
     pub public_origins: Vec<String>,
-    /// Shared secret agents and the gateway prove themselves with (empty:
-    /// no agent may register).
+    /// Shared secret agents without their own credential and the gateway
+    /// prove themselves with (empty: only enrolled agents may register).
     pub agent_token: String,
     /// An agent silent for this long is offline.
     pub agent_offline_after: Duration,
