@@ -2,7 +2,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentArgs, hinted};
+use crate::cli::AgentArgs;
 use crate::serve;
 use crate::shutdown::cancel_on_signals;
 
@@ -18,19 +18,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
     std::fs::create_dir_all(&args.data)?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => Some(
-            airlock_gateway::tls::server_config(cert, key)
-                .map_err(|e| hinted(e.to_string(), e.hint()))?,
-        ),
-        _ => {
-            return Err(hinted(
-                "--tls-cert and --tls-key go together",
-                "give both (the certificate chain and its key), or neither for plain HTTP",
-            ));
-        }
-    };
+    let tls = serve::tls_pair(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        "AIRLOCK_AGENT_TLS_CERT and AIRLOCK_AGENT_TLS_KEY",
+    )?;
     let listener = serve::bind(args.listen, "agent API").await?;
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

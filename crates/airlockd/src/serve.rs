@@ -143,19 +143,30 @@ pub fn gateway_state(
 
 /// The HTTPS configuration from `--tls-cert`/`--tls-key` (both or neither).
 pub fn tls_config(opts: &GatewayOpts) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-    match (&opts.tls_cert, &opts.tls_key) {
+    tls_pair(
+        opts.tls_cert.as_deref(),
+        opts.tls_key.as_deref(),
+        "AIRLOCK_TLS_CERT and AIRLOCK_TLS_KEY",
+    )
+}
+
+/// A server TLS configuration from `--tls-cert`/`--tls-key` (both or
+/// neither; `env` names their environment variables for the hint).
+pub fn tls_pair(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    env: &str,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let hint = format!(
+        "give both --tls-cert FILE and --tls-key FILE (or {env}) to serve HTTPS, or neither for plain HTTP"
+    );
+    match (cert, key) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => airlock_gateway::tls::server_config(cert, key)
             .map(Some)
             .map_err(|e| hinted(e.to_string(), e.hint())),
-        (Some(_), None) => Err(hinted(
-            "--tls-cert needs --tls-key",
-            "give both --tls-cert FILE and --tls-key FILE (or AIRLOCK_TLS_CERT and AIRLOCK_TLS_KEY) to serve HTTPS, or neither for plain HTTP",
-        )),
-        (None, Some(_)) => Err(hinted(
-            "--tls-key needs --tls-cert",
-            "give both --tls-cert FILE and --tls-key FILE (or AIRLOCK_TLS_CERT and AIRLOCK_TLS_KEY) to serve HTTPS, or neither for plain HTTP",
-        )),
+        (Some(_), None) => Err(hinted("--tls-cert needs --tls-key", hint)),
+        (None, Some(_)) => Err(hinted("--tls-key needs --tls-cert", hint)),
     }
 }
 
