@@ -64,13 +64,18 @@ pub struct NetworkPolicy {
     /// Docker network for new session containers (created if missing,
     /// inter-container traffic off).
     pub network: String,
-    /// Linux bridge interface name used when the network is created.
+    /// Linux bridge interface name used when the network is created (empty:
+    /// Docker's choice, `br-<id>`).
     pub bridge: String,
     /// Outbound policy.
     pub egress: Egress,
     /// Install the host firewall rules (iptables). `false` only when the
     /// operator accepts that sessions can reach the node's services.
     pub firewall: bool,
+    /// The network namespace holding Docker's bridges (e.g.
+    /// `/proc/1/ns/net`) when the agent runs in another one; `None`: the
+    /// agent's own.
+    pub firewall_netns: Option<std::path::PathBuf>,
 }
 
 impl Default for NetworkPolicy {
@@ -80,6 +85,7 @@ impl Default for NetworkPolicy {
             bridge: crate::firewall::BRIDGE.to_owned(),
             egress: Egress::Open,
             firewall: true,
+            firewall_netns: None,
         }
     }
 }

@@ -295,6 +295,8 @@ impl Engine {
                     (OPT_MASQUERADE, "true"),
                 ]
                 .into_iter()
+                // No bridge name: Docker picks br-<id>.
+                .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
                 let req = NetworkCreateRequest {

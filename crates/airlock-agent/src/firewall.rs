@@ -10,17 +10,25 @@
 //!   to from `INPUT` for packets arriving on the bridge, accepts only
 //!   replies (`ESTABLISHED,RELATED`), so the agent still reaches the runner
 //!   at `container-IP:2200` while the container cannot call back;
-//! - cannot reach another session (`-o BRIDGE -j DROP`, in addition to
-//!   Docker's own `enable_icc=false`), nor link-local addresses such as
-//!   cloud metadata at 169.254.169.254 — `AIRLOCK-FORWARD`, jumped to from
-//!   `DOCKER-USER` for packets from the bridge;
+//! - cannot reach another session (`-i BRIDGE -o BRIDGE -j DROP` in
+//!   `DOCKER-USER`, in addition to Docker's own `enable_icc=false`; other
+//!   bridges are kept apart by Docker's isolation chains), nor link-local
+//!   addresses such as cloud metadata at 169.254.169.254 —
+//!   `AIRLOCK-FORWARD`, jumped to from `DOCKER-USER` for packets from the
+//!   bridge;
 //! - with [`Egress::None`], cannot open any connection out at all.
 //!
 //! Everything is idempotent and persists across agent restarts: the
 //! network and chains are checked and (re)filled at every start, never
-//! removed. Several agents on one host share them; the last to start sets
-//! the egress policy.
+//! removed. Several agents on one host share the two chains (their rules
+//! name no bridge) and each adds its own bridge's rules; the last to start
+//! sets the egress policy.
+//!
+//! The rules go where Docker's bridges are: the agent's own network
+//! namespace, or the one named by `--firewall-netns` when the agent runs in
+//! a namespace of its own (as `scripts/cluster` runs each node's agent).
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::config::{Egress, NetworkPolicy};
@@ -55,17 +63,15 @@ pub async fn ensure_network(
     Ok(network.bridge)
 }
 
-/// The rules of our two chains for a bridge and an egress policy, in
-/// `iptables -S` form.
-pub fn chain_rules(bridge: &str, egress: Egress) -> (Vec<String>, Vec<String>) {
+/// The rules of our two chains for an egress policy, in `iptables -S` form.
+/// They name no bridge, so agents on different bridges of one host share
+/// them.
+pub fn chain_rules(egress: Egress) -> (Vec<String>, Vec<String>) {
     let input = vec![
         format!("-A {INPUT_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
         format!("-A {INPUT_CHAIN} -j DROP"),
     ];
-    let mut forward = vec![
-        format!("-A {FORWARD_CHAIN} -d {LINK_LOCAL} -j DROP"),
-        format!("-A {FORWARD_CHAIN} -o {bridge} -j DROP"),
-    ];
+    let mut forward = vec![format!("-A {FORWARD_CHAIN} -d {LINK_LOCAL} -j DROP")];
     if egress == Egress::None {
         forward.push(format!(
             "-A {FORWARD_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
@@ -75,8 +81,20 @@ pub fn chain_rules(bridge: &str, egress: Egress) -> (Vec<String>, Vec<String>) {
     (input, forward)
 }
 
-fn iptables(args: &[&str]) -> Result<(bool, String), String> {
-    let out = Command::new("iptables")
+/// Runs `iptables -w ARGS` in the network namespace at `netns` (through
+/// util-linux's `nsenter`), or in our own when `None`.
+fn iptables(netns: Option<&Path>, args: &[&str]) -> Result<(bool, String), String> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display()))
+                .arg("--")
+                .arg("iptables");
+            c
+        }
+        None => Command::new("iptables"),
+    };
+    let out = cmd
         .arg("-w")
         .args(args)
         .output()
@@ -89,8 +107,8 @@ fn iptables(args: &[&str]) -> Result<(bool, String), String> {
     ))
 }
 
-fn must(args: &[&str]) -> Result<String, String> {
-    match iptables(args)? {
+fn must(netns: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    match iptables(netns, args)? {
         (true, out) => Ok(out),
         (false, err) => Err(format!("`iptables {}` failed: {err}", args.join(" "))),
     }
@@ -98,12 +116,12 @@ fn must(args: &[&str]) -> Result<String, String> {
 
 /// Makes `chain` hold exactly `rules` (rewritten only when different, so a
 /// restart does not open a window with an empty chain).
-fn fill_chain(chain: &str, rules: &[String]) -> Result<(), String> {
-    let (exists, _) = iptables(&["-S", chain])?;
+fn fill_chain(netns: Option<&Path>, chain: &str, rules: &[String]) -> Result<(), String> {
+    let (exists, _) = iptables(netns, &["-S", chain])?;
     if !exists {
-        must(&["-N", chain])?;
+        must(netns, &["-N", chain])?;
     }
-    let current = must(&["-S", chain])?;
+    let current = must(netns, &["-S", chain])?;
     let current: Vec<&str> = current
         .lines()
         .map(str::trim)
@@ -114,37 +132,37 @@ fn fill_chain(chain: &str, rules: &[String]) -> Result<(), String> {
     }
     // Refill under a leading DROP, so the chain never lets anything
     // through while it changes.
-    must(&["-I", chain, "1", "-j", "DROP"])?;
+    must(netns, &["-I", chain, "1", "-j", "DROP"])?;
     let n = current.len();
     for _ in 0..n {
-        must(&["-D", chain, "2"])?;
+        must(netns, &["-D", chain, "2"])?;
     }
     for rule in rules {
         let args: Vec<&str> = rule.split_whitespace().collect();
-        must(&args)?;
+        must(netns, &args)?;
     }
-    must(&["-D", chain, "1"])?;
+    must(netns, &["-D", chain, "1"])?;
     Ok(())
 }
 
-/// Makes sure `from` jumps to `chain` for packets matching `iface_flag
-/// bridge` (as its first rule).
-fn ensure_jump(from: &str, iface_flag: &str, bridge: &str, chain: &str) -> Result<(), String> {
-    let rule = [iface_flag, bridge, "-j", chain];
+/// Makes sure `rule` is in chain `from` (inserted as its first rule when
+/// missing).
+fn ensure_first(netns: Option<&Path>, from: &str, rule: &[&str]) -> Result<(), String> {
     let mut check = vec!["-C", from];
     check.extend(rule);
-    if iptables(&check)?.0 {
+    if iptables(netns, &check)?.0 {
         return Ok(());
     }
     let mut insert = vec!["-I", from, "1"];
     insert.extend(rule);
-    must(&insert).map(drop)
+    must(netns, &insert).map(drop)
 }
 
-/// Installs (idempotently) the host rules for the session bridge. Blocking:
-/// call it from a blocking thread.
-pub fn install_rules(bridge: &str, egress: Egress) -> Result<(), String> {
-    let lock_path = if std::path::Path::new("/run").is_dir() {
+/// Installs (idempotently) the host rules for the session bridge, in the
+/// network namespace at `netns` (default: ours). Blocking: call it from a
+/// blocking thread.
+pub fn install_rules(bridge: &str, egress: Egress, netns: Option<&Path>) -> Result<(), String> {
+    let lock_path = if Path::new("/run").is_dir() {
         LOCK_FILE.to_owned()
     } else {
         std::env::temp_dir()
@@ -161,17 +179,26 @@ pub fn install_rules(bridge: &str, egress: Egress) -> Result<(), String> {
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock {lock_path}: {e}"))?;
     // Docker creates DOCKER-USER when it manages iptables itself.
-    if !iptables(&["-S", "DOCKER-USER"])?.0 {
-        return Err(
-            "the DOCKER-USER chain is missing (is Docker running with its iptables integration on?)"
-                .to_owned(),
-        );
+    if !iptables(netns, &["-S", "DOCKER-USER"])?.0 {
+        let place = match netns {
+            Some(ns) => format!(" in the network namespace {}", ns.display()),
+            None => String::new(),
+        };
+        return Err(format!(
+            "the DOCKER-USER chain is missing{place} (is Docker running with its iptables integration on?)"
+        ));
     }
-    let (input, forward) = chain_rules(bridge, egress);
-    fill_chain(INPUT_CHAIN, &input)?;
-    fill_chain(FORWARD_CHAIN, &forward)?;
-    ensure_jump("INPUT", "-i", bridge, INPUT_CHAIN)?;
-    ensure_jump("DOCKER-USER", "-i", bridge, FORWARD_CHAIN)?;
+    let (input, forward) = chain_rules(egress);
+    fill_chain(netns, INPUT_CHAIN, &input)?;
+    fill_chain(netns, FORWARD_CHAIN, &forward)?;
+    ensure_first(netns, "INPUT", &["-i", bridge, "-j", INPUT_CHAIN])?;
+    ensure_first(netns, "DOCKER-USER", &["-i", bridge, "-j", FORWARD_CHAIN])?;
+    // Session to session on this bridge: dropped before anything else.
+    ensure_first(
+        netns,
+        "DOCKER-USER",
+        &["-i", bridge, "-o", bridge, "-j", "DROP"],
+    )?;
     Ok(())
 }
 
@@ -188,7 +215,8 @@ pub async fn prepare(runtime: &dyn Runtime, policy: &NetworkPolicy) -> Result<St
     }
     let b = bridge.clone();
     let egress = policy.egress;
-    let result = tokio::task::spawn_blocking(move || install_rules(&b, egress))
+    let netns = policy.firewall_netns.clone();
+    let result = tokio::task::spawn_blocking(move || install_rules(&b, egress, netns.as_deref()))
         .await
         .map_err(|e| AgentError::Docker(format!("the firewall set-up did not finish: {e}")))?;
     match result {
@@ -206,15 +234,15 @@ mod tests {
 
     #[test]
     fn rules_per_egress() {
-        let (input, open) = chain_rules("airlock0", Egress::Open);
+        let (input, open) = chain_rules(Egress::Open);
         assert_eq!(
             input.last().map(String::as_str),
             Some("-A AIRLOCK-INPUT -j DROP")
         );
         assert!(open.contains(&"-A AIRLOCK-FORWARD -d 169.254.0.0/16 -j DROP".to_owned()));
-        assert!(open.contains(&"-A AIRLOCK-FORWARD -o airlock0 -j DROP".to_owned()));
+        assert!(open.iter().all(|r| !r.contains("airlock0")), "{open:?}");
         assert!(!open.contains(&"-A AIRLOCK-FORWARD -j DROP".to_owned()));
-        let (_, none) = chain_rules("airlock0", Egress::None);
+        let (_, none) = chain_rules(Egress::None);
         assert_eq!(
             none.last().map(String::as_str),
             Some("-A AIRLOCK-FORWARD -j DROP")

@@ -269,6 +269,21 @@ pub struct AgentOpts {
         default_value = "open"
     )]
     pub session_egress: EgressArg,
+    /// The Docker network for this node's sessions (created when missing,
+    /// inter-container traffic off). Agents sharing one Docker engine each
+    /// take their own, so that each reaches only its own sessions.
+    #[arg(
+        long,
+        env = "AIRLOCK_SESSION_NETWORK",
+        default_value = airlock_agent::firewall::NETWORK,
+        value_name = "NAME"
+    )]
+    pub session_network: String,
+    /// Install the session firewall in this network namespace (e.g.
+    /// `/proc/1/ns/net`): where Docker's bridges live, when this agent runs
+    /// in a network namespace of its own.
+    #[arg(long, env = "AIRLOCK_FIREWALL_NETNS", value_parser = absolute_path, value_name = "PATH")]
+    pub firewall_netns: Option<PathBuf>,
     /// Do not install the host firewall for the session network. Sessions
     /// can then connect to every service on this node (the gateway, the
     /// agent, cloud metadata): only for nodes fenced in some other way.

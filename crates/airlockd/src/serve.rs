@@ -218,6 +218,12 @@ pub fn agent_config(
         EgressArg::None => Egress::None,
     };
     cfg.network.firewall = !opts.no_firewall;
+    cfg.network.firewall_netns = opts.firewall_netns.clone();
+    if opts.session_network != cfg.network.network {
+        // The default bridge name belongs to the default network.
+        cfg.network.network = opts.session_network.clone();
+        cfg.network.bridge = String::new();
+    }
     cfg.tunnel_grace = opts.tunnel_grace;
     cfg.runner_audit = !opts.no_runner_audit;
     cfg.allowed_images = opts
