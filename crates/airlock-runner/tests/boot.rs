@@ -38,10 +38,9 @@ fn boot_inits_drops_privileges_serves_and_forwards_sigterm() {
     let key = r.join("client");
     keygen(&key);
     let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let port = free_port();
     let script = format!(
         "mount --make-rprivate / && mount --bind {r}/etc /etc && mount --bind {r}/home /home \
-         && mount -t tmpfs tmpfs /var/lib && cd / && exec {BIN} boot --listen 127.0.0.1:{port}",
+         && mount -t tmpfs tmpfs /var/lib && cd / && exec {BIN} boot --listen 127.0.0.1:0",
         r = r.display()
     );
     let mut child = Command::new("unshare")
@@ -68,16 +67,22 @@ fn boot_inits_drops_privileges_serves_and_forwards_sigterm() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut host_key = None;
+    let mut port = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let l = rx.recv_timeout(left).expect("boot never became ready");
         if let Some(k) = l.strip_prefix("AIRLOCK-HOST-KEY ") {
             host_key = Some(k.to_string());
         }
+        // The port the SSH server bound (we asked for port 0).
+        if let Some(addr) = l.strip_prefix("AIRLOCK-LISTENING ") {
+            port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        }
         if l == "AIRLOCK-READY" {
             break;
         }
     }
+    let port = port.expect("boot announced no AIRLOCK-LISTENING address");
     let kh = r.join("known_hosts");
     std::fs::write(&kh, format!("[127.0.0.1]:{port} {}\n", host_key.unwrap())).unwrap();
     let ssh = |k: &std::path::Path| {

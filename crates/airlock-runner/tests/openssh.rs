@@ -565,15 +565,32 @@ fn echo_server() -> (u16, std::thread::JoinHandle<()>) {
     (port, h)
 }
 
-fn echo_roundtrip(port: u16) -> Result<(), String> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// Where a forward listens: a local Unix socket (`ssh -L PATH:…`: no port
+/// to pick), or a TCP port the server allocated (`ssh -R 0:…`).
+#[derive(Clone, Debug)]
+enum Listen {
+    Unix(std::path::PathBuf),
+    Tcp(u16),
+}
+
+fn echo_roundtrip(at: &Listen) -> Result<(), String> {
+    let (mut r, mut w): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match at {
+        Listen::Unix(p) => {
+            let c = std::os::unix::net::UnixStream::connect(p).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (Box::new(c.try_clone().unwrap()), Box::new(c))
+        }
+        Listen::Tcp(port) => {
+            let c = TcpStream::connect(("127.0.0.1", *port)).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (Box::new(c.try_clone().unwrap()), Box::new(c))
+        }
+    };
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let mut w = c.try_clone().unwrap();
     let p2 = payload.clone();
     let t = std::thread::spawn(move || w.write_all(&p2));
     let mut got = vec![0u8; payload.len()];
-    c.read_exact(&mut got).map_err(|e| e.to_string())?;
+    r.read_exact(&mut got).map_err(|e| e.to_string())?;
     t.join().unwrap().map_err(|e| e.to_string())?;
     if got != payload {
         return Err("echo mismatch".into());
@@ -581,15 +598,15 @@ fn echo_roundtrip(port: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn wait_forward(port: u16) {
+fn wait_forward(at: &Listen) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match echo_roundtrip(port) {
+        match echo_roundtrip(at) {
             Ok(()) => return,
             Err(e) => {
                 assert!(
                     Instant::now() < deadline,
-                    "forward on {port} never worked: {e}"
+                    "forward on {at:?} never worked: {e}"
                 );
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -601,34 +618,42 @@ fn wait_forward(port: u16) {
 fn local_forward_to_echo_server() {
     let s = Server::start();
     let (echo, _h) = echo_server();
-    let lport = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // The local end is a Unix socket; the channel is direct-tcpip all the same.
+    let local = Listen::Unix(dir.path().join("l1.sock"));
+    let Listen::Unix(path) = &local else {
+        unreachable!()
+    };
     let child = s
         .ssh()
         .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
-        .arg(format!("127.0.0.1:{lport}:127.0.0.1:{echo}"))
+        .arg(format!("{}:127.0.0.1:{echo}", path.display()))
         .arg(s.dest())
         .spawn()
         .unwrap();
     let _g = Guard(Some(child));
-    wait_forward(lport);
+    wait_forward(&local);
     // Several connections in parallel over the same SSH connection.
     let ts: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || echo_roundtrip(lport)))
+        .map(|_| {
+            let local = local.clone();
+            std::thread::spawn(move || echo_roundtrip(&local))
+        })
         .collect();
     for t in ts {
         t.join().unwrap().unwrap();
     }
     // `localhost` as a target name (no DNS: /etc/hosts or built in).
-    let lport2 = free_port();
+    let local2 = dir.path().join("l2.sock");
     let child = s
         .ssh()
         .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
-        .arg(format!("127.0.0.1:{lport2}:localhost:{echo}"))
+        .arg(format!("{}:localhost:{echo}", local2.display()))
         .arg(s.dest())
         .spawn()
         .unwrap();
     let _g2 = Guard(Some(child));
-    wait_forward(lport2);
+    wait_forward(&Listen::Unix(local2));
 }
 
 /// `ssh -L port:/unix.sock` uses direct-streamlocal@openssh.com (VS Code's
@@ -652,32 +677,67 @@ fn local_forward_to_unix_socket() {
             });
         }
     });
-    let lport = free_port();
+    let local = dir.path().join("local.sock");
     let child = s
         .ssh()
         .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
-        .arg(format!("127.0.0.1:{lport}:{}", sock.display()))
+        .arg(format!("{}:{}", local.display(), sock.display()))
         .arg(s.dest())
         .spawn()
         .unwrap();
     let _g = Guard(Some(child));
-    wait_forward(lport);
+    wait_forward(&Listen::Unix(local));
 }
 
 #[test]
 fn remote_forward_to_echo_server() {
     let s = Server::start();
     let (echo, _h) = echo_server();
-    let rport = free_port();
-    let child = s
-        .ssh()
+    // Port 0: the server picks one and says which (OpenSSH prints
+    // "Allocated port N for remote forward to …").
+    // (It says so at LogLevel INFO; the harness's options say ERROR.)
+    let opts: Vec<String> = s
+        .opts()
+        .into_iter()
+        .map(|o| {
+            if o == "LogLevel=ERROR" {
+                "LogLevel=INFO".to_owned()
+            } else {
+                o
+            }
+        })
+        .collect();
+    let mut child = Command::new("ssh")
+        .args(&opts)
+        .args(["-p", &s.port.to_string()])
         .args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("127.0.0.1:{rport}:127.0.0.1:{echo}"))
+        .arg(format!("127.0.0.1:0:127.0.0.1:{echo}"))
         .arg(s.dest())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
     let _g = Guard(Some(child));
-    wait_forward(rport);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(stderr).lines() {
+            let Ok(l) = l else { break };
+            if let Some(rest) = l.strip_prefix("Allocated port ")
+                && let Some(p) = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+            {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    let rport = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("ssh -R 0:… never said which port the server allocated");
+    wait_forward(&Listen::Tcp(rport));
 }
 
 #[test]
@@ -872,4 +932,52 @@ fn ssh_rsa_sha1_signatures_refused_rsa_sha2_accepted() {
         text(&o.stderr)
     );
     assert!(s.log_text().contains("SHA-1"), "{}", s.log_text());
+}
+
+/// File names are bytes: a name that is not UTF-8 is listed, read, written
+/// and renamed as exactly those bytes (OpenSSH's sftp passes them through).
+#[test]
+fn sftp_non_utf8_names_survive() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+    let s = Server::start();
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(s.home.join(latin1), b"latin-1 name\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    std::fs::write(&local, b"uploaded under a non-UTF-8 name\n").unwrap();
+    let mut batch = Vec::new();
+    batch.extend_from_slice(b"ls -1\n");
+    batch.extend_from_slice(b"get caf\xe9.txt ");
+    batch.extend_from_slice(dir.path().join("got.txt").as_os_str().as_bytes());
+    batch.extend_from_slice(b"\nput ");
+    batch.extend_from_slice(local.as_os_str().as_bytes());
+    batch.extend_from_slice(b" new\xff\xfe.bin\nrename caf\xe9.txt caf\xe9-2.txt\nls -1\n");
+    let b = dir.path().join("batch");
+    std::fs::write(&b, &batch).unwrap();
+    let o = run_timeout(s.sftp().arg("-b").arg(&b).arg(s.dest()), T);
+    assert_ok(&o, "sftp with non-UTF-8 names", &s);
+    // OpenSSH's sftp shows bytes that are not printable in octal; a lossy
+    // name would show U+FFFD's bytes, \357\277\275.
+    let listing = String::from_utf8_lossy(&o.stdout);
+    for shown in [r"caf\351.txt", r"new\377\376.bin", r"caf\351-2.txt"] {
+        assert!(
+            listing.contains(shown),
+            "{shown} is not listed: {listing:?}"
+        );
+    }
+    assert!(
+        !listing.contains(r"\357\277\275"),
+        "a lossy name was listed: {listing:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("got.txt")).unwrap(),
+        b"latin-1 name\n"
+    );
+    assert_eq!(
+        std::fs::read(s.home.join(OsStr::from_bytes(b"new\xff\xfe.bin"))).unwrap(),
+        b"uploaded under a non-UTF-8 name\n"
+    );
+    assert!(s.home.join(OsStr::from_bytes(b"caf\xe9-2.txt")).exists());
+    assert!(!s.home.join(latin1).exists());
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use tracing::{debug, warn};
 
 use super::longname::longname;
 use super::wire::{
-    FXP_READ, FXP_WRITE, encode, err, get_str, get_string, status_bytes, status_of,
-    status_reply_bytes,
+    FXP_READ, FXP_WRITE, encode, err, escape, escape_request, get_str, get_string, status_bytes,
+    status_of, status_reply_bytes, unescape,
 };
 use super::{LIMIT_PACKET, LIMIT_RW, ReadSpec, Reply};
 use crate::passwd::NameMaps;
@@ -111,6 +112,11 @@ fn lexical_normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// A path from a request (see [`escape`]): the bytes it stands for.
+fn os_path(p: &str) -> PathBuf {
+    PathBuf::from(std::ffi::OsString::from_vec(unescape(p)))
+}
+
 impl FsHandler {
     /// A handler whose relative paths start at `home`.
     pub fn new(home: PathBuf) -> Self {
@@ -147,9 +153,9 @@ impl FsHandler {
         if p.is_empty() {
             self.home.clone()
         } else if p.starts_with('/') {
-            PathBuf::from(p)
+            os_path(p)
         } else {
-            self.home.join(p)
+            self.home.join(os_path(p))
         }
     }
 
@@ -187,7 +193,7 @@ impl FsHandler {
             return self.home.clone();
         }
         if let Some(rest) = p.strip_prefix("~/") {
-            return self.home.join(rest);
+            return self.home.join(os_path(rest));
         }
         if let Some(rest) = p.strip_prefix('~') {
             let (user, tail) = match rest.find('/') {
@@ -195,14 +201,14 @@ impl FsHandler {
                 None => (rest, ""),
             };
             if let Some(e) = crate::passwd::user_by_name(user) {
-                return PathBuf::from(e.home).join(tail);
+                return PathBuf::from(e.home).join(os_path(tail));
             }
         }
         self.path(p)
     }
 
     fn name_reply(id: u32, path: &Path) -> Name {
-        let s = path.display().to_string();
+        let s = escape(path.as_os_str().as_bytes());
         Name {
             id,
             files: vec![SftpFile {
@@ -237,7 +243,7 @@ impl FsHandler {
     }
 
     /// Handle one raw request packet (type byte first); `None` = no reply.
-    pub async fn process(&mut self, mut bytes: Bytes) -> Option<Reply> {
+    pub async fn process(&mut self, bytes: Bytes) -> Option<Reply> {
         let ty = *bytes.first()?;
         if ty == FXP_READ || ty == FXP_WRITE {
             let mut b = bytes.slice(1..);
@@ -255,6 +261,7 @@ impl FsHandler {
                 Err(e) => Reply::Ready(status_reply_bytes(id, &e)),
             });
         }
+        let mut bytes = escape_request(bytes);
         let packet = match Packet::try_from(&mut bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -588,7 +595,7 @@ impl russh_sftp::server::Handler for FsHandler {
             while files.len() < DIR_BATCH {
                 match it.next() {
                     Some(Ok(e)) => {
-                        let name = e.file_name().to_string_lossy().into_owned();
+                        let name = escape(e.file_name().as_bytes());
                         if let Ok(m) = std::fs::symlink_metadata(e.path()) {
                             files.push(SftpFile {
                                 longname: longname(&name, &m, &names, now),
@@ -694,7 +701,8 @@ impl russh_sftp::server::Handler for FsHandler {
     ) -> Result<Status, Self::Error> {
         // OpenSSH sends the arguments reversed: `linkpath` is the target
         // the new link points to, `targetpath` the link to create (ssh-server-notes N6).
-        std::os::unix::fs::symlink(&linkpath, self.path(&targetpath)).map_err(|e| status_of(&e))?;
+        std::os::unix::fs::symlink(os_path(&linkpath), self.path(&targetpath))
+            .map_err(|e| status_of(&e))?;
         Ok(ok_status(id))
     }
 

@@ -51,8 +51,7 @@ pub(crate) async fn serve_channel(
     mut rx: ChannelReadHalf,
     tx: Arc<ChannelWriteHalf<Msg>>,
     home: &Path,
-    early: Vec<Bytes>,
-    early_eof: bool,
+    early: crate::session::Early,
     peer: std::net::SocketAddr,
     backlog: crate::queue::Backlog,
 ) {
@@ -60,12 +59,12 @@ pub(crate) async fn serve_channel(
     // and never waits on the request loop (queue.rs: no channel reader
     // waits on anything but the channel).
     let (qtx, drain) = backlog.queue::<Bytes>();
-    for b in early {
+    for b in early.data {
         let n = b.len();
         let _ = qtx.push(b, n);
     }
     let pump = tokio::spawn(async move {
-        let mut qtx = (!early_eof).then_some(qtx);
+        let mut qtx = (!early.eof).then_some(qtx);
         loop {
             match rx.wait().await {
                 Some(ChannelMsg::Data { data }) => {

@@ -12,6 +12,7 @@ pub(super) const FXP_READ: u8 = 5;
 pub(super) const FXP_WRITE: u8 = 6;
 const FXP_STATUS: u8 = 101;
 const FXP_DATA: u8 = 103;
+const FXP_NAME: u8 = 104;
 
 /// A STATUS reply, encoded: the one place that encodes a STATUS.
 pub(super) fn status_bytes(id: u32, code: StatusCode, msg: &str) -> Bytes {
@@ -42,8 +43,107 @@ pub(super) fn get_str(b: &mut Bytes) -> Option<Bytes> {
     Some(b.split_to(n))
 }
 
+/// A string field, its bytes kept (see [`escape`]).
 pub(super) fn get_string(b: &mut Bytes) -> Option<String> {
-    get_str(b).map(|s| String::from_utf8_lossy(&s).into_owned())
+    get_str(b).map(|s| escape(&s))
+}
+
+// File names are bytes; russh_sftp's packets hold `String`s, decoded
+// lossily. So names travel through it escaped: each byte of a name that is
+// not UTF-8 becomes one private-use character (U+10FE80 + byte − 0x80), and
+// is turned back into that byte where a path is used ([`unescape`]) and when
+// a NAME reply is encoded ([`name_bytes`]). A name that already holds one
+// of those 128 characters reads as the byte it stands for; nothing else
+// changes.
+const ESCAPE_BASE: u32 = 0x10_FE00;
+
+/// `bytes` as a string: UTF-8 as is, any other byte escaped.
+pub(super) fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.push(char::from_u32(ESCAPE_BASE + u32::from(b)).unwrap_or('\u{FFFD}'));
+        }
+    }
+    out
+}
+
+/// The bytes an [`escape`]d string stands for.
+pub(super) fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        match u32::from(c).checked_sub(ESCAPE_BASE) {
+            Some(b @ 0x80..=0xFF) => out.push(b as u8),
+            _ => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// A request (type byte first) whose path strings russh_sftp can decode
+/// without loss: each of them [`escape`]d. Requests without such names
+/// come back as they are.
+pub(super) fn escape_request(bytes: Bytes) -> Bytes {
+    // How many strings follow the request id before other fields.
+    let strings = match bytes.first() {
+        // OPEN, LSTAT, SETSTAT, OPENDIR, REMOVE, MKDIR, RMDIR, REALPATH,
+        // STAT, READLINK: one path first.
+        Some(3 | 7 | 9 | 11 | 13 | 14 | 15 | 16 | 17 | 19) => 1,
+        // RENAME, SYMLINK: two.
+        Some(18 | 20) => 2,
+        _ => return bytes,
+    };
+    let mut rest = bytes.slice(1..);
+    if rest.remaining() < 4 {
+        return bytes;
+    }
+    let id = rest.get_u32();
+    let mut fields = Vec::with_capacity(strings);
+    for _ in 0..strings {
+        match get_str(&mut rest) {
+            Some(f) => fields.push(f),
+            None => return bytes,
+        }
+    }
+    if fields.iter().all(|f| std::str::from_utf8(f).is_ok()) {
+        return bytes;
+    }
+    let mut out = BytesMut::with_capacity(bytes.len() + 16);
+    out.put_u8(bytes[0]);
+    out.put_u32(id);
+    for f in &fields {
+        put_str(&mut out, escape(f).as_bytes());
+    }
+    out.put_slice(&rest);
+    out.freeze()
+}
+
+/// A NAME reply with each name and long name as the bytes it stands for
+/// (see [`escape`]); attributes as russh_sftp encodes them.
+fn name_bytes(n: &russh_sftp::protocol::Name) -> Result<Bytes, String> {
+    let mut body = BytesMut::new();
+    body.put_u8(FXP_NAME);
+    body.put_u32(n.id);
+    body.put_u32(u32::try_from(n.files.len()).map_err(|e| e.to_string())?);
+    for f in &n.files {
+        put_str(&mut body, &unescape(&f.filename));
+        put_str(&mut body, &unescape(&f.longname));
+        // ATTRS reply = length, type, id, then the attributes.
+        let attrs = Bytes::try_from(Packet::Attrs(russh_sftp::protocol::Attrs {
+            id: 0,
+            attrs: f.attrs.clone(),
+        }))
+        .map_err(|e| e.to_string())?;
+        body.put_slice(attrs.get(9..).ok_or("short ATTRS encoding")?);
+    }
+    let mut out = BytesMut::with_capacity(4 + body.len());
+    out.put_u32(u32::try_from(body.len()).map_err(|e| e.to_string())?);
+    out.put_slice(&body);
+    Ok(out.freeze())
 }
 
 /// The STATUS reply for a handler error (its message, or the code's).
@@ -59,6 +159,15 @@ pub(super) fn status_reply_bytes(id: u32, e: &StatusReply) -> Bytes {
 pub(super) fn encode(p: Packet) -> Bytes {
     if let Packet::Status(s) = &p {
         return status_bytes(s.id, s.status_code, &s.error_message);
+    }
+    if let Packet::Name(n) = &p {
+        return match name_bytes(n) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("sftp: cannot encode a NAME reply: {e}");
+                status_bytes(n.id, StatusCode::Failure, "encoding failure")
+            }
+        };
     }
     match Bytes::try_from(p) {
         Ok(b) => b,
@@ -149,5 +258,60 @@ mod tests {
         assert_eq!(status_of(&e).status_code, StatusCode::PermissionDenied);
         let e = std::io::Error::from_raw_os_error(nix::libc::EEXIST);
         assert_eq!(status_of(&e).status_code, StatusCode::Failure);
+    }
+
+    #[test]
+    fn escape_round_trips_any_bytes() {
+        for name in [
+            &b"plain.txt"[..],
+            b"caf\xc3\xa9",
+            b"caf\xe9",
+            b"\xff\xfe\x80",
+            b"a\xf4\x8f\xbf\xbfb",
+        ] {
+            let s = escape(name);
+            assert_eq!(unescape(&s), name, "{s:?}");
+        }
+        assert_eq!(escape(b"plain"), "plain");
+        assert_eq!(escape("café".as_bytes()), "café");
+    }
+
+    #[test]
+    fn requests_with_byte_names_are_escaped_for_decoding() {
+        // STAT id=7 path="caf\xe9"
+        let mut raw = BytesMut::new();
+        raw.put_u8(17);
+        raw.put_u32(7);
+        put_str(&mut raw, b"caf\xe9");
+        let mut escaped = escape_request(raw.freeze());
+        #[allow(clippy::panic)]
+        let Packet::Stat(p) = Packet::try_from(&mut escaped).unwrap() else {
+            panic!("not a STAT");
+        };
+        assert_eq!(p.id, 7);
+        assert_eq!(unescape(&p.path), b"caf\xe9");
+        // UTF-8 requests are left alone.
+        let mut raw = BytesMut::new();
+        raw.put_u8(17);
+        raw.put_u32(8);
+        put_str(&mut raw, "café".as_bytes());
+        let raw = raw.freeze();
+        assert_eq!(escape_request(raw.clone()), raw);
+    }
+
+    #[test]
+    fn name_replies_carry_the_bytes() {
+        let n = russh_sftp::protocol::Name {
+            id: 3,
+            files: vec![russh_sftp::protocol::File {
+                filename: escape(b"x\xff"),
+                longname: escape(b"-rw x\xff"),
+                attrs: russh_sftp::protocol::FileAttributes::default(),
+            }],
+        };
+        let b = encode(Packet::Name(n));
+        let needle: &[u8] = b"\x00\x00\x00\x02x\xff";
+        assert!(b.windows(needle.len()).any(|w| w == needle), "{b:?}");
+        assert_eq!(b[4], FXP_NAME);
     }
 }

@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -82,15 +81,6 @@ pub fn keygen(path: &Path) {
         Duration::from_secs(20),
     );
     assert!(o.status.success(), "ssh-keygen: {}", text(&o.stderr));
-}
-
-/// A free loopback TCP port (racy but fine for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Options for starting a server.
