@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = airlock_cli::args::Cli::parse();
@@ -12,12 +13,8 @@ fn main() -> ExitCode {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    tracing_subscriber::registry()
+        .with(airlock_log::stderr(default, airlock_log::Format::Text))
         .init();
     // One thread: the CLI only moves bytes, and one thread keeps both
     // directions of a tunnel on one core (fewer cross-CPU wake-ups).

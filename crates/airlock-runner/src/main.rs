@@ -132,18 +132,10 @@ struct BootArgs {
 }
 
 fn init_tracing() {
-    use std::io::IsTerminal as _;
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_filter(filter),
-        )
+        .with(airlock_log::stderr("info", airlock_log::Format::Text))
         // Turns russh's eow@openssh.com warning into an event (see eow.rs).
         .with(airlock_runner::eow::layer().with_filter(LevelFilter::WARN))
         .init();

@@ -18,6 +18,7 @@ mod user;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::prelude::*;
 
 use crate::cli::{Cli, Command};
 
@@ -63,15 +64,11 @@ fn init_tracing(verbose: u8, format: cli::LogFormat) {
         1 => "debug,sqlx=warn,hyper=info",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        cli::LogFormat::Json => builder.json().init(),
-        cli::LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
+    let format = match format {
+        cli::LogFormat::Json => airlock_log::Format::Json,
+        cli::LogFormat::Text => airlock_log::Format::Text,
+    };
+    tracing_subscriber::registry()
+        .with(airlock_log::stderr(default, format))
+        .init();
 }
