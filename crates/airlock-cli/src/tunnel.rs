@@ -35,7 +35,7 @@ pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Opens a tunnel to `session`'s SSH server (the plain protocol).
 pub async fn open(client: &ApiClient, session: &str) -> CliResult<Tunnel> {
-    open_with(client, session, false)
+    open_with(client, session, Protocol::Plain)
         .await
         .map_err(OpenError::into_inner)
 }
@@ -62,12 +62,20 @@ impl OpenError {
     }
 }
 
-/// Opens a tunnel WebSocket, offering the resumable subprotocol if
-/// `resumable`.
+/// The tunnel protocol a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Bytes in binary messages, as the official client speaks it.
+    Plain,
+    /// Offer the resumable subprotocol ([`airlock_tunnel::resume`]).
+    Resumable,
+}
+
+/// Opens a tunnel WebSocket with `protocol`.
 pub async fn open_with(
     client: &ApiClient,
     session: &str,
-    resumable: bool,
+    protocol: Protocol,
 ) -> Result<Tunnel, OpenError> {
     let http_url = client
         .url(&format!(
@@ -99,7 +107,7 @@ pub async fn open_with(
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("airlock-cli/", env!("CARGO_PKG_VERSION"))),
     );
-    if resumable {
+    if protocol == Protocol::Resumable {
         req.headers_mut().insert(
             http::header::SEC_WEBSOCKET_PROTOCOL,
             http::HeaderValue::from_static(SUBPROTOCOL),
@@ -235,8 +243,13 @@ where
     // middlebox that mangles WebSocket subprotocols).
     let offer =
         std::env::var("AIRLOCK_NO_RESUME").map_or(true, |v| v.trim().is_empty() || v.trim() == "0");
-    let first = match open_with(client, session, offer).await {
-        Ok(ws) if !offer => {
+    let protocol = if offer {
+        Protocol::Resumable
+    } else {
+        Protocol::Plain
+    };
+    let first = match open_with(client, session, protocol).await {
+        Ok(ws) if protocol == Protocol::Plain => {
             let stats = relay(ws, tokio::io::join(rd, wr)).await;
             return match explain_close(&stats.close) {
                 Some(msg) => Err(CliError::new(msg)),
@@ -347,7 +360,7 @@ async fn resumable(
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF.1);
-                match open_with(client, session, true).await {
+                match open_with(client, session, Protocol::Resumable).await {
                     Ok(ws) => ws,
                     Err(OpenError::Transient(e)) => {
                         broken = Some((since, e.message));

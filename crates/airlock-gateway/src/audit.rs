@@ -102,53 +102,57 @@ pub fn client_program(user_agent: Option<&str>) -> (String, Option<String>) {
 
 /// An event being built.
 #[derive(Debug, Clone)]
-pub struct Audit(NewEvent, bool);
+pub struct Audit {
+    event: NewEvent,
+    /// Done by the system (no client address), see [`Audit::system`].
+    system: bool,
+}
 
 impl Audit {
     /// An event of `kind` (dotted: `login.ok`, `session.created`, …).
     pub fn new(kind: &str) -> Self {
-        Audit(
-            NewEvent {
+        Audit {
+            event: NewEvent {
                 at: now_ms(),
                 kind: kind.to_owned(),
                 detail: serde_json::Value::Object(serde_json::Map::new()),
                 ..NewEvent::default()
             },
-            false,
-        )
+            system: false,
+        }
     }
 
     /// Something the system did (a heartbeat's report): no client address,
     /// even when recorded while serving an agent's request.
     pub fn system(mut self) -> Self {
-        self.1 = true;
+        self.system = true;
         self
     }
 
     /// The account concerned.
     pub fn user(mut self, user: &User) -> Self {
-        self.0.user_id = Some(user.id.clone());
-        self.0.user = Some(user.email.clone());
+        self.event.user_id = Some(user.id.clone());
+        self.event.user = Some(user.email.clone());
         self
     }
 
     /// The account concerned, by id and email.
     pub fn user_ids(mut self, id: &str, email: Option<&str>) -> Self {
-        self.0.user_id = Some(id.to_owned());
-        self.0.user = email.map(str::to_owned);
+        self.event.user_id = Some(id.to_owned());
+        self.event.user = email.map(str::to_owned);
         self
     }
 
     /// The session concerned.
     pub fn session(mut self, s: &SessionRow) -> Self {
-        self.0.session_id = Some(s.id.clone());
-        self.0.session = Some(s.name.clone());
+        self.event.session_id = Some(s.id.clone());
+        self.event.session = Some(s.name.clone());
         self
     }
 
     /// A detail field.
     pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
-        if let serde_json::Value::Object(m) = &mut self.0.detail {
+        if let serde_json::Value::Object(m) = &mut self.event.detail {
             m.insert(
                 key.to_owned(),
                 serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
@@ -159,22 +163,22 @@ impl Audit {
 
     /// The client and connection, when not the current request's.
     pub fn ctx(mut self, ctx: &RequestCtx) -> Self {
-        self.0.client = Some(ctx.client.to_string());
-        self.0.conn = Some(ctx.conn.clone());
+        self.event.client = Some(ctx.client.to_string());
+        self.event.conn = Some(ctx.conn.clone());
         self
     }
 
     /// The finished row, filling client and connection from the request
     /// context when not set.
     pub fn into_event(mut self) -> NewEvent {
-        if self.0.conn.is_none()
-            && !self.1
+        if self.event.conn.is_none()
+            && !self.system
             && let Some(ctx) = current()
         {
-            self.0.client = Some(ctx.client.to_string());
-            self.0.conn = Some(ctx.conn);
+            self.event.client = Some(ctx.client.to_string());
+            self.event.conn = Some(ctx.conn);
         }
-        self.0
+        self.event
     }
 }
 

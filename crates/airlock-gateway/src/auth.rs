@@ -4,7 +4,7 @@
 use airlock_proto::SESSION_COOKIE;
 use airlock_proto::sign::{self, SignedParts};
 use axum::extract::FromRequestParts;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::request::Parts;
 
 use crate::AppState;
@@ -49,20 +49,7 @@ pub fn session_token(parts: &Parts) -> Option<String> {
     {
         return Some(v.to_owned());
     }
-    for value in parts.headers.get_all(COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((k, v)) = pair.split_once('=')
-                && k.trim() == SESSION_COOKIE
-            {
-                let v = v.trim().trim_matches('"');
-                if !v.is_empty() {
-                    return Some(v.to_owned());
-                }
-            }
-        }
-    }
-    None
+    crate::cookies::get(&parts.headers, SESSION_COOKIE)
 }
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {

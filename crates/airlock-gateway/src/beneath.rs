@@ -365,12 +365,11 @@ impl FolderDir {
         Ok(fd)
     }
 
-    /// A handle of the directory `rel` (`O_PATH` unless `readable`).
-    fn dir(&self, rel: &RelPath, readable: bool) -> Result<OwnedFd> {
-        let access = if readable {
-            OFlags::RDONLY
-        } else {
-            OFlags::PATH
+    /// A handle of the directory `rel`.
+    fn dir(&self, rel: &RelPath, access: Access) -> Result<OwnedFd> {
+        let access = match access {
+            Access::Read => OFlags::RDONLY,
+            Access::Path => OFlags::PATH,
         };
         match self.resolve(rel, access | OFlags::DIRECTORY, Mode::empty()) {
             // `O_DIRECTORY | O_NOFOLLOW` on a link at the last component
@@ -390,7 +389,7 @@ impl FolderDir {
             let st = fstat(&self.fd).map_err(std::io::Error::from)?;
             return Ok(Entry::new(String::new(), &st));
         };
-        let parent = self.dir(&rel.parent(), false)?;
+        let parent = self.dir(&rel.parent(), Access::Path)?;
         let st = statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| FsError::from_errno(e, rel.as_str()))?;
         Ok(Entry::new(name.to_string_lossy().into_owned(), &st))
@@ -400,7 +399,7 @@ impl FolderDir {
     /// as itself. Unfinished uploads are hidden; special files are listed
     /// with their kind.
     pub fn list(&self, rel: &RelPath) -> Result<Vec<Entry>> {
-        let fd = match self.dir(rel, true) {
+        let fd = match self.dir(rel, Access::Read) {
             Ok(fd) => fd,
             Err(FsError::NotADirectory(_)) => return Ok(vec![self.stat(rel)?]),
             Err(e) => return Err(e),
@@ -475,7 +474,8 @@ impl FolderDir {
 
     /// Creates the directory `rel` (and, with `parents`, the missing
     /// directories above it). `Ok(false)` when it existed and `exist_ok`.
-    pub fn mkdir(&self, rel: &RelPath, parents: bool, exist_ok: bool) -> Result<bool> {
+    pub fn mkdir(&self, rel: &RelPath, opts: MkdirOptions) -> Result<bool> {
+        let MkdirOptions { parents, exist_ok } = opts;
         let Some(name) = rel.file_name() else {
             return if exist_ok {
                 Ok(false)
@@ -486,7 +486,7 @@ impl FolderDir {
         let parent = if parents {
             self.make_dirs(&rel.parent())?
         } else {
-            self.dir(&rel.parent(), false)?
+            self.dir(&rel.parent(), Access::Path)?
         };
         match self.mkdir_in(&parent, name, rel.as_str()) {
             Ok(()) => Ok(true),
@@ -522,14 +522,14 @@ impl FolderDir {
     /// Resolves the directory `rel`, creating missing components (owned by
     /// the folder's owner); a link or file in the way is an error.
     fn make_dirs(&self, rel: &RelPath) -> Result<OwnedFd> {
-        match self.dir(rel, false) {
+        match self.dir(rel, Access::Path) {
             Ok(fd) => return Ok(fd),
             Err(FsError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         let mut cur = RelPath::new("")?;
         for part in &rel.parts {
-            let parent = self.dir(&cur, false)?;
+            let parent = self.dir(&cur, Access::Path)?;
             cur.parts.push(part.clone());
             cur.shown = if cur.shown.is_empty() {
                 part.to_string_lossy().into_owned()
@@ -541,7 +541,7 @@ impl FolderDir {
                 Err(e) => return Err(e),
             }
         }
-        self.dir(rel, false)
+        self.dir(rel, Access::Path)
     }
 
     /// Gives the folder root itself to the folder's owner.
@@ -613,22 +613,50 @@ impl FolderDir {
         })
     }
 
-    /// Removes a file, link, special file or (with `recursive`, non-empty)
-    /// directory. Links are removed, never followed; mounts are not crossed.
-    pub fn remove(&self, rel: &RelPath, recursive: bool) -> Result<()> {
+    /// Removes a file, link, special file or (with [`Removal::Tree`],
+    /// non-empty) directory. Links are removed, never followed; mounts are
+    /// not crossed.
+    pub fn remove(&self, rel: &RelPath, what: Removal) -> Result<()> {
         let Some(name) = rel.file_name() else {
             return Err(FsError::Invalid(
                 "refusing to delete the folder root; delete the folder instead".into(),
             ));
         };
-        let parent = self.dir(&rel.parent(), true)?;
-        remove_entry(&parent, name, self.dev, recursive, rel.as_str(), 0)
+        let parent = self.dir(&rel.parent(), Access::Read)?;
+        remove_entry(&parent, name, self.dev, what, rel.as_str(), 0)
     }
 
     /// Removes everything inside the root (for deleting a whole folder).
     pub fn clear(&self) -> Result<()> {
         clear_dir(&self.fd, self.dev, "", 0)
     }
+}
+
+/// How a directory handle is opened.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// `O_PATH`: to resolve beneath it, not to list it.
+    Path,
+    /// Readable: to list it.
+    Read,
+}
+
+/// What [`FolderDir::remove`] may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A file, link, special file or empty directory.
+    Entry,
+    /// A directory with everything in it, too.
+    Tree,
+}
+
+/// How [`FolderDir::mkdir`] treats missing parents and an existing directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MkdirOptions {
+    /// Create missing parent directories.
+    pub parents: bool,
+    /// An existing directory is no error.
+    pub exist_ok: bool,
 }
 
 /// How deep a recursive delete goes before it gives up (each level holds
@@ -639,7 +667,7 @@ fn remove_entry(
     parent: &OwnedFd,
     name: &CStr,
     dev: u64,
-    recursive: bool,
+    what: Removal,
     shown: &str,
     depth: usize,
 ) -> Result<()> {
@@ -651,7 +679,7 @@ fn remove_entry(
     if st.st_dev != dev {
         return Err(FsError::Escape(shown.to_owned()));
     }
-    if recursive {
+    if what == Removal::Tree {
         let fd = openat(
             parent,
             name,
@@ -685,7 +713,14 @@ fn clear_dir(fd: &OwnedFd, dev: u64, shown: &str, depth: usize) -> Result<()> {
     }
     for n in names {
         let child = format!("{shown}/{}", n.to_string_lossy());
-        match remove_entry(fd, &n, dev, true, child.trim_start_matches('/'), depth + 1) {
+        match remove_entry(
+            fd,
+            &n,
+            dev,
+            Removal::Tree,
+            child.trim_start_matches('/'),
+            depth + 1,
+        ) {
             // Removed by someone else meanwhile: that is what we wanted.
             Ok(()) | Err(FsError::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -849,15 +884,21 @@ mod tests {
             Err(FsError::Symlink(_))
         ));
         assert!(matches!(
-            f.mkdir(&rel("out/x"), true, false),
+            f.mkdir(
+                &rel("out/x"),
+                MkdirOptions {
+                    parents: true,
+                    exist_ok: false
+                }
+            ),
             Err(FsError::Symlink(_))
         ));
         assert!(matches!(
-            f.remove(&rel("out/secret"), false),
+            f.remove(&rel("out/secret"), Removal::Entry),
             Err(FsError::Symlink(_))
         ));
         // Removing the link removes the link, not its target.
-        f.remove(&rel("out"), true).unwrap();
+        f.remove(&rel("out"), Removal::Tree).unwrap();
         assert!(dir.path().join("secret").exists());
         let kinds: Vec<_> = f
             .list(&rel(""))
@@ -894,7 +935,7 @@ mod tests {
         assert_eq!(f.read_small(&rel("pipe"), 100).unwrap(), None);
         let l = f.list(&rel("")).unwrap();
         assert_eq!(l[0].kind, Kind::Fifo);
-        f.remove(&rel("pipe"), false).unwrap();
+        f.remove(&rel("pipe"), Removal::Entry).unwrap();
     }
 
     #[test]
@@ -939,28 +980,68 @@ mod tests {
     #[test]
     fn mkdir_and_recursive_remove() {
         let (dir, f) = setup();
-        assert!(f.mkdir(&rel("a/b/c"), true, false).unwrap());
-        assert!(!f.mkdir(&rel("a/b/c"), true, true).unwrap());
+        assert!(
+            f.mkdir(
+                &rel("a/b/c"),
+                MkdirOptions {
+                    parents: true,
+                    exist_ok: false
+                }
+            )
+            .unwrap()
+        );
+        assert!(
+            !f.mkdir(
+                &rel("a/b/c"),
+                MkdirOptions {
+                    parents: true,
+                    exist_ok: true
+                }
+            )
+            .unwrap()
+        );
         assert!(matches!(
-            f.mkdir(&rel("a/b/c"), true, false),
+            f.mkdir(
+                &rel("a/b/c"),
+                MkdirOptions {
+                    parents: true,
+                    exist_ok: false
+                }
+            ),
             Err(FsError::Exists(_))
         ));
         assert!(matches!(
-            f.mkdir(&rel("x/y"), false, false),
+            f.mkdir(
+                &rel("x/y"),
+                MkdirOptions {
+                    parents: false,
+                    exist_ok: false
+                }
+            ),
             Err(FsError::NotFound(_))
         ));
         std::fs::write(dir.path().join("f/a/b/c/file"), "x").unwrap();
         std::fs::write(dir.path().join("canary"), "keep").unwrap();
         symlink(dir.path(), dir.path().join("f/a/b/up")).unwrap();
         assert!(matches!(
-            f.remove(&rel("a"), false),
+            f.remove(&rel("a"), Removal::Entry),
             Err(FsError::NotEmpty(_))
         ));
-        f.remove(&rel("a"), true).unwrap();
+        f.remove(&rel("a"), Removal::Tree).unwrap();
         assert!(!dir.path().join("f/a").exists());
         assert!(dir.path().join("canary").exists());
-        assert!(matches!(f.remove(&rel(""), true), Err(FsError::Invalid(_))));
-        f.mkdir(&rel("z"), false, false).unwrap();
+        assert!(matches!(
+            f.remove(&rel(""), Removal::Tree),
+            Err(FsError::Invalid(_))
+        ));
+        f.mkdir(
+            &rel("z"),
+            MkdirOptions {
+                parents: false,
+                exist_ok: false,
+            },
+        )
+        .unwrap();
         f.clear().unwrap();
         assert!(f.list(&rel("")).unwrap().is_empty());
         assert!(dir.path().join("f").is_dir());

@@ -13,6 +13,7 @@ use http::{HeaderValue, StatusCode, header};
 use tokio::io::AsyncWriteExt;
 
 use crate::beneath::{self, FolderDir, FsError, NewFile, RelPath};
+pub use crate::beneath::{MkdirOptions, Removal};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -366,14 +367,9 @@ pub fn serve_file(
 
 /// Deletes a file, link, special file or (with `recursive`, non-empty)
 /// directory; links are removed, never followed.
-pub async fn delete_file(
-    state: &AppState,
-    f: &Folder,
-    path: &str,
-    recursive: bool,
-) -> ApiResult<()> {
+pub async fn delete_file(state: &AppState, f: &Folder, path: &str, what: Removal) -> ApiResult<()> {
     let rel = RelPath::new(path)?;
-    with_dir(state, f, move |d| d.remove(&rel, recursive)).await
+    with_dir(state, f, move |d| d.remove(&rel, what)).await
 }
 
 /// Creates one directory; `Ok(false)` when it existed and `exist_ok`.
@@ -381,16 +377,105 @@ pub async fn mkdir(
     state: &AppState,
     f: &Folder,
     path: &str,
-    parents: bool,
-    exist_ok: bool,
+    opts: MkdirOptions,
 ) -> ApiResult<bool> {
     let rel = RelPath::new(path)?;
-    with_dir(state, f, move |d| d.mkdir(&rel, parents, exist_ok)).await
+    with_dir(state, f, move |d| d.mkdir(&rel, opts)).await
+}
+
+/// The file in a `.ssh` folder that sessions take their accepted keys from.
+pub const AUTHORIZED_KEYS: &str = "authorized_keys";
+
+/// The folder's `authorized_keys` as text (`None`: absent, unreadable, over
+/// 1 MiB or not UTF-8).
+pub async fn read_authorized_keys(state: &AppState, f: &Folder) -> Option<String> {
+    let bytes = read_small(state, f, AUTHORIZED_KEYS, 1 << 20)
+        .await
+        .ok()??;
+    String::from_utf8(bytes).ok()
+}
+
+/// Appends to the folder's `authorized_keys` (written 0600) the keys it
+/// does not hold yet, compared by fingerprint; returns the fingerprints of
+/// those added.
+pub async fn add_authorized_keys(
+    state: &AppState,
+    f: &Folder,
+    keys: &[airlock_proto::sshkey::ParsedKey],
+) -> ApiResult<Vec<String>> {
+    let existing = read_authorized_keys(state, f).await.unwrap_or_default();
+    let Some((content, added)) = merge_authorized_keys(&existing, keys) else {
+        return Ok(Vec::new());
+    };
+    let body =
+        futures_util::stream::once(
+            async move { Ok::<Bytes, std::io::Error>(Bytes::from(content)) },
+        );
+    write_file(state, f, AUTHORIZED_KEYS, Box::pin(body), None, 0o600).await?;
+    Ok(added)
+}
+
+/// `existing` with the keys it lacks appended, and their fingerprints;
+/// `None` when it has them all. Lines that are not keys (comments,
+/// options) are kept.
+fn merge_authorized_keys(
+    existing: &str,
+    keys: &[airlock_proto::sshkey::ParsedKey],
+) -> Option<(String, Vec<String>)> {
+    let mut known: Vec<String> = existing
+        .lines()
+        .filter_map(|l| airlock_proto::sshkey::parse_public_key(l.trim()).ok())
+        .map(|k| k.fingerprint)
+        .collect();
+    let mut content = existing.to_owned();
+    if !content.is_empty() && !content.ends_with('\n') {
+        content.push('\n');
+    }
+    let mut added = Vec::new();
+    for k in keys {
+        if known.contains(&k.fingerprint) {
+            continue;
+        }
+        content.push_str(&k.line);
+        content.push('\n');
+        known.push(k.fingerprint.clone());
+        added.push(k.fingerprint.clone());
+    }
+    (!added.is_empty()).then_some((content, added))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{merge_authorized_keys, parse_range};
+    use airlock_proto::sshkey::parse_public_key;
+
+    const ONE: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN9PsX/zmh4cZgQXQjwHFIEDmEjWwlU7uubLkarg9Tua one";
+    const TWO: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG4PUYujwtrxVl4d6zn/VosAPFFX49F7t8iE6a0NVz6g two";
+
+    #[test]
+    fn authorized_keys_merge_by_fingerprint() {
+        let one = parse_public_key(ONE).unwrap();
+        let two = parse_public_key(TWO).unwrap();
+        // Already there (with another comment): nothing to write.
+        let existing = format!("# mine\n{}", ONE.replace(" one", " laptop"));
+        assert_eq!(
+            merge_authorized_keys(&existing, std::slice::from_ref(&one)),
+            None
+        );
+        // A new one, given twice, is appended once, after a newline.
+        let (content, added) =
+            merge_authorized_keys(&existing, &[two.clone(), one, two.clone()]).unwrap();
+        assert_eq!(added, std::slice::from_ref(&two.fingerprint));
+        assert_eq!(content, format!("{existing}\n{TWO}\n"));
+        assert_eq!(
+            merge_authorized_keys("", &[parse_public_key(TWO).unwrap()])
+                .unwrap()
+                .0,
+            format!("{TWO}\n")
+        );
+    }
 
     #[test]
     fn ranges() {

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod beneath;
 pub mod config;
+mod cookies;
 pub mod error;
 pub mod folders;
 pub mod forwarded;

@@ -64,6 +64,33 @@ impl Limits {
     }
 }
 
+/// What a limit counts: things, or bytes (which also read `10G`, `512k`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Sessions, tunnels, folders.
+    Count,
+    /// Sizes.
+    Bytes,
+}
+
+impl Unit {
+    /// Parses a limit in this unit (`unlimited`, or a number).
+    pub fn parse(self, raw: &str) -> Result<Limit, Invalid> {
+        match self {
+            Unit::Count => parse_count(raw),
+            Unit::Bytes => parse_size(raw),
+        }
+    }
+
+    /// A limit for people: sizes in units, with the exact bytes.
+    pub fn show(self, limit: Limit) -> String {
+        match (self, limit) {
+            (Unit::Bytes, Limit::Max(n)) => format!("{} ({n} bytes)", human_size(n)),
+            (_, l) => l.to_string(),
+        }
+    }
+}
+
 /// Parses a count quota: a whole number, or `unlimited`.
 pub fn parse_count(raw: &str) -> Result<Limit, Invalid> {
     let s = raw.trim();
@@ -187,6 +214,9 @@ pub async fn upload_limit(state: &AppState, user_id: &str) -> ApiResult<Option<u
     Ok(limits_for(state, user_id).await?.upload_bytes.max())
 }
 
+/// The `quota` of the live-sessions limit in a `quota-exceeded` problem.
+pub const QUOTA_SESSIONS: &str = "concurrent sessions";
+
 /// The answer when a counted quota is full (429, with a hint).
 pub fn exceeded(what: &str, max: u64, hint: &str) -> ApiError {
     ApiError::new(
@@ -240,7 +270,7 @@ pub async fn session_slot(state: &AppState, user_id: &str) -> ApiResult<Slot> {
         && live >= max
     {
         return Err(exceeded(
-            "concurrent sessions",
+            QUOTA_SESSIONS,
             max,
             "list your sessions with `airlock session ls` and terminate one you no longer need, or ask an administrator to raise your limit",
         ));

@@ -15,15 +15,26 @@ use crate::error::ApiError;
 use crate::quotas;
 use crate::store::{AgentRow, MountRecord, NewSession, SessionRow, Status, rfc3339};
 
+/// Which sessions [`resolve`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Only a session that has not ended (a terminated one is "not found",
+    /// saying so).
+    Live,
+    /// Ended sessions too (their logs, their record).
+    EvenEnded,
+}
+
 /// Finds the caller's session by UUID or name. Names prefer a live session;
-/// `live_only` refuses terminated ones. Sessions of other users are
+/// [`Lookup::Live`] refuses terminated ones. Sessions of other users are
 /// invisible (404) unless the caller is an admin.
 pub async fn resolve(
     state: &AppState,
     caller: &Caller,
     ident: &str,
-    live_only: bool,
+    lookup: Lookup,
 ) -> Result<SessionRow, ApiError> {
+    let live_only = lookup == Lookup::Live;
     let not_found = || {
         ApiError::not_found("session-not-found", format!("no session {ident:?}"))
             .hint("list your sessions with `airlock session ls`")
@@ -371,10 +382,24 @@ async fn save_log(state: &AppState, agent: &AgentRow, session_id: &str) {
     }
 }
 
+/// How [`destroy`] ends a session whose agent does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// It stays TERMINATING until its agent reports back and removes it.
+    Orderly,
+    /// It is marked TERMINATED at once (`?forced=true`).
+    Forced,
+}
+
 /// Terminates a session: asks its agent to remove the container. An
 /// unreachable agent leaves it TERMINATING (the agent removes it when it
-/// reports back) unless `forced`.
-pub async fn destroy(state: &AppState, s: &SessionRow, forced: bool) -> Result<Status, ApiError> {
+/// reports back) unless [`Termination::Forced`].
+pub async fn destroy(
+    state: &AppState,
+    s: &SessionRow,
+    how: Termination,
+) -> Result<Status, ApiError> {
+    let forced = how == Termination::Forced;
     if s.status == Status::Terminated {
         return Ok(Status::Terminated);
     }

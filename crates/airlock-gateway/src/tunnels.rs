@@ -46,6 +46,22 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
 pub struct TunnelInfo {
     /// Tunnel number.
     pub id: u64,
+    /// What was known when it opened (its fields appear at this level).
+    #[serde(flatten)]
+    pub meta: TunnelMeta,
+    /// RFC 3339 start time.
+    pub since: String,
+    /// Seconds open so far.
+    pub duration_s: u64,
+    /// Bytes from the client to the session so far.
+    pub bytes_up: u64,
+    /// Bytes from the session to the client so far.
+    pub bytes_down: u64,
+}
+
+/// What is known about a tunnel when it opens.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TunnelMeta {
     /// Session id.
     pub session_id: String,
     /// Session name.
@@ -61,35 +77,6 @@ pub struct TunnelInfo {
     /// The gateway connection id (ties it to the audit trail).
     pub conn: Option<String>,
     /// Whether it is a resumable (`airlock-resume.v1`) tunnel.
-    pub resumable: bool,
-    /// RFC 3339 start time.
-    pub since: String,
-    /// Seconds open so far.
-    pub duration_s: u64,
-    /// Bytes from the client to the session so far.
-    pub bytes_up: u64,
-    /// Bytes from the session to the client so far.
-    pub bytes_down: u64,
-}
-
-/// What is known about a tunnel when it opens.
-#[derive(Debug, Clone, Default)]
-pub struct TunnelMeta {
-    /// Session id.
-    pub session_id: String,
-    /// Session name.
-    pub session_name: String,
-    /// Who opened it.
-    pub user: String,
-    /// Which program opened it.
-    pub client: String,
-    /// Its version.
-    pub client_version: Option<String>,
-    /// The client's address.
-    pub client_addr: Option<String>,
-    /// The gateway connection id.
-    pub conn: Option<String>,
-    /// Resumable tunnel.
     pub resumable: bool,
 }
 
@@ -198,14 +185,7 @@ impl Tunnels {
                         let (up, down) = e.counters.get();
                         TunnelInfo {
                             id: *id,
-                            session_id: e.meta.session_id.clone(),
-                            session_name: e.meta.session_name.clone(),
-                            user: e.meta.user.clone(),
-                            client: e.meta.client.clone(),
-                            client_version: e.meta.client_version.clone(),
-                            client_addr: e.meta.client_addr.clone(),
-                            conn: e.meta.conn.clone(),
-                            resumable: e.meta.resumable,
+                            meta: e.meta.clone(),
                             since: e.since.clone(),
                             duration_s: e.started.elapsed().as_secs(),
                             bytes_up: up,

@@ -104,6 +104,21 @@ impl HostBlock<'_> {
     }
 }
 
+/// The OpenSSH options (`-o K=V` pairs) that make `ssh`/`scp`/`sftp` accept
+/// exactly the session's pinned host key from `known_hosts` (a file holding
+/// [`known_hosts_line`]), whatever host and port they connect to.
+pub fn pin_options(session: &str, known_hosts: &str) -> Vec<String> {
+    [
+        format!("HostKeyAlias={}", alias(session)),
+        format!("UserKnownHostsFile={known_hosts}"),
+        "GlobalKnownHostsFile=/dev/null".to_owned(),
+        "StrictHostKeyChecking=yes".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_owned(), o])
+    .collect()
+}
+
 /// The commands for a local proxy on `port` and the session key saved as
 /// `id_container` with the host key in `known_hosts` (the web dialog and
 /// `airlock app`).
@@ -124,6 +139,8 @@ pub fn local_commands(session: &str, port: u16) -> LocalCommands {
     let alias = alias(session);
     let user = crate::CONTAINER_USER;
     let home = crate::CONTAINER_HOME;
+    // (The dialog's short form: known_hosts and id_container are the files
+    // the user just saved; see [`pin_options`] for the full set.)
     let pin = format!("-o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts");
     LocalCommands {
         proxy: format!("airlock app {session} sshd -b {port}"),
@@ -164,6 +181,16 @@ pub mod readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pin_options_pin_the_alias_only() {
+        let o = pin_options("demo", "/tmp/kh");
+        assert_eq!(
+            o.join(" "),
+            "-o HostKeyAlias=airlock-demo -o UserKnownHostsFile=/tmp/kh \
+             -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes"
+        );
+    }
 
     #[test]
     fn aliases_round_trip() {

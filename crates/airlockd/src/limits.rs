@@ -1,8 +1,7 @@
 //! `airlockd user limits EMAIL …`: an account's own quotas.
 
 use airlock_gateway::Store;
-use airlock_gateway::quotas::{self, Limit, UserLimits, human_size};
-use airlock_proto::validate::Invalid;
+use airlock_gateway::quotas::{Limit, Unit, UserLimits};
 
 use crate::cli::{LimitsArgs, hinted};
 
@@ -10,28 +9,20 @@ use crate::cli::{LimitsArgs, hinted};
 /// it to the server default.
 type Change = Option<Option<Limit>>;
 
-fn change(
-    raw: Option<&str>,
-    flag: &str,
-    parse: fn(&str) -> Result<Limit, Invalid>,
-) -> anyhow::Result<Change> {
+fn change(raw: Option<&str>, flag: &str, unit: Unit) -> anyhow::Result<Change> {
     let Some(raw) = raw else {
         return Ok(None);
     };
     if raw.trim().eq_ignore_ascii_case("default") {
         return Ok(Some(None));
     }
-    parse(raw)
+    unit.parse(raw)
         .map(|l| Some(Some(l)))
         .map_err(|e| hinted(format!("--{flag}: {}", e.message), e.hint))
 }
 
-fn show(l: Option<Limit>, size: bool) -> String {
-    match l {
-        None => "default".to_owned(),
-        Some(Limit::Max(n)) if size => format!("{} ({n} bytes)", human_size(n)),
-        Some(l) => l.to_string(),
-    }
+fn show(l: Option<Limit>, unit: Unit) -> String {
+    l.map_or_else(|| "default".to_owned(), |l| unit.show(l))
 }
 
 fn json(l: Option<Limit>) -> serde_json::Value {
@@ -43,14 +34,10 @@ fn json(l: Option<Limit>) -> serde_json::Value {
 }
 
 pub async fn run(store: &Store, args: LimitsArgs) -> anyhow::Result<()> {
-    let sessions = change(args.sessions.as_deref(), "sessions", quotas::parse_count)?;
-    let tunnels = change(args.tunnels.as_deref(), "tunnels", quotas::parse_count)?;
-    let upload = change(
-        args.upload_size.as_deref(),
-        "upload-size",
-        quotas::parse_size,
-    )?;
-    let folders = change(args.folders.as_deref(), "folders", quotas::parse_count)?;
+    let sessions = change(args.sessions.as_deref(), "sessions", Unit::Count)?;
+    let tunnels = change(args.tunnels.as_deref(), "tunnels", Unit::Count)?;
+    let upload = change(args.upload_size.as_deref(), "upload-size", Unit::Bytes)?;
+    let folders = change(args.folders.as_deref(), "folders", Unit::Count)?;
     let user = store.user_by_email(&args.email).await?.ok_or_else(|| {
         hinted(
             format!("no account for {}", args.email),
@@ -95,10 +82,10 @@ pub async fn run(store: &Store, args: LimitsArgs) -> anyhow::Result<()> {
     } else {
         println!("limits of {}:", user.email);
     }
-    println!("  sessions:    {}", show(limits.sessions, false));
-    println!("  tunnels:     {}", show(limits.tunnels, false));
-    println!("  upload size: {}", show(limits.upload_bytes, true));
-    println!("  folders:     {}", show(limits.folders, false));
+    println!("  sessions:    {}", show(limits.sessions, Unit::Count));
+    println!("  tunnels:     {}", show(limits.tunnels, Unit::Count));
+    println!("  upload size: {}", show(limits.upload_bytes, Unit::Bytes));
+    println!("  folders:     {}", show(limits.folders, Unit::Count));
     println!("(\"default\" is the gateway's --max-… setting)");
     Ok(())
 }

@@ -102,20 +102,16 @@ pub struct Prepared {
 impl Prepared {
     /// OpenSSH options common to ssh and scp.
     pub fn options(&self) -> Vec<String> {
-        let mut o = vec![
-            "-o".into(),
-            format!("HostKeyAlias={}", self.alias),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", self.known_hosts.display()),
-            "-o".into(),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
+        let mut o = airlock_proto::recipes::pin_options(
+            &self.info.name,
+            &self.known_hosts.display().to_string(),
+        );
+        o.extend([
             "-o".into(),
             "IdentitiesOnly=yes".into(),
             "-i".into(),
             self.identity.path().display().to_string(),
-        ];
+        ]);
         if matches!(self.identity, Identity::SessionKey(_)) {
             // The session key is only for this session: do not offer it to
             // an agent or other hosts.

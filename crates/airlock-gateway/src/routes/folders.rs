@@ -209,7 +209,12 @@ pub(crate) async fn delete_file(
         .recursive
         .as_deref()
         .is_some_and(|v| v == "true" || v == "1");
-    folders::delete_file(&state, &f, &path, recursive).await?;
+    let what = if recursive {
+        folders::Removal::Tree
+    } else {
+        folders::Removal::Entry
+    };
+    folders::delete_file(&state, &f, &path, what).await?;
     file_event(
         &state,
         (&caller.user.id, Some(&caller.user)),
@@ -245,7 +250,7 @@ pub(crate) async fn mkdir(
         .unwrap_or(false);
     let mut results = Vec::new();
     for p in paths {
-        folders::mkdir(&state, &f, &p, parents, exist_ok).await?;
+        folders::mkdir(&state, &f, &p, folders::MkdirOptions { parents, exist_ok }).await?;
         results.push(serde_json::json!({"item": p, "msg": null}));
     }
     Ok((

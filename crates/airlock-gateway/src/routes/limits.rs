@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
-use crate::quotas::{self, Limit, Limits, UserLimits};
+use crate::quotas::{Limit, Limits, Unit, UserLimits};
 use crate::store::User;
 
 fn limit_json(l: Limit) -> Value {
@@ -78,15 +78,14 @@ pub(crate) async fn get(
 
 /// One field of a PATCH body: absent = unchanged, `null` or `"default"` =
 /// the server default, a number or `"unlimited"` (sizes also `"10G"`).
-fn field(body: &Map<String, Value>, key: &str, size: bool) -> ApiResult<Option<Option<Limit>>> {
+fn field(body: &Map<String, Value>, key: &str, unit: Unit) -> ApiResult<Option<Option<Limit>>> {
     let Some(v) = body.get(key) else {
         return Ok(None);
     };
     let parsed = match v {
         Value::Null => None,
         Value::String(s) if s.trim().eq_ignore_ascii_case("default") => None,
-        Value::String(s) if size => Some(quotas::parse_size(s)?),
-        Value::String(s) => Some(quotas::parse_count(s)?),
+        Value::String(s) => Some(unit.parse(s)?),
         Value::Number(n) => Some(Limit::Max(n.as_u64().ok_or_else(|| {
             ApiError::invalid(format!("{key}: {n} is not a whole number ≥ 0"))
                 .hint("use a number, \"unlimited\" or null (the server default)")
@@ -117,16 +116,16 @@ pub(crate) async fn patch(
             .hint("the limits are sessions, tunnels, upload_size and folders"));
     }
     let mut l: UserLimits = state.store().user_limits(&user.id).await?;
-    if let Some(v) = field(body, "sessions", false)? {
+    if let Some(v) = field(body, "sessions", Unit::Count)? {
         l.sessions = v;
     }
-    if let Some(v) = field(body, "tunnels", false)? {
+    if let Some(v) = field(body, "tunnels", Unit::Count)? {
         l.tunnels = v;
     }
-    if let Some(v) = field(body, "upload_size", true)? {
+    if let Some(v) = field(body, "upload_size", Unit::Bytes)? {
         l.upload_bytes = v;
     }
-    if let Some(v) = field(body, "folders", false)? {
+    if let Some(v) = field(body, "folders", Unit::Count)? {
         l.folders = v;
     }
     state.store().set_user_limits(&user.id, &l).await?;

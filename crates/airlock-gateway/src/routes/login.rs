@@ -2,19 +2,19 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use airlock_proto::SESSION_COOKIE;
 use airlock_proto::api::{AccountInfo, LoginCheck, LoginResponse};
 use airlock_proto::login::{self, ENCODED_HEADER, LoginRequest};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
+use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{LoginOutcome, audit_login, password_login, session_token};
+use crate::cookies;
 use crate::error::{ApiError, ApiResult};
 use crate::forwarded::{client_ip, forwarded};
 use crate::store::User;
@@ -116,19 +116,14 @@ pub(crate) async fn login(
     let token = state.store().create_web_session(&user.id, max_age).await?;
     tracing::info!(email = %user.email, %client, "login succeeded");
     let info = account_info(&state, &user).await?;
-    let mut cookie =
-        format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Max-Age={max_age}; SameSite=Lax");
-    if cfg.secure_cookies {
-        cookie.push_str("; Secure");
-    }
     let mut resp = Json(LoginResponse {
         authenticated: true,
         data: serde_json::to_value(info).map_err(ApiError::internal)?,
     })
     .into_response();
-    resp.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    cookies::set(
+        &mut resp,
+        &cookies::session(&token, max_age, cfg.secure_cookies),
     );
     Ok(resp)
 }
@@ -152,10 +147,7 @@ pub(crate) async fn logout(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    resp.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_static("AIOHTTP_SESSION=; Path=/; HttpOnly; Max-Age=0"),
-    );
+    cookies::set(&mut resp, &cookies::clear_session());
     Ok(resp)
 }
 

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::session_files::{self, home_path};
-use crate::sessions::{self, CreateParams};
+use crate::sessions::{self, CreateParams, Lookup};
 
 fn str_or_num(v: &Value) -> Option<String> {
     match v {
@@ -226,7 +226,7 @@ pub(crate) async fn get_one(
     caller: Caller,
     Path(ident): Path<String>,
 ) -> ApiResult<axum::Json<SessionInfo>> {
-    let s = sessions::resolve(&state, &caller, &ident, false).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::EvenEnded).await?;
     Ok(axum::Json(sessions::info(&state, &s).await?))
 }
 
@@ -243,9 +243,13 @@ pub(crate) async fn destroy(
     Path(ident): Path<String>,
     Query(q): Query<DestroyQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    let s = sessions::resolve(&state, &caller, &ident, true).await?;
-    let forced = q.forced.as_deref().is_some_and(|v| v == "true" || v == "1");
-    let status = sessions::destroy(&state, &s, forced).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
+    let how = if q.forced.as_deref().is_some_and(|v| v == "true" || v == "1") {
+        sessions::Termination::Forced
+    } else {
+        sessions::Termination::Orderly
+    };
+    let status = sessions::destroy(&state, &s, how).await?;
     crate::audit::session_terminated(&state, &s, &caller.user, status.as_str()).await;
     Ok(axum::Json(
         serde_json::json!({"stats": {}, "status": status.as_str()}),
@@ -282,7 +286,7 @@ pub(crate) async fn logs(
     Path(ident): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let s = sessions::resolve(&state, &caller, &ident, false).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::EvenEnded).await?;
     let tail = q
         .tail
         .unwrap_or(sessions::LOG_LINES)
@@ -337,7 +341,7 @@ pub(crate) async fn ping(
     Path(ident): Path<String>,
 ) -> ApiResult<axum::Json<airlock_proto::api::SessionPing>> {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
     if s.status != crate::store::Status::Running {
         return Err(ApiError::conflict(format!(
             "session {:?} is {}, not RUNNING",
@@ -429,7 +433,7 @@ pub(crate) async fn download(
             &frames::confine(f, CONTAINER_HOME).map_err(ApiError::invalid)?,
         ));
     }
-    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
     sessions::require_running(&s)?;
     let agent = sessions::agent_of(&state, &s).await?;
     let resp = state.agents().download(&agent, &s.id, files).await?;
@@ -486,7 +490,7 @@ pub(crate) async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|ct| multer::parse_boundary(ct).ok())
         .ok_or_else(|| ApiError::invalid("the upload must be multipart/form-data"))?;
-    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
     sessions::require_running(&s)?;
     let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
     let (st, user_id) = (state.clone(), caller.user.id.clone());
@@ -559,7 +563,7 @@ pub(crate) async fn files(
         .or_else(|| body.get("path").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| ".".to_owned());
     frames::confine(&path, CONTAINER_HOME).map_err(ApiError::invalid)?;
-    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
     sessions::require_running(&s)?;
     let agent = sessions::agent_of(&state, &s).await?;
     let list = state.agents().files(&agent, &s.id, &path).await?;
@@ -576,7 +580,7 @@ pub(crate) async fn apps(
     caller: Caller,
     Path(ident): Path<String>,
 ) -> ApiResult<axum::Json<Vec<ServicePort>>> {
-    let s = sessions::resolve(&state, &caller, &ident, true).await?;
+    let s = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
     // A session that is not running has no apps yet: say so now, rather
     // than letting the client open a local port whose tunnels all fail.
     sessions::require_running(&s)?;

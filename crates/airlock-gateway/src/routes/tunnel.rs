@@ -17,7 +17,7 @@ use crate::audit::Audit;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::quotas;
-use crate::sessions;
+use crate::sessions::{self, Lookup};
 use crate::store::Status;
 use crate::tunnels::{TunnelInfo, TunnelMeta, open_runner};
 
@@ -98,7 +98,7 @@ pub(crate) async fn tcpproxy(
         ));
     }
     // Ownership is checked before the upgrade: others get a plain 404.
-    let session = sessions::resolve(&state, &caller, &ident, true).await?;
+    let session = sessions::resolve(&state, &caller, &ident, Lookup::Live).await?;
     // Counted from here until the tunnel ends (429 past the account's limit).
     let permit = quotas::tunnel_permit(&state, &caller.user.id).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);

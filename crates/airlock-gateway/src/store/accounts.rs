@@ -190,6 +190,16 @@ fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// `SELECT` of the columns a [`UserRow`] is read from, then `$tail`.
+macro_rules! select_users {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, email, role, is_active, created_at FROM users ",
+            $tail
+        )
+    };
+}
+
 impl Store {
     /// Number of users.
     pub async fn user_count(&self) -> Result<i64, StoreError> {
@@ -251,33 +261,29 @@ impl Store {
 
     /// Looks a user up by email (case-insensitive).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT id, email, role, is_active, created_at FROM users WHERE LOWER(email) = LOWER($1)",
-        )
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(User::from))
+        self.one_user(select_users!("WHERE LOWER(email) = LOWER($1)"), email)
+            .await
     }
 
     /// Looks a user up by id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT id, email, role, is_active, created_at FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        self.one_user(select_users!("WHERE id = $1"), id).await
+    }
+
+    /// The user that `sql` (with one parameter, `value`) finds.
+    async fn one_user(&self, sql: &'static str, value: &str) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(User::from))
     }
 
     /// All users, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT id, email, role, is_active, created_at FROM users ORDER BY created_at, email",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<UserRow> = sqlx::query_as(select_users!("ORDER BY created_at, email"))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(User::from).collect())
     }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
 use super::upload::{UploadForm, failed, uploaded};
+use super::{Confirmation, Confirmed};
 use super::{
     Flash, PageError, PageResult, PostForm, WebUser, attachment, enc, explain, redirect_with,
 };
@@ -20,8 +21,6 @@ use crate::beneath::Kind;
 use crate::error::ApiError;
 use crate::folders;
 use crate::store::Folder;
-
-const AUTHORIZED_KEYS: &str = "authorized_keys";
 
 #[derive(Debug, Deserialize, Default)]
 pub(crate) struct PathQuery {
@@ -201,12 +200,19 @@ pub(crate) async fn page(State(state): State<AppState>, user: WebUser) -> PageRe
     render_list(&state, &user, ListForm::default(), StatusCode::OK).await
 }
 
+/// The fields of `create`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct NameForm {
+    name: String,
+}
+
 /// `POST /ui/folders`.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<NameForm>,
 ) -> PageResult {
-    let name = form.get("name").trim().to_owned();
+    let name = form.name.trim().to_owned();
     match folders::create(&state, &user.caller, &name, None).await {
         Ok(f) => Ok(redirect_with(
             &folder_url(&f, ""),
@@ -239,10 +245,10 @@ pub(crate) async fn create(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<Confirmation>,
 ) -> PageResult {
     let f = folders::resolve(&state, &user.caller, &id).await?;
-    if form.get("confirmed") != "1" {
+    if !form.confirmed.given() {
         return Ok(layout::confirm_page(
             &user,
             Nav::Folders,
@@ -300,13 +306,6 @@ fn parse_keys(text: &str) -> Vec<Result<ParsedKey, (usize, String)>> {
         .collect()
 }
 
-async fn read_authorized_keys(state: &AppState, f: &Folder) -> Option<String> {
-    let bytes = folders::read_small(state, f, AUTHORIZED_KEYS, 1 << 20)
-        .await
-        .ok()??;
-    String::from_utf8(bytes).ok()
-}
-
 fn entry_row(user: &WebUser, f: &Folder, dir: &str, e: &FolderEntry) -> Markup {
     let path = join(dir, &e.name);
     let download = format!("/ui/folders/{}/download?path={}", f.hex_id(), enc(&path));
@@ -355,7 +354,7 @@ async fn render_browse(
     let entries = folders::list_files(state, f, path).await?;
     let is_ssh = f.name == ".ssh" && path.is_empty();
     let current_keys = if is_ssh {
-        read_authorized_keys(state, f).await
+        folders::read_authorized_keys(state, f).await
     } else {
         None
     };
@@ -504,21 +503,35 @@ pub(crate) async fn download(
     Ok(resp)
 }
 
+/// The fields of `mkdir`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct MkdirForm {
+    path: String,
+    name: String,
+}
+
 /// `POST /ui/folders/{id}/mkdir` `{path, name}`.
 pub(crate) async fn mkdir(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<MkdirForm>,
 ) -> PageResult {
     let f = folders::resolve(&state, &user.caller, &id).await?;
-    let dir = clean(form.get("path"));
-    let name = form.get("name").trim();
+    let dir = clean(&form.path);
+    let name = form.name.trim();
     let result = if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         Err(ApiError::invalid(
             "a directory name must not be empty or contain '/'",
         ))
     } else {
-        folders::mkdir(&state, &f, &join(&dir, name), false, false).await
+        folders::mkdir(
+            &state,
+            &f,
+            &join(&dir, name),
+            folders::MkdirOptions::default(),
+        )
+        .await
     };
     match result {
         Ok(_) => Ok(redirect_with(
@@ -536,16 +549,24 @@ pub(crate) async fn mkdir(
     }
 }
 
+/// The fields of `delete_file`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct DeleteFileForm {
+    path: String,
+    confirmed: Confirmed,
+}
+
 /// `POST /ui/folders/{id}/delete-file` `{path, confirmed}`.
 pub(crate) async fn delete_file(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<DeleteFileForm>,
 ) -> PageResult {
     let f = folders::resolve(&state, &user.caller, &id).await?;
-    let path = clean(form.get("path"));
+    let path = clean(&form.path);
     let back = folder_url(&f, &parent(&path));
-    if form.get("confirmed") != "1" {
+    if !form.confirmed.given() {
         return Ok(layout::confirm_page(
             &user,
             Nav::Folders,
@@ -559,7 +580,7 @@ pub(crate) async fn delete_file(
             },
         ));
     }
-    match folders::delete_file(&state, &f, &path, true).await {
+    match folders::delete_file(&state, &f, &path, folders::Removal::Tree).await {
         Ok(()) => {
             crate::audit::file_event(
                 &state,
@@ -582,15 +603,22 @@ pub(crate) async fn delete_file(
     }
 }
 
+/// The fields of `authorized_keys`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct KeysForm {
+    keys: String,
+}
+
 /// `POST /ui/folders/{id}/authorized-keys` `{keys}`: validates the pasted
 /// keys and appends the new ones to `authorized_keys` (mode 0600).
 pub(crate) async fn authorized_keys(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<KeysForm>,
 ) -> PageResult {
     let f = folders::resolve(&state, &user.caller, &id).await?;
-    let text = form.get("keys").to_owned();
+    let text = form.keys.clone();
     let parsed = parse_keys(&text);
     let mut keys = Vec::new();
     let mut error = None;
@@ -629,37 +657,14 @@ pub(crate) async fn authorized_keys(
         };
         return render_browse(&state, &user, &f, "", form, StatusCode::BAD_REQUEST).await;
     }
-    let existing = read_authorized_keys(&state, &f).await.unwrap_or_default();
-    let known: Vec<String> = parse_keys(&existing)
-        .into_iter()
-        .filter_map(Result::ok)
-        .map(|k| k.fingerprint)
-        .collect();
-    let mut content = existing.clone();
-    if !content.is_empty() && !content.ends_with('\n') {
-        content.push('\n');
-    }
-    let mut added = 0;
-    let mut fingerprints = Vec::new();
-    for k in keys {
-        if known.contains(&k.fingerprint) || fingerprints.contains(&k.fingerprint) {
-            continue;
-        }
-        content.push_str(&k.line);
-        content.push('\n');
-        fingerprints.push(k.fingerprint);
-        added += 1;
-    }
+    let fingerprints = folders::add_authorized_keys(&state, &f, &keys).await?;
+    let added = fingerprints.len();
     if added == 0 {
         return Ok(redirect_with(
             &folder_url(&f, ""),
             &[Flash::warn("That key is already in authorized_keys.")],
         ));
     }
-    let body = futures_util::stream::once(async move {
-        Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(content))
-    });
-    folders::write_file(&state, &f, AUTHORIZED_KEYS, Box::pin(body), None, 0o600).await?;
     tracing::info!(folder = %f.name, user = %user.email(), added, "keys added to authorized_keys");
     Ok(redirect_with(
         &folder_url(&f, ""),

@@ -5,18 +5,17 @@
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::layout;
-use super::{FormData, HOME, PageResult, PostForm, cookie, redirect_with, safe_next, web_user};
+use super::{HOME, PageResult, PostForm, parse_form, redirect_with, safe_next, web_user};
 use crate::AppState;
 use crate::auth::{LoginOutcome, password_login};
+use crate::cookies;
 use crate::forwarded::{client_ip, peer_of};
-
-const LOGIN_COOKIE: &str = "airlock_login";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct NextQuery {
@@ -63,11 +62,7 @@ fn login_page(
     };
     let mut resp = layout::public_page("Log in", content).into_response();
     *resp.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}={token}; Path=/ui/login; HttpOnly; SameSite=Strict; Max-Age=3600"
-    )) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
+    cookies::set(&mut resp, &cookies::login_token(&token));
     resp
 }
 
@@ -82,8 +77,8 @@ pub(crate) async fn form(
     if web_user(&state, &parts).await?.is_some() {
         return Ok(Redirect::to(&next).into_response());
     }
-    let flashes = cookie(&parts.headers, super::FLASH_COOKIE)
-        .map(super::Flash::decode)
+    let flashes = cookies::get(&parts.headers, cookies::FLASH)
+        .map(|f| super::Flash::decode(&f))
         .unwrap_or_default();
     let notice = flashes.first().map(|f| f.text.clone());
     let mut resp = login_page(&next, "", None, notice.as_deref(), StatusCode::OK);
@@ -93,20 +88,31 @@ pub(crate) async fn form(
     Ok(resp)
 }
 
+/// The login form's fields.
+// (No Debug: it holds passwords.)
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct LoginForm {
+    next: String,
+    email: String,
+    password: String,
+    login_token: String,
+}
+
 /// `POST /ui/login`.
 pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageResult {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024)
         .await
         .unwrap_or_default();
-    let form = FormData::parse(&bytes);
-    let next = safe_next(form.get("next")).to_owned();
-    let email = form.get("email").trim().to_owned();
-    let password = form.get("password");
+    let form: LoginForm = parse_form(&bytes)?;
+    let next = safe_next(&form.next).to_owned();
+    let email = form.email.trim().to_owned();
+    let password = form.password.as_str();
 
     // Login CSRF: the hidden token must match the cookie set with the form.
-    let expected = cookie(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
-    let given = form.get("login_token");
+    let expected = cookies::get(&parts.headers, cookies::LOGIN).unwrap_or_default();
+    let given = &form.login_token;
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return Ok(login_page(
             &next,
@@ -151,21 +157,12 @@ pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageR
     let max_age = i64::try_from(cfg.session_max_age.as_secs()).unwrap_or(i64::MAX / 2000);
     let token = state.store().create_web_session(&user.id, max_age).await?;
     tracing::info!(email = %user.email, "web login succeeded");
-    let mut c = format!(
-        "{}={token}; Path=/; HttpOnly; Max-Age={max_age}; SameSite=Lax",
-        airlock_proto::SESSION_COOKIE
-    );
-    if cfg.secure_cookies {
-        c.push_str("; Secure");
-    }
     let mut resp = Redirect::to(&next).into_response();
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("airlock_login=; Path=/ui/login; HttpOnly; Max-Age=0"),
+    cookies::set(
+        &mut resp,
+        &cookies::session(&token, max_age, cfg.secure_cookies),
     );
+    cookies::set(&mut resp, &cookies::clear_login_token());
     Ok(resp)
 }
 
@@ -175,8 +172,8 @@ pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> PageR
     let headers = req.headers().clone();
     let PostForm { user, .. } =
         <PostForm as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
-    if let Some(token) = cookie(&headers, airlock_proto::SESSION_COOKIE) {
-        state.store().delete_web_session(token).await?;
+    if let Some(token) = cookies::get(&headers, airlock_proto::SESSION_COOKIE) {
+        state.store().delete_web_session(&token).await?;
     }
     tracing::info!(email = %user.email(), "web logout");
     state
@@ -187,9 +184,6 @@ pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> PageR
         )
         .await;
     let mut resp = redirect_with("/ui/login", &[super::Flash::ok("You have logged out.")]);
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("AIOHTTP_SESSION=; Path=/; HttpOnly; Max-Age=0"),
-    );
+    cookies::set(&mut resp, &cookies::clear_session());
     Ok(resp)
 }

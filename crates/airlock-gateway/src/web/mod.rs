@@ -38,6 +38,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::auth::{AuthMethod, Caller};
+use crate::cookies;
 use crate::error::ApiError;
 
 /// Where the UI lives.
@@ -45,7 +46,6 @@ pub(crate) const BASE: &str = "/ui";
 /// The page a logged-in user lands on.
 pub(crate) const HOME: &str = "/ui/sessions";
 
-const FLASH_COOKIE: &str = "airlock_flash";
 const FORM_LIMIT: usize = 256 * 1024;
 
 /// The UI routes, to be nested at [`BASE`].
@@ -290,29 +290,11 @@ impl Flash {
     }
 }
 
-/// A cookie value from the request.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
-}
-
 /// A 303 redirect that leaves flash messages for the next page.
 pub(crate) fn redirect_with(location: &str, flashes: &[Flash]) -> Response {
     let mut resp = Redirect::to(location).into_response();
-    if !flashes.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{FLASH_COOKIE}={}; Path={BASE}; HttpOnly; SameSite=Lax; Max-Age=60",
-            Flash::encode(flashes)
-        ))
-    {
-        resp.headers_mut().append(header::SET_COOKIE, v);
+    if !flashes.is_empty() {
+        cookies::set(&mut resp, &cookies::flash(&Flash::encode(flashes)));
     }
     resp
 }
@@ -332,10 +314,7 @@ pub(crate) fn redirect_for(script: bool, location: &str, flashes: &[Flash]) -> R
 }
 
 fn clear_flash(resp: &mut Response) {
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("airlock_flash=; Path=/ui; HttpOnly; SameSite=Lax; Max-Age=0"),
-    );
+    cookies::set(resp, &cookies::clear_flash());
 }
 
 // ---------------------------------------------------------------- users
@@ -372,20 +351,20 @@ fn csrf_for(token: &str) -> String {
 
 /// The login cookie's user, if the cookie is valid.
 async fn web_user(state: &AppState, parts: &Parts) -> Result<Option<WebUser>, ApiError> {
-    let Some(token) = cookie(&parts.headers, airlock_proto::SESSION_COOKIE) else {
+    let Some(token) = cookies::get(&parts.headers, airlock_proto::SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(user) = state.store().web_session_user(token).await? else {
+    let Some(user) = state.store().web_session_user(&token).await? else {
         return Ok(None);
     };
     if !user.is_active {
         return Ok(None);
     }
-    let flashes = cookie(&parts.headers, FLASH_COOKIE)
-        .map(Flash::decode)
+    let flashes = cookies::get(&parts.headers, cookies::FLASH)
+        .map(|f| Flash::decode(&f))
         .unwrap_or_default();
     Ok(Some(WebUser {
-        csrf: csrf_for(token),
+        csrf: csrf_for(&token),
         caller: Caller {
             user,
             method: AuthMethod::Cookie,
@@ -432,35 +411,50 @@ impl FromRequestParts<AppState> for WebUser {
 
 // ---------------------------------------------------------------- forms
 
-/// An `application/x-www-form-urlencoded` body.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct FormData(Vec<(String, String)>);
-
-impl FormData {
-    pub(crate) fn parse(body: &[u8]) -> Self {
-        Self(
-            url::form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
+/// Reads an `application/x-www-form-urlencoded` body into `T`: fields by
+/// name, a missing one is its default (declare them `#[serde(default)]`),
+/// a repeated one fills a `Vec`. (`serde_html_form`, not `axum::Form`'s
+/// `serde_urlencoded`, because of repeated fields such as `mount`.)
+pub(crate) fn parse_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, PageError> {
+    serde_html_form::from_bytes(body).map_err(|e| {
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad form",
+            format!("The form's fields could not be read: {e}."),
         )
-    }
+        .hint("Go back, reload the page and try again.")
+    })
+}
 
-    /// The first value of `key` ("" when absent).
-    pub(crate) fn get(&self, key: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or("", |(_, v)| v.as_str())
-    }
+/// A form without fields of its own (a button).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct NoFields {}
 
-    /// Every value of `key`.
-    pub(crate) fn all(&self, key: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
+/// The `confirmed` field of a form that asks "are you sure?" first: `1`
+/// once answered.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Confirmed(String);
+
+impl Confirmed {
+    /// Whether the user confirmed.
+    pub(crate) fn given(&self) -> bool {
+        self.0 == "1"
     }
+}
+
+/// A form with nothing but the confirmation.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Confirmation {
+    #[serde(default)]
+    pub confirmed: Confirmed,
+}
+
+/// The CSRF field every logged-in form carries.
+#[derive(Debug, Default, serde::Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
 }
 
 /// Checks a submitted CSRF token against the user's.
@@ -478,14 +472,15 @@ pub(crate) fn check_csrf(user: &WebUser, given: &str) -> Result<(), PageError> {
     }
 }
 
-/// A POSTed form from a logged-in user, CSRF-checked.
+/// A POSTed form from a logged-in user, CSRF-checked, its fields read
+/// into `T`.
 #[derive(Debug)]
-pub(crate) struct PostForm {
+pub(crate) struct PostForm<T = NoFields> {
     pub user: WebUser,
-    pub form: FormData,
+    pub form: T,
 }
 
-impl FromRequest<AppState> for PostForm {
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for PostForm<T> {
     type Rejection = PageError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -498,8 +493,9 @@ impl FromRequest<AppState> for PostForm {
                 "The form data is larger than this page accepts.",
             )
         })?;
-        let form = FormData::parse(&bytes);
-        check_csrf(&user, form.get("csrf"))?;
+        let CsrfField { csrf } = parse_form(&bytes)?;
+        check_csrf(&user, &csrf)?;
+        let form = parse_form(&bytes)?;
         Ok(PostForm { user, form })
     }
 }
@@ -565,15 +561,34 @@ pub(crate) fn explain(e: &ApiError) -> (String, Option<String>) {
         .msg
         .clone()
         .unwrap_or_else(|| e.problem.title.clone());
-    // Hints that point at the CLI's list commands are noise next to the
-    // page's own links; other CLI hints still help in a browser.
-    let hint = e
-        .problem
-        .hint
-        .as_deref()
-        .filter(|h| !h.contains(" ls`"))
-        .map(sentence);
-    (sentence(&msg), hint)
+    (sentence(&msg), web_hint(&e.problem).map(|h| sentence(&h)))
+}
+
+/// The hint a page shows for a problem, chosen by its type: the API's
+/// hints speak of CLI commands, which a page replaces with its own links
+/// and buttons where it has them; other CLI hints still help in a browser.
+fn web_hint(problem: &airlock_proto::problem::Problem) -> Option<String> {
+    match problem.slug() {
+        // "list your … with `airlock … ls`": the page's own lists.
+        "session-not-found" | "vfolder-not-found" | "ssh-key-not-found" | "file-not-found" => None,
+        "session-already-exists" => {
+            Some("Pick another name, or terminate the other session first.".to_owned())
+        }
+        "quota-exceeded"
+            if problem
+                .data
+                .as_ref()
+                .and_then(|d| d.get("quota"))
+                .and_then(|q| q.as_str())
+                == Some(crate::quotas::QUOTA_SESSIONS) =>
+        {
+            Some(
+                "Terminate a session you no longer need, or ask an administrator to raise your limit."
+                    .to_owned(),
+            )
+        }
+        _ => problem.hint.clone(),
+    }
 }
 
 impl From<ApiError> for PageError {
@@ -713,9 +728,23 @@ mod tests {
 
     #[test]
     fn forms_parse() {
-        let f = FormData::parse(b"a=1&m=x&m=y+z&e=");
-        assert_eq!(f.get("a"), "1");
-        assert_eq!(f.all("m"), ["x", "y z"]);
-        assert_eq!(f.get("missing"), "");
+        #[derive(serde::Deserialize)]
+        struct F {
+            #[serde(default)]
+            a: String,
+            #[serde(default)]
+            m: Vec<String>,
+            #[serde(default)]
+            missing: String,
+        }
+        let f: F = parse_form(b"a=1&m=x&m=y+z&e=&csrf=t").unwrap();
+        assert_eq!(f.a, "1");
+        assert_eq!(f.m, ["x", "y z"]);
+        assert_eq!(f.missing, "");
+        let one: F = parse_form(b"m=only").unwrap();
+        assert_eq!(one.m, ["only"]);
+        let c: Confirmation = parse_form(b"confirmed=1").unwrap();
+        assert!(c.confirmed.given());
+        assert!(!parse_form::<Confirmation>(b"").unwrap().confirmed.given());
     }
 }

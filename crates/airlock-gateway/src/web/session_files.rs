@@ -14,6 +14,7 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use maud::{Markup, html};
 
+use super::Confirmed;
 use super::folders::{PathQuery, join, parent};
 use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
 use super::upload::{UploadForm, failed, uploaded};
@@ -25,7 +26,7 @@ use crate::AppState;
 use crate::audit::{FileScope, file_event, file_events, file_renamed};
 use crate::error::ApiError;
 use crate::session_files::{self, Kind, home_path};
-use crate::sessions;
+use crate::sessions::{self, Lookup};
 use crate::store::SessionRow;
 
 /// A path from the user, confined to the home (relative, no `..`).
@@ -39,7 +40,7 @@ fn confined(raw: &str) -> PageResult<String> {
 
 /// The caller's running session `id` (404 for other users' sessions).
 async fn running(state: &AppState, user: &WebUser, id: &str) -> PageResult<SessionRow> {
-    let s = sessions::resolve(state, &user.caller, id, true).await?;
+    let s = sessions::resolve(state, &user.caller, id, Lookup::Live).await?;
     sessions::require_running(&s)?;
     Ok(s)
 }
@@ -430,17 +431,25 @@ async fn apply(
     Ok(())
 }
 
+/// The fields of `rename`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct RenameForm {
+    path: String,
+    name: String,
+}
+
 /// `POST /ui/sessions/{id}/files/rename` `{path, name}`: renames within
 /// the same directory.
 pub(crate) async fn rename(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<RenameForm>,
 ) -> PageResult {
     let s = running(&state, &user, &id).await?;
-    let rel = entry_path(form.get("path"))?;
+    let rel = entry_path(&form.path)?;
     let dir = parent(&rel);
-    let result = match new_name(form.get("name")) {
+    let result = match new_name(&form.name) {
         Ok(name) => {
             let to = join(&dir, name);
             let change = FileChange::Rename {
@@ -460,7 +469,7 @@ pub(crate) async fn rename(
             &user,
             &s,
             &rel,
-            form.get("name"),
+            form.name.as_str(),
             Some(&explain(&e)),
             e.status,
         )),
@@ -469,16 +478,24 @@ pub(crate) async fn rename(
 
 // ---------------------------------------------------------------- delete, mkdir
 
+/// The fields of `delete`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct DeleteForm {
+    path: String,
+    confirmed: Confirmed,
+}
+
 /// `POST /ui/sessions/{id}/files/delete` `{path, confirmed}`.
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<DeleteForm>,
 ) -> PageResult {
     let s = running(&state, &user, &id).await?;
-    let rel = entry_path(form.get("path"))?;
+    let rel = entry_path(&form.path)?;
     let back = files_url(&s, &parent(&rel));
-    if form.get("confirmed") != "1" {
+    if !form.confirmed.given() {
         return Ok(layout::confirm_page(
             &user,
             Nav::Sessions,
@@ -504,15 +521,23 @@ pub(crate) async fn delete(
     Ok(redirect_with(&back, &[flash]))
 }
 
+/// The fields of `mkdir`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct MkdirForm {
+    path: String,
+    name: String,
+}
+
 /// `POST /ui/sessions/{id}/files/mkdir` `{path, name}`.
 pub(crate) async fn mkdir(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<MkdirForm>,
 ) -> PageResult {
     let s = running(&state, &user, &id).await?;
-    let dir = confined(form.get("path"))?;
-    let result = match new_name(form.get("name")) {
+    let dir = confined(&form.path)?;
+    let result = match new_name(&form.name) {
         Ok(name) => {
             let change = FileChange::Mkdir {
                 path: join(&dir, name),
@@ -528,7 +553,7 @@ pub(crate) async fn mkdir(
         )),
         Err(e) => {
             let form = BrowseForm {
-                mkdir_name: form.get("name").to_owned(),
+                mkdir_name: form.name.clone(),
                 mkdir_error: Some(explain(&e)),
             };
             render_browse(&state, &user, &s, &dir, form, e.status).await

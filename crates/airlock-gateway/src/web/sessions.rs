@@ -13,11 +13,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::Confirmation;
 use super::layout::{self, Nav, code, csrf, danger_button, form_error, icon, svg};
 use super::{Flash, PageError, PageResult, PostForm, WebUser, attachment, explain, redirect_with};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::sessions::{self, CreateParams};
+use crate::sessions::{self, CreateParams, Lookup};
 use crate::store::{SessionRow, Status};
 
 /// The local port the dialog suggests when the user has no preferred one
@@ -48,16 +49,20 @@ impl ListQuery {
     }
 }
 
-/// What the create form shows (again, after an error).
-#[derive(Debug, Default)]
-struct CreateForm {
+/// The create form's fields, and what it shows (again, after an error).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct CreateForm {
     name: String,
     image: String,
+    /// Folders to mount (one `mount` field each).
+    #[serde(rename = "mount")]
     mounts: Vec<String>,
     cpu: String,
     mem: String,
     /// Environment variables, one `NAME=VALUE` per line.
     env: String,
+    #[serde(skip)]
     error: Option<(String, Option<String>)>,
 }
 
@@ -378,15 +383,15 @@ pub(crate) async fn rows(
 /// `POST /ui/sessions`.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<CreateForm>,
 ) -> PageResult {
     let mut shown = CreateForm {
-        name: form.get("name").trim().to_owned(),
-        image: form.get("image").trim().to_owned(),
-        mounts: form.all("mount").into_iter().map(str::to_owned).collect(),
-        cpu: form.get("cpu").trim().to_owned(),
-        mem: form.get("mem").trim().to_owned(),
-        env: form.get("env").trim().to_owned(),
+        name: form.name.trim().to_owned(),
+        image: form.image.trim().to_owned(),
+        mounts: form.mounts.clone(),
+        cpu: form.cpu.trim().to_owned(),
+        mem: form.mem.trim().to_owned(),
+        env: form.env.trim().to_owned(),
         error: None,
     };
     let result: Result<SessionRow, ApiError> = async {
@@ -432,11 +437,7 @@ pub(crate) async fn create(
         )),
         Err(e) => {
             let status = e.status;
-            let (msg, mut hint) = explain(&e);
-            if hint.as_deref().is_some_and(|h| h.contains("--name")) {
-                hint = Some("Pick another name, or terminate the other session first.".into());
-            }
-            shown.error = Some((msg, hint));
+            shown.error = Some(explain(&e));
             render_page(&state, &user, &ListQuery::default(), shown, status).await
         }
     }
@@ -446,10 +447,10 @@ pub(crate) async fn create(
 pub(crate) async fn terminate(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<Confirmation>,
 ) -> PageResult {
-    let s = sessions::resolve(&state, &user.caller, &id, true).await?;
-    if form.get("confirmed") != "1" {
+    let s = sessions::resolve(&state, &user.caller, &id, Lookup::Live).await?;
+    if !form.confirmed.given() {
         return Ok(layout::confirm_page(
             &user,
             Nav::Sessions,
@@ -466,7 +467,7 @@ pub(crate) async fn terminate(
             },
         ));
     }
-    let status = sessions::destroy(&state, &s, false).await?;
+    let status = sessions::destroy(&state, &s, sessions::Termination::Orderly).await?;
     crate::audit::session_terminated(&state, &s, &user.caller.user, status.as_str()).await;
     let msg = if status == Status::Terminated {
         Flash::ok(format!("Session {} was terminated.", s.name))
@@ -479,15 +480,39 @@ pub(crate) async fn terminate(
     Ok(redirect_with("/ui/sessions", &[msg]))
 }
 
-fn local_port(settings: &airlock_proto::api::UserSettings) -> (u16, bool) {
+/// The local port the dialog's commands use.
+#[derive(Debug, Clone, Copy)]
+struct LocalPort {
+    port: u16,
+    /// The user's preferred SSH port (else the default).
+    preferred: bool,
+}
+
+fn local_port(settings: &airlock_proto::api::UserSettings) -> LocalPort {
     match settings.ssh_port {
-        Some(p) => (p, true),
-        None => (DEFAULT_LOCAL_PORT, false),
+        Some(port) => LocalPort {
+            port,
+            preferred: true,
+        },
+        None => LocalPort {
+            port: DEFAULT_LOCAL_PORT,
+            preferred: false,
+        },
     }
 }
 
+/// Where the connection information is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// In the list page's dialog (a script asked for the fragment).
+    Dialog,
+    /// On a page of its own.
+    Page,
+}
+
 /// The SSH/SFTP connection information for a session.
-fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> Markup {
+fn dialog_body(s: &SessionRow, local: LocalPort, shown: Shown) -> Markup {
+    let LocalPort { port, preferred } = local;
     let name = &s.name;
     let alias = recipes::alias(name);
     let fingerprint = s
@@ -521,7 +546,7 @@ fn dialog_body(s: &SessionRow, port: u16, preferred: bool, as_dialog: bool) -> M
     let running = s.status == Status::Running;
     html! {
         div.dialog-head {
-            @if as_dialog {
+            @if shown == Shown::Dialog {
                 h2 #modal-title { (svg(icon::TERMINAL)) "SSH / SFTP · " (name) }
                 button.btn.btn-ghost.btn-icon type="button" data-close aria-label="Close" { (svg(icon::CLOSE)) }
             } @else {
@@ -703,19 +728,19 @@ pub(crate) async fn ssh_dialog(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> PageResult {
-    let s = sessions::resolve(&state, &user.caller, &id, false).await?;
+    let s = sessions::resolve(&state, &user.caller, &id, Lookup::EvenEnded).await?;
     let settings = state
         .store()
         .settings(user.id())
         .await
         .map_err(ApiError::from)?;
-    let (port, preferred) = local_port(&settings);
+    let local = local_port(&settings);
     if headers.get("x-airlock-fragment").is_some() {
-        return Ok(dialog_body(&s, port, preferred, true).into_response());
+        return Ok(dialog_body(&s, local, Shown::Dialog).into_response());
     }
     let content = html! {
         p { a.back href="/ui/sessions" { (svg(icon::BACK)) "All sessions" } }
-        section.card.dialog-page { (dialog_body(&s, port, preferred, false)) }
+        section.card.dialog-page { (dialog_body(&s, local, Shown::Page)) }
     };
     Ok(layout::page(
         &user,
@@ -731,7 +756,7 @@ async fn fetch_key(
     user: &WebUser,
     id: &str,
 ) -> PageResult<(SessionRow, Vec<u8>)> {
-    let s = sessions::resolve(state, &user.caller, id, true).await?;
+    let s = sessions::resolve(state, &user.caller, id, Lookup::Live).await?;
     sessions::require_running(&s)?;
     let key = sessions::read_small_file(state, &s, "id_container").await?;
     tracing::info!(session = %s.id, user = %user.email(), "session key downloaded through the web UI");
@@ -774,7 +799,7 @@ pub(crate) async fn ppk(
     let (s, key) = fetch_key(&state, &user, &id).await?;
     let text = String::from_utf8(key)
         .map_err(|_| ApiError::internal("id_container is not an OpenSSH key"))?;
-    let ppk = airlock_proto::ppk::openssh_to_ppk(&text, Some(&format!("airlock-{}", s.name)))
+    let ppk = airlock_proto::ppk::openssh_to_ppk(&text, Some(&recipes::alias(&s.name)))
         .map_err(ApiError::internal)?;
     Ok(download(
         ppk.into_bytes(),
@@ -789,7 +814,7 @@ pub(crate) async fn known_hosts(
     user: WebUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    let s = sessions::resolve(&state, &user.caller, &id, true).await?;
+    let s = sessions::resolve(&state, &user.caller, &id, Lookup::Live).await?;
     let key = s.host_key.as_deref().ok_or_else(|| {
         PageError::new(
             StatusCode::CONFLICT,

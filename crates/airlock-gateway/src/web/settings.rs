@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use http::StatusCode;
 use maud::html;
 
+use super::Confirmation;
 use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
 use super::sessions::DEFAULT_LOCAL_PORT;
 use super::{Flash, PageResult, PostForm, WebUser, explain, redirect_with, sentence};
@@ -201,12 +202,19 @@ pub(crate) async fn page(State(state): State<AppState>, user: WebUser) -> PageRe
     render(&state, &user, SettingsForm::default(), StatusCode::OK).await
 }
 
+/// The fields of `set_port`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct PortForm {
+    ssh_port: String,
+}
+
 /// `POST /ui/settings/port` `{ssh_port}` (empty or 0 clears).
 pub(crate) async fn set_port(
     State(state): State<AppState>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<PortForm>,
 ) -> PageResult {
-    let raw = form.get("ssh_port").trim().to_owned();
+    let raw = form.ssh_port.trim().to_owned();
     match validate::parse_ssh_port(&raw) {
         Ok(port) => {
             state
@@ -236,13 +244,21 @@ pub(crate) async fn set_port(
     }
 }
 
+/// The fields of `add_key`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct AddKeyForm {
+    name: String,
+    public_key: String,
+}
+
 /// `POST /ui/settings/keys` `{name, public_key}`.
 pub(crate) async fn add_key(
     State(state): State<AppState>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<AddKeyForm>,
 ) -> PageResult {
-    let name = form.get("name").trim().to_owned();
-    let text = form.get("public_key").to_owned();
+    let name = form.name.trim().to_owned();
+    let text = form.public_key.clone();
     // A pasted private key is never sent back into the page (it would sit
     // in the form, the browser's history and any screenshot).
     let echo = if airlock_proto::sshkey::looks_private(&text) {
@@ -334,7 +350,7 @@ impl SettingsForm {
 pub(crate) async fn remove_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<Confirmation>,
 ) -> PageResult {
     let keys = state
         .store()
@@ -348,7 +364,7 @@ pub(crate) async fn remove_key(
         )
         .into());
     };
-    if form.get("confirmed") != "1" {
+    if !form.confirmed.given() {
         return Ok(layout::confirm_page(
             &user,
             Nav::Settings,
@@ -421,9 +437,9 @@ pub(crate) async fn regenerate_keypair(
 /// `POST /ui/settings/keypair/revoke`.
 pub(crate) async fn revoke_keypair(
     State(state): State<AppState>,
-    PostForm { user, form }: PostForm,
+    PostForm { user, form }: PostForm<Confirmation>,
 ) -> PageResult {
-    if form.get("confirmed") != "1" {
+    if !form.confirmed.given() {
         return Ok(layout::confirm_page(
             &user,
             Nav::Settings,
@@ -454,6 +470,16 @@ pub(crate) async fn revoke_keypair(
     ))
 }
 
+/// The fields of `change_password`.
+// (No Debug: it holds passwords.)
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct PasswordForm {
+    old_password: String,
+    new_password: String,
+    repeat_password: String,
+}
+
 /// `POST /ui/settings/password` `{old_password, new_password, repeat_password}`.
 pub(crate) async fn change_password(
     State(state): State<AppState>,
@@ -465,14 +491,15 @@ pub(crate) async fn change_password(
         crate::forwarded::peer_of_request(&req),
     );
     let PostForm { user, form } =
-        <PostForm as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
-    let old = form.get("old_password").to_owned();
-    let new = form.get("new_password").to_owned();
+        <PostForm<PasswordForm> as axum::extract::FromRequest<AppState>>::from_request(req, &state)
+            .await?;
+    let old = form.old_password.clone();
+    let new = form.new_password.clone();
     let fail = |msg: &str, hint: Option<&str>| SettingsForm {
         password_error: Some((msg.to_owned(), hint.map(str::to_owned))),
         ..Default::default()
     };
-    if new != form.get("repeat_password") {
+    if new != form.repeat_password.as_str() {
         let f = fail(
             "The new passwords do not match.",
             Some("Type the same new password twice."),
@@ -527,9 +554,6 @@ pub(crate) async fn change_password(
         "/ui/login",
         &[Flash::ok("Password changed. Log in with the new password.")],
     );
-    resp.headers_mut().append(
-        http::header::SET_COOKIE,
-        http::HeaderValue::from_static("AIOHTTP_SESSION=; Path=/; HttpOnly; Max-Age=0"),
-    );
+    crate::cookies::set(&mut resp, &crate::cookies::clear_session());
     Ok(resp)
 }

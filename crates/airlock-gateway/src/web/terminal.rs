@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::audit::Audit;
 use crate::error::ApiError;
 use crate::routes::tunnel::{TRY_AGAIN_LATER, switching_protocols, websocket_accept};
+use crate::sessions::Lookup;
 use crate::store::Status;
 use crate::terminal::{self, Ended, Size};
 use crate::tunnels::{TunnelMeta, open_runner};
@@ -53,7 +54,7 @@ pub(crate) async fn page(
     Path(id): Path<String>,
     Query(q): Query<TermQuery>,
 ) -> PageResult<Response> {
-    let s = sessions::resolve(&state, &user.caller, &id, true).await?;
+    let s = sessions::resolve(&state, &user.caller, &id, Lookup::Live).await?;
     sessions::require_running(&s)?;
     let name = q.name()?;
     let ws = format!("/ui/sessions/{}/terminal/ws?t={}", s.id, super::enc(name));
@@ -96,7 +97,7 @@ pub(crate) async fn socket(
     mut req: Request,
 ) -> PageResult<Response> {
     // Someone else's session is not found, whatever the request.
-    let s = sessions::resolve(&state, &user.caller, &id, true).await?;
+    let s = sessions::resolve(&state, &user.caller, &id, Lookup::Live).await?;
     let accept = websocket_accept(&req)?;
     let name = q.name()?.to_owned();
     let size = Size::clamped(q.cols, q.rows);

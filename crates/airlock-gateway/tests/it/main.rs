@@ -8,6 +8,7 @@ mod events;
 mod harness;
 mod logins;
 mod quotas;
+mod sessions;
 mod store;
 mod tls;
 mod user;
