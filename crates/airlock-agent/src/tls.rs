@@ -32,20 +32,26 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(QUEUE);
         let acceptor = TlsAcceptor::from(config);
         let acceptor_task = tokio::spawn(async move {
+            // Handshakes in flight belong to this task: they end with the
+            // listener (dropping the set aborts them).
+            let mut handshakes = tokio::task::JoinSet::new();
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of descriptors and the like: pause, go on.
-                        tracing::warn!(error = %e, "agent API: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
+                let (stream, peer) = tokio::select! {
+                    accepted = tcp.accept() => match accepted {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // Out of descriptors and the like: pause, go on.
+                            tracing::warn!(error = %e, "agent API: accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                    Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
                 };
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
-                tokio::spawn(async move {
+                handshakes.spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

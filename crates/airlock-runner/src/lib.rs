@@ -79,21 +79,41 @@ pub fn standalone_settings(
     let shell = passwd::usable_shell(Path::new("/"), entry.as_ref().map(|e| e.shell.as_str()));
     let home = std::fs::canonicalize(home).map_err(|e| Error::path("home", home, e))?;
     let host_key = keys::load_or_generate_host_key(host_key)?;
-    Ok(ServerSettings {
+    Ok(settings_for(
         user,
-        authorized_keys: vec![
-            authorized_keys.to_path_buf(),
-            home.join(".ssh/authorized_keys"),
-        ],
+        home,
+        shell,
+        authorized_keys.to_path_buf(),
+        host_key,
+        Vec::new(),
+        tuning,
+    ))
+}
+
+/// The settings of a server for `user`: the session's authorized keys
+/// (`merged`, then the user's own `~/.ssh/authorized_keys`), the
+/// environment every login gets.
+fn settings_for(
+    user: String,
+    home: PathBuf,
+    shell: String,
+    merged: PathBuf,
+    host_key: ssh_key::PrivateKey,
+    base_env: Vec<(String, String)>,
+    tuning: Tuning,
+) -> ServerSettings {
+    ServerSettings {
+        user,
+        authorized_keys: vec![merged, home.join(".ssh/authorized_keys")],
         home,
         shell,
         host_key,
         path_env: session_path_env(),
         lang: session_lang(),
-        base_env: Vec::new(),
+        base_env,
         self_exe: self_exe(),
         tuning,
-    })
+    }
 }
 
 /// Settings for container mode: user `work` from `/etc/passwd`, state from
@@ -109,21 +129,15 @@ pub fn container_settings(state_dir: &Path, tuning: Tuning) -> Result<(ServerSet
     let shell = passwd::usable_shell(Path::new("/"), Some(&entry.shell));
     let host_key = keys::read_private_key(&state_dir.join("host_key"))?;
     Ok((
-        ServerSettings {
-            user: entry.name.clone(),
-            authorized_keys: vec![
-                state_dir.join("authorized_keys"),
-                home.join(".ssh/authorized_keys"),
-            ],
+        settings_for(
+            entry.name.clone(),
             home,
             shell,
+            state_dir.join("authorized_keys"),
             host_key,
-            path_env: session_path_env(),
-            lang: session_lang(),
-            base_env: container_env(),
-            self_exe: self_exe(),
+            container_env(),
             tuning,
-        },
+        ),
         entry.uid,
         entry.gid,
     ))

@@ -268,13 +268,22 @@ impl ConnHandler {
         Some(Auth::reject())
     }
 
-    fn check_key(&self, user: &str, key: &PublicKey, stage: &str) -> Auth {
+    async fn check_key(&self, user: &str, key: &PublicKey, stage: &str) -> Auth {
         let fp = key.fingerprint(HashAlg::Sha256);
         if user != self.settings.user {
             info!(peer = %self.peer, "refused {stage} for user {user:?}: only {:?} may log in", self.settings.user);
             return Auth::reject();
         }
-        if self.settings.is_authorized(key) {
+        // The key files are read at every attempt (a key added to a `.ssh`
+        // folder works at once), on the blocking pool.
+        let (settings, k) = (self.settings.clone(), key.clone());
+        let source = tokio::task::spawn_blocking(move || {
+            settings.is_authorized(&k).then(|| settings.key_source(&k))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(source) = source {
             if stage == "publickey" {
                 info!(peer = %self.peer, "accepted publickey for {user} ({} {fp})", key.algorithm());
                 crate::audit::emit(
@@ -284,7 +293,7 @@ impl ConnHandler {
                         "user": user,
                         "algorithm": key.algorithm().to_string(),
                         "fingerprint": fp.to_string(),
-                        "key": self.settings.key_source(key),
+                        "key": source,
                     }),
                 );
             }
@@ -344,14 +353,16 @@ impl russh::server::Handler for ConnHandler {
         if let Some(refusal) = self.refuse_algorithm(user, offer.algorithm) {
             return Ok(refusal);
         }
-        Ok(self.check_key(user, offer.public_key, "publickey offer"))
+        Ok(self
+            .check_key(user, offer.public_key, "publickey offer")
+            .await)
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth> {
         if let Some(refusal) = self.refuse_algorithm(user, key.algorithm) {
             return Ok(refusal);
         }
-        Ok(self.check_key(user, key.public_key, "publickey"))
+        Ok(self.check_key(user, key.public_key, "publickey").await)
     }
 
     async fn auth_openssh_certificate(

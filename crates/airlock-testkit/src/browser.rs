@@ -32,14 +32,6 @@ pub struct Browser {
     deadline: Instant,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn find_binary(candidates: &[&str]) -> String {
     for c in candidates {
         if Path::new(c).is_file() {
@@ -109,7 +101,7 @@ impl Browser {
             .unwrap();
         let driver_bin = find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
         let chrome_bin = find_binary(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
-        let port = free_port();
+        let port = crate::free_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())

@@ -466,14 +466,43 @@ impl Drop for Background {
     }
 }
 
-/// A free local TCP port (bound and released; for arguments that cannot
-/// take port 0).
+/// A free loopback TCP port, for the few programs that must be told one
+/// (the seed's `app -b PORT`, `--local-port`, a preferred SSH port, nginx,
+/// chromedriver). Everything that can bind port 0 and say which port it got
+/// does that instead.
+///
+/// The port is picked at random *below* the kernel's ephemeral range, so
+/// no outgoing connection can take it between this check and its use; only
+/// another test calling this could, one chance in thousands.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 12_000 {
+        (10_000, low)
+    } else {
+        (40_000, 60_000)
+    };
+    for _ in 0..1000 {
+        let port = from + (rand_u16() % (to - from));
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {from} and {to}");
+}
+
+/// A random number from the standard library's per-process hasher keys.
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() % 65_536) as u16
 }
 
 impl Cli {

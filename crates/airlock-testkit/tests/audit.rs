@@ -125,8 +125,29 @@ fn ssh_opts(cli: &Cli, session: &str) -> Vec<String> {
 
 #[test]
 fn real_clients_leave_the_expected_events() {
-    let metrics_port = free_port();
-    let d = Airlockd::start_with(&["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+    let d = Airlockd::start_with(&["--metrics-listen", "127.0.0.1:0"]);
+    // The port the metrics listener bound, from its log line.
+    let metrics_port = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = d.log();
+            if let Some(port) = log
+                .lines()
+                .filter(|l| l.contains("serving Prometheus metrics"))
+                .find_map(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no metrics address logged:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
     let admin = Cli::new(&d.url);
     login(&admin, &d.admin_email, &d.admin_password);
     let alice = user(&d, "alice@example.com");
@@ -333,7 +354,9 @@ fn real_clients_leave_the_expected_events() {
     assert_eq!(public.stdout, "404");
 
     // 4. A local forward (-L) to the runner's own port inside the session.
-    let lport = free_port();
+    // (The local end is a Unix socket: no port to pick.)
+    let fwd_dir = tempfile::tempdir().unwrap();
+    let lsock = fwd_dir.path().join("fwd.sock");
     let mut fwd = Command::new("ssh");
     fwd.args(&opts).args([
         "-o",
@@ -341,14 +364,14 @@ fn real_clients_leave_the_expected_events() {
         "-p",
         &port.to_string(),
         "-L",
-        &format!("127.0.0.1:{lport}:127.0.0.1:2200"),
+        &format!("{}:127.0.0.1:2200", lsock.display()),
         "work@127.0.0.1",
         "sleep 20",
     ]);
     let mut fwd = Background::spawn(&mut fwd);
     let deadline = Instant::now() + Duration::from_secs(30);
     let banner = loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&lsock) {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut buf = [0u8; 64];
             if let Ok(n) = s.read(&mut buf)

@@ -63,7 +63,9 @@ struct Keys {
 }
 
 fn keys(cli: &Cli, session: &str) -> Keys {
-    let dir = cli.dir.path().join(format!("k-{session}-{}", free_port()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = cli.dir.path().join(format!("k-{session}-{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("id_container");
     cli.run(
@@ -199,14 +201,15 @@ fn seed_flow_through_app_proxy() {
         "--bind",
         "127.0.0.1",
     ]);
-    let local = free_port();
+    // (The local end is a Unix socket: no port to pick.)
+    let local = cli.dir.path().join("fwd-8000.sock");
     let mut fwd = Command::new("ssh");
     fwd.args(opts(&k)).args([
         "-N",
         "-o",
         "ExitOnForwardFailure=yes",
         "-L",
-        &format!("{local}:127.0.0.1:8000"),
+        &format!("{}:127.0.0.1:8000", local.display()),
         "-p",
         &port.to_string(),
         "work@127.0.0.1",
@@ -219,7 +222,9 @@ fn seed_flow_through_app_proxy() {
                 "-sS",
                 "--max-time",
                 "5",
-                &format!("http://127.0.0.1:{local}/small.txt"),
+                "--unix-socket",
+                local.to_str().unwrap(),
+                "http://localhost/small.txt",
             ]),
             None,
             Duration::from_secs(30),

@@ -26,9 +26,9 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::env::session_env;
-use super::shell::launch_for;
-use super::{PtyIn, PtyReq, Spec, Tx, clamp16, fail, feed_pty, finish, group_of, signal_group};
+use super::{
+    PtyIn, PtyReq, Spec, Tx, clamp16, fail, feed_pty, finish, group_of, signal_group, spawn_on_pty,
+};
 use crate::server::ConnCtx;
 
 /// The command word.
@@ -253,30 +253,13 @@ fn find_or_start(
 }
 
 fn start(ctx: &ConnCtx, spec: &Spec, name: &str, req: &PtyReq) -> Result<Arc<Kept>, String> {
-    use std::os::fd::AsRawFd as _;
-    let (pty, pts) = pty_process::open().map_err(|e| format!("cannot allocate a pty: {e}"))?;
-    let size = pty_process::Size::new_with_pixel(req.rows, req.cols, req.px_w, req.px_h);
-    if let Err(e) = pty.resize(size) {
-        debug!("pty resize: {e}");
-    }
-    let tty = std::fs::read_link(format!("/proc/self/fd/{}", pts.as_raw_fd()))
-        .ok()
-        .map(|p| p.display().to_string());
-    let launch = launch_for(ctx, None);
-    let mut env = session_env(ctx, spec, tty.as_deref());
-    env.push(("AIRLOCK_TERMINAL".into(), name.to_owned()));
-    let mut cmd = pty_process::Command::new(&launch.program);
-    if let Some(a0) = &launch.arg0 {
-        cmd = cmd.arg0(a0);
-    }
-    cmd = cmd
-        .args(&launch.args)
-        .env_clear()
-        .envs(env)
-        .current_dir(&ctx.settings.home);
-    let mut child = cmd
-        .spawn(pts)
-        .map_err(|e| format!("cannot run {}: {e}", launch.program.display()))?;
+    let (pty, mut child) = spawn_on_pty(
+        ctx,
+        spec,
+        None,
+        req,
+        Some(("AIRLOCK_TERMINAL".into(), name.to_owned())),
+    )?;
     let pgid = group_of(&child);
     let (mut pr, pw) = pty.into_split();
     let (in_tx, in_rx) = mpsc::unbounded_channel::<PtyIn>();

@@ -56,8 +56,7 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
     let mut pty: Option<PtyReq> = None;
     let mut env: Vec<(String, String)> = Vec::new();
     let mut agent: Option<AgentSocket> = None;
-    let mut early: Vec<Bytes> = Vec::new();
-    let mut early_eof = false;
+    let mut early = Early::default();
     let start = loop {
         match rx.wait().await {
             None | Some(ChannelMsg::Close) => return,
@@ -117,8 +116,8 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
                     break Start::Sftp;
                 }
             }
-            Some(ChannelMsg::Data { data }) => early.push(data),
-            Some(ChannelMsg::Eof) => early_eof = true,
+            Some(ChannelMsg::Data { data }) => early.data.push(data),
+            Some(ChannelMsg::Eof) => early.eof = true,
             Some(_) => {}
         }
     };
@@ -164,7 +163,6 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
                 tx,
                 &ctx.settings.home,
                 early,
-                early_eof,
                 ctx.peer,
                 ctx.backlog.clone(),
             )
@@ -181,7 +179,7 @@ pub(crate) async fn run(channel: Channel<Msg>, ctx: ConnCtx) {
                 client_env: env,
                 agent: agent.as_ref().map(|a| a.path.clone()),
             };
-            run_process(&ctx, spec, rx, tx, early, early_eof).await;
+            run_process(&ctx, spec, rx, tx, early).await;
         }
     }
     drop(agent);
@@ -208,18 +206,19 @@ async fn fail(tx: &Tx, msg: String) {
     let _ = tx.close().await;
 }
 
-async fn run_process(
-    ctx: &ConnCtx,
-    spec: Spec,
-    rx: ChannelReadHalf,
-    tx: Tx,
-    early: Vec<Bytes>,
-    early_eof: bool,
-) {
+/// What the client sent on a channel before its command or subsystem
+/// started: data to feed it first, and whether the client already said EOF.
+#[derive(Debug, Default)]
+pub(crate) struct Early {
+    pub data: Vec<Bytes>,
+    pub eof: bool,
+}
+
+async fn run_process(ctx: &ConnCtx, spec: Spec, rx: ChannelReadHalf, tx: Tx, early: Early) {
     if spec.pty.is_some() {
-        run_pty(ctx, spec, rx, tx, early, early_eof).await;
+        run_pty(ctx, spec, rx, tx, early).await;
     } else {
-        run_pipes(ctx, spec, rx, tx, early, early_eof).await;
+        run_pipes(ctx, spec, rx, tx, early).await;
     }
 }
 
@@ -246,14 +245,7 @@ async fn pump_output<R: AsyncRead + Unpin>(mut r: R, tx: Tx, ext: Option<u32>) {
 }
 
 /// Run a command on pipes (no pty); see [`drive`].
-async fn run_pipes(
-    ctx: &ConnCtx,
-    spec: Spec,
-    rx: ChannelReadHalf,
-    tx: Tx,
-    early: Vec<Bytes>,
-    early_eof: bool,
-) {
+async fn run_pipes(ctx: &ConnCtx, spec: Spec, rx: ChannelReadHalf, tx: Tx, early: Early) {
     use std::process::Stdio;
     let launch = launch_for(ctx, spec.command.as_deref());
     let env = session_env(ctx, &spec, None);
@@ -307,7 +299,7 @@ async fn run_pipes(
         err_task: Some(err_task),
         in_task,
     };
-    drive(ctx, rx, &tx, running, early, early_eof).await;
+    drive(ctx, rx, &tx, running, early).await;
 }
 
 /// How a command's terminal is set up.
@@ -385,14 +377,7 @@ const PTY_DRAIN: Duration = Duration::from_millis(300);
 // window adjusts the stdout pump waits for; a filter (`cat`, `gzip -c`) that
 // stops reading stdin while its stdout is full then never moved again
 // (`ssh host cat < 512MiB` stopped after ~19 MB; tests/exec_echo.rs).
-async fn drive(
-    ctx: &ConnCtx,
-    mut rx: ChannelReadHalf,
-    tx: &Tx,
-    running: Running,
-    early: Vec<Bytes>,
-    early_eof: bool,
-) {
+async fn drive(ctx: &ConnCtx, mut rx: ChannelReadHalf, tx: &Tx, running: Running, early: Early) {
     let Running {
         kind,
         mut child,
@@ -402,10 +387,10 @@ async fn drive(
         mut err_task,
         in_task,
     } = running;
-    for b in early {
+    for b in early.data {
         input.data(b);
     }
-    if early_eof {
+    if early.eof {
         input.eof();
     }
     let mut status: Option<ExitStatus> = None;
@@ -585,35 +570,29 @@ async fn feed_pty(
     }
 }
 
-/// Run a command on a pty; see [`drive`].
-async fn run_pty(
+/// Opens a pty of `req`'s size and starts `command` (the login shell when
+/// `None`) on it, with the session's environment plus `extra_env`; returns
+/// the pty's master side and the child. Errors are the user's message.
+fn spawn_on_pty(
     ctx: &ConnCtx,
-    spec: Spec,
-    rx: ChannelReadHalf,
-    tx: Tx,
-    early: Vec<Bytes>,
-    early_eof: bool,
-) {
+    spec: &Spec,
+    command: Option<&str>,
+    req: &PtyReq,
+    extra_env: Option<(String, String)>,
+) -> Result<(pty_process::Pty, tokio::process::Child), String> {
     use std::os::fd::AsRawFd as _;
-    let Some(req) = spec.pty.clone() else {
-        return;
-    };
-    let (pty, pts) = match pty_process::open() {
-        Ok(x) => x,
-        Err(e) => {
-            fail(&tx, format!("cannot allocate a pty: {e}")).await;
-            return;
-        }
-    };
+    let (pty, pts) = pty_process::open().map_err(|e| format!("cannot allocate a pty: {e}"))?;
     let size = pty_process::Size::new_with_pixel(req.rows, req.cols, req.px_w, req.px_h);
     if let Err(e) = pty.resize(size) {
         debug!("pty resize: {e}");
     }
+    // (A readlink in /proc: no disk behind it.)
     let tty = std::fs::read_link(format!("/proc/self/fd/{}", pts.as_raw_fd()))
         .ok()
         .map(|p| p.display().to_string());
-    let launch = launch_for(ctx, spec.command.as_deref());
-    let env = session_env(ctx, &spec, tty.as_deref());
+    let launch = launch_for(ctx, command);
+    let mut env = session_env(ctx, spec, tty.as_deref());
+    env.extend(extra_env);
     let mut cmd = pty_process::Command::new(&launch.program);
     if let Some(a0) = &launch.arg0 {
         cmd = cmd.arg0(a0);
@@ -624,10 +603,21 @@ async fn run_pty(
         .envs(env)
         .current_dir(&ctx.settings.home);
     // `spawn` consumes the pts, so the parent keeps no slave fd (docs/ssh-server-notes.md N8).
-    let child = match cmd.spawn(pts) {
-        Ok(c) => c,
+    let child = cmd
+        .spawn(pts)
+        .map_err(|e| format!("cannot run {}: {e}", launch.program.display()))?;
+    Ok((pty, child))
+}
+
+/// Run a command on a pty; see [`drive`].
+async fn run_pty(ctx: &ConnCtx, spec: Spec, rx: ChannelReadHalf, tx: Tx, early: Early) {
+    let Some(req) = spec.pty.clone() else {
+        return;
+    };
+    let (pty, child) = match spawn_on_pty(ctx, &spec, spec.command.as_deref(), &req, None) {
+        Ok(x) => x,
         Err(e) => {
-            fail(&tx, format!("cannot run {}: {e}", launch.program.display())).await;
+            fail(&tx, e).await;
             return;
         }
     };
@@ -646,5 +636,5 @@ async fn run_pty(
         err_task: None,
         in_task,
     };
-    drive(ctx, rx, &tx, running, early, early_eof).await;
+    drive(ctx, rx, &tx, running, early).await;
 }
