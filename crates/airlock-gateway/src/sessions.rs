@@ -153,13 +153,31 @@ fn generated_name() -> String {
     format!("session-{suffix}")
 }
 
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new session.
+    New(SessionRow),
+    /// The caller's live session of that name and image (`reuseIfExists`).
+    Existing(SessionRow),
+}
+
+impl Created {
+    /// The session, new or not.
+    pub fn session(&self) -> &SessionRow {
+        match self {
+            Created::New(s) | Created::Existing(s) => s,
+        }
+    }
+}
+
 /// Creates a session and (unless `enqueue_only`) waits until it runs or
-/// fails. Returns the session and whether it was newly created.
+/// fails.
 pub async fn create(
     state: &AppState,
     caller: &Caller,
     params: CreateParams,
-) -> Result<(SessionRow, bool), ApiError> {
+) -> Result<Created, ApiError> {
     if params.node.is_some() && !caller.user.is_admin() {
         return Err(
             ApiError::forbidden("only administrators choose the node a session runs on")
@@ -181,7 +199,7 @@ pub async fn create(
         .find(|s| s.status.is_live())
     {
         if params.reuse_if_exists && existing.image == image {
-            return Ok((existing, false));
+            return Ok(Created::Existing(existing));
         }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -308,14 +326,14 @@ pub async fn create(
         )
         .await;
     if params.enqueue_only {
-        return Ok((row, true));
+        return Ok(Created::New(row));
     }
     let wait = params
         .max_wait
         .filter(|d| !d.is_zero())
         .unwrap_or(cfg.create_timeout);
     let row = wait_until_settled(state, &row.id, wait).await?;
-    Ok((row, true))
+    Ok(Created::New(row))
 }
 
 /// Waits until a session leaves PENDING/PREPARING (or `limit` passes).

@@ -18,10 +18,10 @@ pub async fn run(client: &ApiClient, cmd: AdminCommand) -> CliResult<()> {
     match cmd {
         AdminCommand::Cluster { json } => cluster(client, json).await,
         AdminCommand::User(AdminUserCommand::Disable { email }) => {
-            set_active(client, &email, false).await
+            set_active(client, &email, Account::Disabled).await
         }
         AdminCommand::User(AdminUserCommand::Enable { email }) => {
-            set_active(client, &email, true).await
+            set_active(client, &email, Account::Enabled).await
         }
         AdminCommand::Node(AdminNodeCommand::Drain { node }) => {
             call(
@@ -237,7 +237,15 @@ async fn cluster(client: &ApiClient, json: bool) -> CliResult<()> {
 }
 
 /// `POST /admin/users/{email}/disable|enable`.
-async fn set_active(client: &ApiClient, email: &str, active: bool) -> CliResult<()> {
+/// What `admin user enable|disable` makes of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Account {
+    Enabled,
+    Disabled,
+}
+
+async fn set_active(client: &ApiClient, email: &str, to: Account) -> CliResult<()> {
+    let active = to == Account::Enabled;
     let verb = if active { "enable" } else { "disable" };
     call(
         client,

@@ -164,12 +164,12 @@ pub(crate) async fn create(
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
     let params = create_params(&body)?;
-    let (s, created) = sessions::create(&state, &caller, params).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let created = sessions::create(&state, &caller, params).await?;
+    let status = match created {
+        sessions::Created::New(_) => StatusCode::CREATED,
+        sessions::Created::Existing(_) => StatusCode::OK,
     };
+    let s = created.session();
     Ok((
         status,
         axum::Json(SessionCreated {
@@ -178,7 +178,7 @@ pub(crate) async fn create(
             status: s.status.as_str().to_owned(),
             status_info: s.status_info.clone(),
             service_ports: vec![ServicePort::sshd()],
-            created,
+            created: matches!(created, sessions::Created::New(_)),
         }),
     )
         .into_response())

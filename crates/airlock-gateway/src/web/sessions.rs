@@ -423,7 +423,9 @@ pub(crate) async fn create(
             reuse_if_exists: false,
             node: None,
         };
-        let (s, _) = sessions::create(&state, &user.caller, params).await?;
+        let s = match sessions::create(&state, &user.caller, params).await? {
+            sessions::Created::New(s) | sessions::Created::Existing(s) => s,
+        };
         Ok(s)
     }
     .await;

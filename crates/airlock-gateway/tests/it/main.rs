@@ -5,6 +5,7 @@
 mod auth;
 mod cross_origin;
 mod events;
+mod fake_agent;
 mod harness;
 mod logins;
 mod quotas;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use airlock_gateway::quotas::{Limit, Limits};
 use airlock_gateway::{GatewayConfig, HttpLimits};
-use airlock_proto::agent::{ContainerPhase, ContainerReport, Heartbeat};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::fake_agent::{FakeAgent, Options, running};
 use crate::harness::{Gateway, client, cookie_header, login, within};
 
 const AGENT_TOKEN: &str = "quota-test-agent-token-0123456789";
@@ -354,74 +354,14 @@ async fn web_upload_is_counted_while_it_streams() {
     .await;
 }
 
-/// A fake agent: accepts containers after a short delay (to widen races),
-/// removes them, and answers tunnel connects by echoing bytes.
-async fn fake_agent() -> String {
-    use axum::extract::Request;
-    use axum::response::Response;
-    use axum::routing::{delete, get, post};
-    async fn create() -> http::StatusCode {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        http::StatusCode::CREATED
-    }
-    async fn connect(mut req: Request) -> Response {
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(up) = on_upgrade.await {
-                let io = hyper_util::rt::TokioIo::new(up);
-                let (mut r, mut w) = tokio::io::split(io);
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            }
-        });
-        Response::builder()
-            .status(http::StatusCode::SWITCHING_PROTOCOLS)
-            .header("connection", "upgrade")
-            .header("upgrade", airlock_proto::agent::TCP_UPGRADE)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    }
-    let app = axum::Router::new()
-        .route("/v1/sessions", post(create))
-        .route(
-            "/v1/sessions/{id}",
-            delete(|| async { http::StatusCode::NO_CONTENT }),
-        )
-        .route("/v1/sessions/{id}/connect", get(connect));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
-async fn heartbeat(gw: &Gateway, agent_url: &str, running: &[String]) {
-    let hb = Heartbeat {
-        agent_id: "fake".into(),
-        url: agent_url.to_owned(),
-        version: "test".into(),
+/// A fake node whose creates take a while (to widen races); it echoes
+/// tunnel bytes.
+async fn fake_agent() -> FakeAgent {
+    let opts = Options {
         cpu: 64.0,
-        mem_bytes: 1 << 40,
-        gpus: Vec::new(),
-        load: Default::default(),
-        containers: running
-            .iter()
-            .map(|id| ContainerReport {
-                session_id: id.clone(),
-                phase: ContainerPhase::Running,
-                reason: None,
-                host_key: None,
-                container_id: None,
-            })
-            .collect(),
-        partial: true,
+        create_delay: Duration::from_millis(150),
     };
-    let r = client()
-        .post(gw.url("/agent/v1/heartbeat"))
-        .bearer_auth(AGENT_TOKEN)
-        .json(&hb)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    FakeAgent::start("fake", AGENT_TOKEN, opts).await
 }
 
 async fn create_session(gw: &Gateway, cookie: &str, name: &str) -> reqwest::Response {
@@ -443,7 +383,7 @@ async fn parallel_session_creates_make_exactly_the_limit() {
         }))
         .await;
         let agent = fake_agent().await;
-        heartbeat(&gw, &agent, &[]).await;
+        agent.heartbeat(&gw, Vec::new(), false).await;
         let cookie = login(&gw, &gw.user.email, &gw.user.password).await;
         let creates = (0..10).map(|i| {
             let (gw, cookie) = (&gw, cookie.clone());
@@ -520,7 +460,7 @@ async fn tunnel_limit_counts_open_tunnels() {
         }))
         .await;
         let agent = fake_agent().await;
-        heartbeat(&gw, &agent, &[]).await;
+        agent.heartbeat(&gw, Vec::new(), false).await;
         let cookie = login(&gw, &gw.user.email, &gw.user.password).await;
         let r = create_session(&gw, &cookie, "tunnel").await;
         assert_eq!(r.status(), 201);
@@ -528,7 +468,7 @@ async fn tunnel_limit_counts_open_tunnels() {
             .as_str()
             .unwrap()
             .to_owned();
-        heartbeat(&gw, &agent, std::slice::from_ref(&id)).await;
+        agent.heartbeat(&gw, vec![running(&id)], false).await;
 
         let mut first = open_tunnel(&gw, &cookie, "tunnel").await.unwrap();
         echo(&mut first, "one").await;
@@ -575,7 +515,7 @@ async fn admin_sees_open_tunnels_with_live_byte_counts() {
     within(async {
         let gw = Gateway::start_with(config(Limits::default())).await;
         let agent = fake_agent().await;
-        heartbeat(&gw, &agent, &[]).await;
+        agent.heartbeat(&gw, Vec::new(), false).await;
         let cookie = login(&gw, &gw.user.email, &gw.user.password).await;
         let admin = cookie_header(&login(&gw, &gw.admin.email, &gw.admin.password).await);
         let r = create_session(&gw, &cookie, "counted").await;
@@ -584,7 +524,7 @@ async fn admin_sees_open_tunnels_with_live_byte_counts() {
             .as_str()
             .unwrap()
             .to_owned();
-        heartbeat(&gw, &agent, std::slice::from_ref(&id)).await;
+        agent.heartbeat(&gw, vec![running(&id)], false).await;
         let mut ws = open_tunnel(&gw, &cookie, "counted").await.unwrap();
         let text = "x".repeat(5000);
         echo(&mut ws, &text).await;
