@@ -36,10 +36,12 @@ pub const LINGER: Duration = Duration::from_secs(10);
 /// tungstenite's read buffer per WebSocket. It is allocated up front and
 /// zero-filled up to this size before every read, so all of it is resident
 /// for as long as the connection lives: with 256 KiB, an idle tunnel cost
-/// ~270 KiB in the gateway and in `airlock app` (issue 13). It also caps one
-/// read syscall; a large frame still lands in one buffer (tungstenite
-/// reserves the frame's length), it just takes more, cheap reads.
-pub const READ_BUFFER: usize = 32 * 1024;
+/// ~270 KiB in the gateway and in `airlock app` (issue 13); 32 KiB left the
+/// gateway of `airlockd up` at ~71 KiB per idle tunnel, 16 KiB at ~57
+/// (BENCHMARKS.md). It also caps one read syscall; a large frame still
+/// lands in one buffer (tungstenite reserves the frame's length), it just
+/// takes more, cheap reads — no loss measured in `bench/chain`.
+pub const READ_BUFFER: usize = 16 * 1024;
 
 /// WebSocket settings for tunnels.
 pub fn ws_config() -> WebSocketConfig {
