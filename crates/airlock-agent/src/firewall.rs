@@ -81,81 +81,89 @@ pub fn chain_rules(egress: Egress) -> (Vec<String>, Vec<String>) {
     (input, forward)
 }
 
-/// Runs `iptables -w ARGS` in the network namespace at `netns` (through
-/// util-linux's `nsenter`), or in our own when `None`.
-fn iptables(netns: Option<&Path>, args: &[&str]) -> Result<(bool, String), String> {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display()))
-                .arg("--")
-                .arg("iptables");
-            c
+/// `iptables` in one network namespace: the one at `netns` (entered with
+/// util-linux's `nsenter`), or ours when `None`.
+#[derive(Debug, Clone, Copy)]
+struct Tables<'a> {
+    netns: Option<&'a Path>,
+}
+
+impl Tables<'_> {
+    /// Runs `iptables -w ARGS`: whether it succeeded, and its output (or
+    /// its error).
+    fn run(self, args: &[&str]) -> Result<(bool, String), String> {
+        let mut cmd = match self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg("iptables");
+                c
+            }
+            None => Command::new("iptables"),
+        };
+        let out = cmd
+            .arg("-w")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run iptables: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok((
+            out.status.success(),
+            if out.status.success() { stdout } else { stderr },
+        ))
+    }
+
+    fn must(self, args: &[&str]) -> Result<String, String> {
+        match self.run(args)? {
+            (true, out) => Ok(out),
+            (false, err) => Err(format!("`iptables {}` failed: {err}", args.join(" "))),
         }
-        None => Command::new("iptables"),
-    };
-    let out = cmd
-        .arg("-w")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    Ok((
-        out.status.success(),
-        if out.status.success() { stdout } else { stderr },
-    ))
-}
+    }
 
-fn must(netns: Option<&Path>, args: &[&str]) -> Result<String, String> {
-    match iptables(netns, args)? {
-        (true, out) => Ok(out),
-        (false, err) => Err(format!("`iptables {}` failed: {err}", args.join(" "))),
+    /// Makes `chain` hold exactly `rules` (rewritten only when different, so
+    /// a restart does not open a window with an empty chain).
+    fn fill_chain(self, chain: &str, rules: &[String]) -> Result<(), String> {
+        let (exists, _) = self.run(&["-S", chain])?;
+        if !exists {
+            self.must(&["-N", chain])?;
+        }
+        let current = self.must(&["-S", chain])?;
+        let current: Vec<&str> = current
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("-A "))
+            .collect();
+        if current == rules.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Ok(());
+        }
+        // Refill under a leading DROP, so the chain never lets anything
+        // through while it changes.
+        self.must(&["-I", chain, "1", "-j", "DROP"])?;
+        for _ in 0..current.len() {
+            self.must(&["-D", chain, "2"])?;
+        }
+        for rule in rules {
+            let args: Vec<&str> = rule.split_whitespace().collect();
+            self.must(&args)?;
+        }
+        self.must(&["-D", chain, "1"])?;
+        Ok(())
     }
-}
 
-/// Makes `chain` hold exactly `rules` (rewritten only when different, so a
-/// restart does not open a window with an empty chain).
-fn fill_chain(netns: Option<&Path>, chain: &str, rules: &[String]) -> Result<(), String> {
-    let (exists, _) = iptables(netns, &["-S", chain])?;
-    if !exists {
-        must(netns, &["-N", chain])?;
+    /// Makes sure `rule` is in chain `from` (inserted as its first rule
+    /// when missing).
+    fn ensure_first(self, from: &str, rule: &[&str]) -> Result<(), String> {
+        let mut check = vec!["-C", from];
+        check.extend(rule);
+        if self.run(&check)?.0 {
+            return Ok(());
+        }
+        let mut insert = vec!["-I", from, "1"];
+        insert.extend(rule);
+        self.must(&insert).map(drop)
     }
-    let current = must(netns, &["-S", chain])?;
-    let current: Vec<&str> = current
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("-A "))
-        .collect();
-    if current == rules.iter().map(String::as_str).collect::<Vec<_>>() {
-        return Ok(());
-    }
-    // Refill under a leading DROP, so the chain never lets anything
-    // through while it changes.
-    must(netns, &["-I", chain, "1", "-j", "DROP"])?;
-    let n = current.len();
-    for _ in 0..n {
-        must(netns, &["-D", chain, "2"])?;
-    }
-    for rule in rules {
-        let args: Vec<&str> = rule.split_whitespace().collect();
-        must(netns, &args)?;
-    }
-    must(netns, &["-D", chain, "1"])?;
-    Ok(())
-}
-
-/// Makes sure `rule` is in chain `from` (inserted as its first rule when
-/// missing).
-fn ensure_first(netns: Option<&Path>, from: &str, rule: &[&str]) -> Result<(), String> {
-    let mut check = vec!["-C", from];
-    check.extend(rule);
-    if iptables(netns, &check)?.0 {
-        return Ok(());
-    }
-    let mut insert = vec!["-I", from, "1"];
-    insert.extend(rule);
-    must(netns, &insert).map(drop)
 }
 
 /// Installs (idempotently) the host rules for the session bridge, in the
@@ -179,7 +187,8 @@ pub fn install_rules(bridge: &str, egress: Egress, netns: Option<&Path>) -> Resu
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock {lock_path}: {e}"))?;
     // Docker creates DOCKER-USER when it manages iptables itself.
-    if !iptables(netns, &["-S", "DOCKER-USER"])?.0 {
+    let t = Tables { netns };
+    if !t.run(&["-S", "DOCKER-USER"])?.0 {
         let place = match netns {
             Some(ns) => format!(" in the network namespace {}", ns.display()),
             None => String::new(),
@@ -189,16 +198,12 @@ pub fn install_rules(bridge: &str, egress: Egress, netns: Option<&Path>) -> Resu
         ));
     }
     let (input, forward) = chain_rules(egress);
-    fill_chain(netns, INPUT_CHAIN, &input)?;
-    fill_chain(netns, FORWARD_CHAIN, &forward)?;
-    ensure_first(netns, "INPUT", &["-i", bridge, "-j", INPUT_CHAIN])?;
-    ensure_first(netns, "DOCKER-USER", &["-i", bridge, "-j", FORWARD_CHAIN])?;
+    t.fill_chain(INPUT_CHAIN, &input)?;
+    t.fill_chain(FORWARD_CHAIN, &forward)?;
+    t.ensure_first("INPUT", &["-i", bridge, "-j", INPUT_CHAIN])?;
+    t.ensure_first("DOCKER-USER", &["-i", bridge, "-j", FORWARD_CHAIN])?;
     // Session to session on this bridge: dropped before anything else.
-    ensure_first(
-        netns,
-        "DOCKER-USER",
-        &["-i", bridge, "-o", bridge, "-j", "DROP"],
-    )?;
+    t.ensure_first("DOCKER-USER", &["-i", bridge, "-o", bridge, "-j", "DROP"])?;
     Ok(())
 }
 
