@@ -377,10 +377,15 @@ fn agent_mounts_nothing_outside_its_storage_root() {
     let id = &format!("{:08x}-0000-4000-8000-00000000ffff", std::process::id());
     let (code, body) = s.create(id, &folder_path, "/home/work/data");
     assert_eq!(code, 202, "{body}");
+    // (Listed, then inspected: a container being replaced between the two
+    // is looked up again.)
     let deadline = Instant::now() + Duration::from_secs(60);
-    let c = loop {
+    let mounts = loop {
         if let Some(c) = container_of(id) {
-            break c;
+            let out = docker::docker(&["inspect", "-f", "{{json .Mounts}}", &c]);
+            if out.success() {
+                break out.stdout.trim().to_owned();
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -388,7 +393,6 @@ fn agent_mounts_nothing_outside_its_storage_root() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let mounts = inspect(&c, "{{json .Mounts}}");
     assert!(mounts.contains(&folder_path), "{mounts}");
     assert!(mounts.contains("/home/work/data"), "{mounts}");
     // The runner and the folder, nothing else of the host.
