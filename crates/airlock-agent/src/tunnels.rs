@@ -43,8 +43,19 @@ pub struct Tunnels {
 struct Entry {
     session: String,
     ep: Endpoint,
-    /// (attachment generation, attached now, last change).
-    attach: Mutex<(u64, bool, Instant)>,
+    attach: Mutex<Attachment>,
+}
+
+/// Who holds a resumable tunnel now.
+#[derive(Debug)]
+struct Attachment {
+    /// Counts attachments, so that a detach or an expiry acts only on the
+    /// attachment it was started for.
+    generation: u64,
+    /// Whether a client is attached.
+    attached: bool,
+    /// When it was last attached or detached.
+    since: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,7 +101,7 @@ impl Tunnels {
             .filter(|(_, e)| e.session == session)
             .filter_map(|(id, e)| {
                 let a = lock(&e.attach);
-                (!a.1).then_some((a.2, *id))
+                (!a.attached).then_some((a.since, *id))
             })
             .collect();
         if detached.len() > MAX_DETACHED_PER_SESSION {
@@ -149,7 +160,11 @@ pub async fn serve<S>(
         let entry = Arc::new(Entry {
             session: session_id.clone(),
             ep: Endpoint::new(r, w, Config::default()),
-            attach: Mutex::new((0, false, Instant::now())),
+            attach: Mutex::new(Attachment {
+                generation: 0,
+                attached: false,
+                since: Instant::now(),
+            }),
         });
         lock(&tunnels.map).insert(id, entry.clone());
         tracing::info!(session = %session_id, tunnel = %short(&id), "resumable tunnel opened");
@@ -173,10 +188,10 @@ pub async fn serve<S>(
     };
     let generation = {
         let mut a = lock(&entry.attach);
-        a.0 += 1;
-        a.1 = true;
-        a.2 = Instant::now();
-        a.0
+        a.generation += 1;
+        a.attached = true;
+        a.since = Instant::now();
+        a.generation
     };
     let detach = match link.send(&entry.ep.hello(id, grace)).await {
         Ok(()) => entry.ep.attach(&mut link, peer_received, peer_fin).await,
@@ -187,9 +202,9 @@ pub async fn serve<S>(
         Detach::Broken(reason) => {
             {
                 let mut a = lock(&entry.attach);
-                if a.0 == generation {
-                    a.1 = false;
-                    a.2 = Instant::now();
+                if a.generation == generation {
+                    a.attached = false;
+                    a.since = Instant::now();
                 }
             }
             tunnels.trim(&session_id);
@@ -199,7 +214,7 @@ pub async fn serve<S>(
                 tokio::time::sleep(grace).await;
                 let expired = {
                     let a = lock(&entry.attach);
-                    a.0 == generation && !a.1
+                    a.generation == generation && !a.attached
                 };
                 if expired {
                     expiring.tunnels.remove(&id, &entry);

@@ -63,13 +63,7 @@ impl OpenError {
 }
 
 /// The tunnel protocol a client asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// Bytes in binary messages, as the official client speaks it.
-    Plain,
-    /// Offer the resumable subprotocol ([`airlock_tunnel::resume`]).
-    Resumable,
-}
+pub use airlock_tunnel::Protocol;
 
 /// Opens a tunnel WebSocket with `protocol`.
 pub async fn open_with(
@@ -545,15 +539,15 @@ pub async fn bind_local(
             });
     }
     if let Some(p) = preferred {
-        match TcpListener::bind(("127.0.0.1", p)).await {
+        match TcpListener::bind((airlock_proto::recipes::LOCAL_HOST, p)).await {
             Ok(l) => return Ok((l, PortChoice::AsAsked)),
             Err(_) => {
-                let l = TcpListener::bind(("127.0.0.1", 0)).await?;
+                let l = TcpListener::bind((airlock_proto::recipes::LOCAL_HOST, 0)).await?;
                 return Ok((l, PortChoice::Fallback(p)));
             }
         }
     }
-    let l = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let l = TcpListener::bind((airlock_proto::recipes::LOCAL_HOST, 0)).await?;
     Ok((l, PortChoice::Random))
 }
 

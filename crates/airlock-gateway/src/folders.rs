@@ -3,6 +3,7 @@
 //! streaming uploads (temporary file + atomic rename), downloads with
 //! `Range`, mkdir and file removal.
 
+use airlock_beneath::{FsError, NewFile, RelPath, Tree};
 use airlock_proto::api::{FolderEntry, FolderInfo};
 use airlock_proto::validate::{self, mode_string};
 use axum::body::Body;
@@ -12,13 +13,36 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use tokio::io::AsyncWriteExt;
 
-use crate::beneath::{self, FolderDir, FsError, NewFile, RelPath};
-pub use crate::beneath::{MkdirOptions, Removal};
+pub use airlock_beneath::{MkdirOptions, Removal};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Folder, rfc3339};
+
+/// How many blocking folder operations may run at once; the rest wait
+/// (asynchronously) for a slot, so a slow disk cannot take every thread of
+/// the blocking pool.
+const MAX_BLOCKING: usize = 32;
+
+static SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_BLOCKING));
+
+/// Runs blocking folder work ([`airlock_beneath`] calls) on the blocking
+/// pool, at most [`MAX_BLOCKING`] at a time.
+pub(crate) async fn run_blocking<T, F>(f: F) -> Result<T, FsError>
+where
+    F: FnOnce() -> Result<T, FsError> + Send + 'static,
+    T: Send + 'static,
+{
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .map_err(|e| FsError::Io(std::io::Error::other(e)))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| FsError::Io(std::io::Error::other(e)))?
+}
 
 impl From<FsError> for ApiError {
     fn from(e: FsError) -> Self {
@@ -118,7 +142,7 @@ pub async fn create(
         .await?;
     let storage = state.storage_arc();
     let id = f.id.clone();
-    if let Err(e) = beneath::run(move || storage.create(&id)).await {
+    if let Err(e) = run_blocking(move || storage.create(&id)).await {
         state.store().delete_folder(&f.id).await?;
         return Err(ApiError::internal(e));
     }
@@ -144,7 +168,7 @@ pub async fn delete(state: &AppState, caller: &Caller, f: &Folder) -> ApiResult<
     refuse_if_mounted(state, f, "delete").await?;
     let storage = state.storage_arc();
     let id = f.id.clone();
-    beneath::run(move || storage.delete(&id))
+    run_blocking(move || storage.delete(&id))
         .await
         .map_err(ApiError::internal)?;
     state.store().delete_folder(&f.id).await?;
@@ -165,7 +189,7 @@ pub async fn rename(
     resolve(state, caller, new_name).await
 }
 
-fn entry(e: beneath::Entry) -> FolderEntry {
+fn entry(e: airlock_beneath::Entry) -> FolderEntry {
     FolderEntry {
         name: e.name,
         kind: e.kind.as_str().into(),
@@ -178,12 +202,12 @@ fn entry(e: beneath::Entry) -> FolderEntry {
 /// Runs `op` on the folder's open root handle, on the blocking pool.
 async fn with_dir<T, F>(state: &AppState, f: &Folder, op: F) -> ApiResult<T>
 where
-    F: FnOnce(&FolderDir) -> Result<T, FsError> + Send + 'static,
+    F: FnOnce(&Tree) -> Result<T, FsError> + Send + 'static,
     T: Send + 'static,
 {
     let storage = state.storage_arc();
     let id = f.id.clone();
-    Ok(beneath::run(move || op(&storage.open(&id)?)).await?)
+    Ok(run_blocking(move || op(&storage.open(&id)?)).await?)
 }
 
 /// Lists a directory of a folder (directories first, then by name); a file
@@ -196,7 +220,7 @@ pub async fn list_files(state: &AppState, f: &Folder, path: &str) -> ApiResult<V
 }
 
 /// What `path` is inside the folder (a link is reported as a link).
-pub async fn stat(state: &AppState, f: &Folder, path: &str) -> ApiResult<beneath::Entry> {
+pub async fn stat(state: &AppState, f: &Folder, path: &str) -> ApiResult<airlock_beneath::Entry> {
     let rel = RelPath::new(path)?;
     with_dir(state, f, move |d| d.stat(&rel)).await
 }
@@ -240,7 +264,7 @@ pub async fn create_file(
 pub async fn commit_file(state: &AppState, folder_id: &str, file: NewFile) -> ApiResult<()> {
     let storage = state.storage_arc();
     let id = folder_id.to_owned();
-    Ok(beneath::run(move || file.commit(&storage.open(&id)?)).await?)
+    Ok(run_blocking(move || file.commit(&storage.open(&id)?)).await?)
 }
 
 /// Streams `body` into `path` inside the folder. The file appears
@@ -285,7 +309,7 @@ where
     .await;
     drop(file);
     if let Err(e) = result {
-        let _ = beneath::run(move || {
+        let _ = run_blocking(move || {
             new.discard();
             Ok(())
         })

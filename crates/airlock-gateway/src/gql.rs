@@ -299,7 +299,10 @@ async fn session_list(
     } else {
         Some(caller.user.id.as_str())
     };
-    let mut rows = state.store().sessions(scope, false).await?;
+    let mut rows = state
+        .store()
+        .sessions(scope, crate::store::Lookup::EvenEnded)
+        .await?;
     if let Some(wanted) = statuses(args.get("status")) {
         rows.retain(|s| wanted.iter().any(|w| w == s.status.as_str()));
     }

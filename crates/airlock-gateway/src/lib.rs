@@ -14,7 +14,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
-pub mod beneath;
+mod cluster;
 pub mod config;
 mod cookies;
 pub mod error;

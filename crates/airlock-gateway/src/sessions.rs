@@ -16,14 +16,7 @@ use crate::quotas;
 use crate::store::{AgentRow, MountRecord, NewSession, SessionRow, Status, rfc3339};
 
 /// Which sessions [`resolve`] finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// Only a session that has not ended (a terminated one is "not found",
-    /// saying so).
-    Live,
-    /// Ended sessions too (their logs, their record).
-    EvenEnded,
-}
+pub use crate::store::Lookup;
 
 /// Finds the caller's session by UUID or name. Names prefer a live session;
 /// [`Lookup::Live`] refuses terminated ones. Sessions of other users are

@@ -8,9 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use airlock_beneath::{FsError, Tree};
 use rustix::fs::{AtFlags, Mode, OFlags};
-
-use crate::beneath::{FolderDir, FsError};
 
 /// A storage backend for folders.
 pub trait FolderStorage: Send + Sync + std::fmt::Debug {
@@ -24,7 +23,7 @@ pub trait FolderStorage: Send + Sync + std::fmt::Debug {
     fn path(&self, id: &str) -> PathBuf;
     /// An open handle of the folder's directory, beneath which all folder
     /// I/O is resolved. Blocking.
-    fn open(&self, id: &str) -> Result<FolderDir, FsError>;
+    fn open(&self, id: &str) -> Result<Tree, FsError>;
     /// Deletes the folder and its contents (walking with descriptors, never
     /// following a link). Blocking.
     fn delete(&self, id: &str) -> Result<(), FsError>;
@@ -89,9 +88,9 @@ impl FolderStorage for HostStorage {
         self.root.join(id)
     }
 
-    fn open(&self, id: &str) -> Result<FolderDir, FsError> {
+    fn open(&self, id: &str) -> Result<Tree, FsError> {
         Self::check_id(id)?;
-        FolderDir::open(self.root_fd.as_fd(), id, (self.uid, self.gid))
+        Tree::open(self.root_fd.as_fd(), id, (self.uid, self.gid))
     }
 
     fn delete(&self, id: &str) -> Result<(), FsError> {

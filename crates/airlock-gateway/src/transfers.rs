@@ -8,14 +8,14 @@
 //!
 //! A token records the folder id, the path inside it and the user — never
 //! a host path: every request resolves the path again beneath the folder
-//! root ([`crate::beneath`]). An upload's bytes go to an unnamed file held
+//! root ([`airlock_beneath`]). An upload's bytes go to an unnamed file held
 //! here by descriptor; it gets its name only when the last byte is in.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::beneath::NewFile;
+use airlock_beneath::NewFile;
 
 /// Tokens expire this long after they were issued.
 pub const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -198,7 +198,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
-    use crate::beneath::{FolderDir, RelPath};
+    use airlock_beneath::{RelPath, Tree};
 
     fn grant(user: &str) -> Grant {
         Grant {
@@ -215,7 +215,7 @@ mod tests {
         let root = std::fs::File::open(dir.path()).unwrap();
         use std::os::unix::fs::MetadataExt;
         let m = root.metadata().unwrap();
-        let f = FolderDir::open(root.as_fd(), "f", (m.uid(), m.gid())).unwrap();
+        let f = Tree::open(root.as_fd(), "f", (m.uid(), m.gid())).unwrap();
         let t = Transfers::default();
         let up = t.start_upload(
             grant("alice"),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use airlock_proto::agent::{ORIGIN_CLIENT_HEADER, ORIGIN_CONN_HEADER, TCP_UPGRADE, TunnelOrigin};
-use airlock_tunnel::Counters;
+use airlock_tunnel::{Counters, Protocol};
 use http::header;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
@@ -207,7 +207,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AgentStream
 
 /// Opens a raw byte stream to a session's SSH server through its agent
 /// (`GET /v1/sessions/{id}/connect`, upgraded to `airlock-tcp`); with
-/// `resumable`, to the agent's end of a resumable tunnel instead
+/// [`Protocol::Resumable`], to the agent's end of a resumable tunnel instead
 /// (`&resume=1`: the stream carries `airlock-resume.v1` frames, which the
 /// gateway relays without looking at them).
 pub async fn connect_agent(
@@ -215,7 +215,7 @@ pub async fn connect_agent(
     token: &str,
     tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     session_id: &str,
-    resumable: bool,
+    protocol: Protocol,
     origin: Option<&TunnelOrigin>,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentCallError> {
     let url = url::Url::parse(agent_url)
@@ -264,7 +264,10 @@ pub async fn connect_agent(
         .uri(format!(
             "/v1/sessions/{session_id}/connect?port={}{}",
             airlock_proto::SSHD_PORT,
-            if resumable { "&resume=1" } else { "" }
+            match protocol {
+                Protocol::Resumable => "&resume=1",
+                Protocol::Plain => "",
+            }
         ))
         .header(header::HOST, format!("{host}:{port}"))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
@@ -320,19 +323,19 @@ pub struct Opened {
 
 /// Opens a stream to running session `s`'s SSH server through its agent:
 /// directly for an agent in this process, else by an HTTP upgrade on the
-/// agent's API. With `resumable`, to the agent's resumable tunnel end. The
-/// error is a reason for people.
+/// agent's API. With [`Protocol::Resumable`], to the agent's resumable
+/// tunnel end. The error is a reason for people.
 pub async fn open_runner(
     state: &crate::AppState,
     s: &crate::store::SessionRow,
-    resumable: bool,
+    protocol: Protocol,
     origin: Option<&TunnelOrigin>,
 ) -> Result<Opened, String> {
     let agent = crate::sessions::agent_of(state, s)
         .await
         .map_err(|_| "the session's node is unknown".to_owned())?;
     if let Some(local) = state.local_agent(&agent.id) {
-        return if resumable {
+        return if protocol == Protocol::Resumable {
             local.resumable(&s.id, origin).await.map(|p| Opened {
                 stream: Box::new(p),
                 runner_peer: None,
@@ -349,7 +352,7 @@ pub async fn open_runner(
         state.agents().token_for(&agent),
         state.agents().tls(),
         &s.id,
-        resumable,
+        protocol,
         origin,
     )
     .await

@@ -38,7 +38,7 @@ pub enum LoginBodyError {
 /// The JSON the client logs in with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginRequest {
-    /// Email address (the seed calls it "User ID").
+    /// Email address (Backend.AI's guide calls it "User ID").
     pub username: String,
     /// The password.
     pub password: String,

@@ -5,13 +5,23 @@
 //! dialog shows is what the CLI does.
 
 /// The local port a proxy listens on when none is asked for and the user
-/// has no preferred SSH port (the seed's `-b 9922`). Taken: a random free
+/// has no preferred SSH port (`-b 9922` in Backend.AI's guide). Taken: a random free
 /// port is used instead, and said so.
 pub const DEFAULT_LOCAL_PORT: u16 = 9922;
 
 /// How the default local port is chosen, in one sentence (CLI help, the
 /// settings command and page).
 pub const LOCAL_PORT_RULE: &str = "your preferred SSH port if you set one, else 9922; if that port is taken, a random free port (said in one line)";
+
+/// Where a local proxy (`airlock app`, `airlock ssh`) listens: loopback
+/// only, so nobody else on the user's network reaches the session.
+pub const LOCAL_HOST: &str = "127.0.0.1";
+
+/// `work@127.0.0.1`: the destination an SSH client gives to reach a session
+/// through a local proxy.
+pub fn local_destination() -> String {
+    format!("{}@{LOCAL_HOST}", crate::CONTAINER_USER)
+}
 
 /// Prefix of every session's SSH host alias.
 pub const ALIAS_PREFIX: &str = "airlock-";
@@ -137,16 +147,16 @@ pub struct LocalCommands {
 /// Builds [`LocalCommands`].
 pub fn local_commands(session: &str, port: u16) -> LocalCommands {
     let alias = alias(session);
-    let user = crate::CONTAINER_USER;
+    let dest = local_destination();
     let home = crate::CONTAINER_HOME;
     // (The dialog's short form: known_hosts and id_container are the files
     // the user just saved; see [`pin_options`] for the full set.)
     let pin = format!("-o HostKeyAlias={alias} -o UserKnownHostsFile=known_hosts");
     LocalCommands {
         proxy: format!("airlock app {session} sshd -b {port}"),
-        ssh: format!("ssh -i id_container -p {port} {pin} {user}@127.0.0.1"),
-        scp: format!("scp -P {port} -i id_container {pin} FILE {user}@127.0.0.1:{home}/"),
-        sftp: format!("sftp -P {port} -i id_container {pin} {user}@127.0.0.1"),
+        ssh: format!("ssh -i id_container -p {port} {pin} {dest}"),
+        scp: format!("scp -P {port} -i id_container {pin} FILE {dest}:{home}/"),
+        sftp: format!("sftp -P {port} -i id_container {pin} {dest}"),
     }
 }
 

@@ -18,12 +18,21 @@
 //!
 //! `mv`, `rm` and `mkdir` work on the last component of a path: its
 //! directory must resolve inside the home, and the home itself is refused.
+//!
+//! Every path is resolved beneath an open handle of the home, and the work
+//! is done on descriptors, by [`airlock_beneath`] (the one home of path
+//! confinement, shared with the gateway's folder I/O) with
+//! [`Links::FollowBeneath`]: links that stay inside the home are followed,
+//! links that lead out (or are absolute) are refused, and the folders
+//! mounted in the home are reachable. Special files are never opened.
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
+use airlock_beneath::{
+    Entry, FsError, Kind, Links, MkdirOptions, NewFile, Node, RelPath, Removal, Tree,
+};
 use airlock_proto::agent::FileEntry;
 use airlock_proto::files::{self as frames, FileHeader};
 use airlock_proto::validate::mode_string;
@@ -57,205 +66,208 @@ impl FilesError {
         }
     }
 
-    fn io(path: &str, e: &std::io::Error) -> Self {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => FilesError::NotFound(path.to_owned()),
-            std::io::ErrorKind::PermissionDenied => FilesError::Permission(path.to_owned()),
-            _ => FilesError::Io(format!("{path}: {e}")),
+    /// What went wrong with `path` (as the user wrote it) inside `home`.
+    fn from_fs(e: FsError, path: &str, home: &Home) -> Self {
+        match e {
+            FsError::NotFound(_) => FilesError::NotFound(path.to_owned()),
+            FsError::PermissionDenied(_) => FilesError::Permission(path.to_owned()),
+            FsError::Escape(_) => FilesError::Invalid(format!(
+                "{path:?} leads outside {} (through a link that leaves it, an absolute link, or across file systems)",
+                home.shown
+            )),
+            FsError::Io(e) => FilesError::Io(format!("{path}: {e}")),
+            other => FilesError::Invalid(other.to_string()),
         }
     }
-}
 
-fn home_str(root: &Path) -> String {
-    root.display().to_string()
-}
-
-/// Resolves an existing path inside `root`, refusing `..`, absolute paths
-/// elsewhere, and symlinks that lead out.
-pub fn resolve(root: &Path, user_path: &str) -> Result<PathBuf, FilesError> {
-    let rel = frames::confine(user_path, &home_str(root)).map_err(FilesError::Invalid)?;
-    let full = root.join(&rel);
-    let canon = full
-        .canonicalize()
-        .map_err(|e| FilesError::io(user_path, &e))?;
-    let root_canon = root
-        .canonicalize()
-        .map_err(|e| FilesError::io(&home_str(root), &e))?;
-    if !canon.starts_with(&root_canon) {
-        return Err(FilesError::Invalid(format!(
-            "{user_path:?} leads outside {} through a symbolic link",
-            root.display()
-        )));
+    fn write(e: &std::io::Error) -> Self {
+        FilesError::Io(e.to_string())
     }
-    Ok(canon)
 }
 
-/// The canonical directory that holds `user_path` (resolved inside
-/// `root`, like [`resolve`]) and the path's last component, which is not
-/// followed. Refuses the home itself.
-fn resolve_last(root: &Path, user_path: &str) -> Result<(PathBuf, String), FilesError> {
-    let rel = frames::confine(user_path, &home_str(root)).map_err(FilesError::Invalid)?;
-    let (dir, name) = match rel.rsplit_once('/') {
-        Some((dir, name)) => (dir, name),
-        None if rel.is_empty() => {
+/// The home, open: every path is resolved beneath it.
+struct Home {
+    tree: Tree,
+    shown: String,
+}
+
+impl Home {
+    fn open(root: &Path) -> Result<Self, FilesError> {
+        let shown = root.display().to_string();
+        let tree = Tree::open_path(root, Links::FollowBeneath).map_err(|e| match e {
+            FsError::NotFound(_) => FilesError::NotFound(shown.clone()),
+            FsError::PermissionDenied(_) => FilesError::Permission(shown.clone()),
+            e => FilesError::Io(format!("{shown}: {e}")),
+        })?;
+        Ok(Self { tree, shown })
+    }
+
+    /// `user_path` (absolute under the home, or relative to it), checked.
+    fn rel(&self, user_path: &str) -> Result<RelPath, FilesError> {
+        let rel = frames::confine(user_path, &self.shown).map_err(FilesError::Invalid)?;
+        RelPath::new(&rel).map_err(|e| FilesError::Invalid(e.to_string()))
+    }
+
+    /// Like [`Home::rel`], refusing the home itself (for `mv`, `rm`, `mkdir`).
+    fn rel_below(&self, user_path: &str) -> Result<RelPath, FilesError> {
+        let rel = self.rel(user_path)?;
+        if rel.is_root() {
             return Err(FilesError::Invalid(format!(
                 "{user_path:?} is the home directory {} itself",
-                root.display()
+                self.shown
             )));
         }
-        None => ("", rel.as_str()),
-    };
-    let parent = if dir.is_empty() {
-        root.canonicalize()
-            .map_err(|e| FilesError::io(&home_str(root), &e))?
-    } else {
-        resolve(root, dir)?
-    };
-    if !parent.is_dir() {
-        return Err(FilesError::Invalid(format!("{dir:?} is not a directory")));
+        Ok(rel)
     }
-    Ok((parent, name.to_owned()))
+
+    fn err<'a>(&'a self, path: &'a str) -> impl Fn(FsError) -> FilesError + 'a {
+        move |e| FilesError::from_fs(e, path, self)
+    }
 }
 
 /// Renames `from` to `to` (both inside `root`); `to` must not exist yet.
 /// A symbolic link is renamed itself.
 pub fn mv(root: &Path, from: &str, to: &str) -> Result<(), FilesError> {
-    let (src_dir, src_name) = resolve_last(root, from)?;
-    let (dst_dir, dst_name) = resolve_last(root, to)?;
-    let src = src_dir.join(&src_name);
-    let dst = dst_dir.join(&dst_name);
-    let meta = std::fs::symlink_metadata(&src).map_err(|e| FilesError::io(from, &e))?;
-    match std::fs::symlink_metadata(&dst) {
-        Ok(_) => {
-            return Err(FilesError::Invalid(format!(
-                "{to:?} already exists; remove it first or pick another name"
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(FilesError::io(to, &e)),
-    }
-    if meta.is_dir() && dst.starts_with(&src) {
-        return Err(FilesError::Invalid(format!(
-            "cannot move {from:?} into itself ({to:?})"
-        )));
-    }
-    std::fs::rename(&src, &dst).map_err(|e| FilesError::io(from, &e))
+    let home = Home::open(root)?;
+    let src = home.rel_below(from)?;
+    let dst = home.rel_below(to)?;
+    home.tree.rename(&src, &dst).map_err(|e| match e {
+        FsError::Exists(_) => FilesError::Invalid(format!(
+            "{to:?} already exists; remove it first or pick another name"
+        )),
+        FsError::NotFound(p) if p == dst.parent().as_str() => FilesError::NotFound(to.to_owned()),
+        e => FilesError::from_fs(e, from, &home),
+    })
 }
 
 /// Removes `path`: a file or link itself, or a directory and everything
-/// in it (links inside are removed, not followed).
+/// in it (links inside are removed, not followed; mounts are not crossed).
 pub fn rm(root: &Path, path: &str) -> Result<(), FilesError> {
-    let (dir, name) = resolve_last(root, path)?;
-    let full = dir.join(&name);
-    let meta = std::fs::symlink_metadata(&full).map_err(|e| FilesError::io(path, &e))?;
-    if meta.is_dir() {
-        // std's remove_dir_all works beneath a directory handle and never
-        // follows links.
-        std::fs::remove_dir_all(&full)
-    } else {
-        std::fs::remove_file(&full)
-    }
-    .map_err(|e| FilesError::io(path, &e))
+    let home = Home::open(root)?;
+    let rel = home.rel_below(path)?;
+    home.tree
+        .remove(&rel, Removal::Tree)
+        .map_err(home.err(path))
 }
 
 /// Creates the directory `path` (its parent must exist).
 pub fn mkdir(root: &Path, path: &str) -> Result<(), FilesError> {
-    let (dir, name) = resolve_last(root, path)?;
-    match std::fs::create_dir(dir.join(&name)) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(FilesError::Invalid(format!("{path:?} already exists")))
-        }
-        r => r.map_err(|e| FilesError::io(path, &e)),
+    let home = Home::open(root)?;
+    let rel = home.rel_below(path)?;
+    let opts = MkdirOptions {
+        parents: false,
+        exist_ok: false,
+    };
+    match home.tree.mkdir(&rel, opts) {
+        Err(FsError::Exists(_)) => Err(FilesError::Invalid(format!("{path:?} already exists"))),
+        r => r.map(drop).map_err(home.err(path)),
     }
 }
 
 /// Checks paths and prints `[{"path","kind","size"}]`.
 pub fn stat(root: &Path, paths: &[String], out: &mut impl Write) -> Result<(), FilesError> {
+    let home = Home::open(root)?;
     let mut list = Vec::new();
     for p in paths {
-        let full = resolve(root, p)?;
-        let meta = std::fs::metadata(&full).map_err(|e| FilesError::io(p, &e))?;
-        if meta.is_dir() {
-            std::fs::read_dir(&full).map_err(|e| FilesError::io(p, &e))?;
-        } else {
-            File::open(&full).map_err(|e| FilesError::io(p, &e))?;
-        }
-        list.push(serde_json::json!({
-            "path": p,
-            "kind": if meta.is_dir() { "dir" } else { "file" },
-            "size": meta.len(),
-        }));
-    }
-    writeln!(out, "{}", serde_json::Value::Array(list)).map_err(|e| FilesError::Io(e.to_string()))
-}
-
-/// Writes a tar of `path` to `out`.
-pub fn pack(root: &Path, path: &str, out: impl Write) -> Result<(), FilesError> {
-    let full = resolve(root, path)?;
-    let name = full
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "home".to_owned());
-    let mut b = tar::Builder::new(out);
-    b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Complete);
-    let meta = std::fs::metadata(&full).map_err(|e| FilesError::io(path, &e))?;
-    let r = if meta.is_dir() {
-        b.append_dir_all(&name, &full)
-    } else {
-        let mut f = File::open(&full).map_err(|e| FilesError::io(path, &e))?;
-        b.append_file(&name, &mut f)
-    };
-    r.map_err(|e| FilesError::io(path, &e))?;
-    b.into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(|e| FilesError::Io(e.to_string()))
-}
-
-/// Creates the parent directories of `rel` inside `root` and returns the
-/// (canonical) parent.
-fn prepare_parent(root: &Path, rel: &str) -> Result<PathBuf, FilesError> {
-    let root_canon = root
-        .canonicalize()
-        .map_err(|e| FilesError::io(&home_str(root), &e))?;
-    let mut dir = root_canon.clone();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for part in parts.iter().take(parts.len().saturating_sub(1)) {
-        dir.push(part);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let t = dir.canonicalize().map_err(|e| FilesError::io(rel, &e))?;
-                if !t.starts_with(&root_canon) {
-                    return Err(FilesError::Invalid(format!(
-                        "{rel:?} leads outside {} through a symbolic link",
-                        root.display()
-                    )));
-                }
-                dir = t;
-            }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+        let rel = home.rel(p)?;
+        let e = home.tree.stat_target(&rel).map_err(home.err(p))?;
+        let kind = match e.kind {
+            Kind::Dir => "dir",
+            Kind::File => "file",
+            k => {
                 return Err(FilesError::Invalid(format!(
-                    "{rel:?}: {} is a file, not a directory",
-                    dir.display()
+                    "{p:?} is a {}, not a regular file; airlock does not read special files",
+                    k.as_str()
                 )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&dir).map_err(|e| FilesError::io(rel, &e))?;
-            }
-            Err(e) => return Err(FilesError::io(rel, &e)),
-        }
+        };
+        list.push(serde_json::json!({"path": p, "kind": kind, "size": e.size}));
     }
-    Ok(dir)
+    writeln!(out, "{}", serde_json::Value::Array(list)).map_err(|e| FilesError::write(&e))
 }
 
-struct Partial {
-    tmp: PathBuf,
-    target: PathBuf,
-    file: File,
-    mode: u32,
-    path: String,
-    size: u64,
+/// Writes a tar of `path` to `out`: its top-level entry is the path's last
+/// component (`home` for the home itself), directories are recursive,
+/// links are archived as links and modes, owners and times are kept.
+/// Special files are left out (and named on stderr).
+pub fn pack(root: &Path, path: &str, out: impl Write) -> Result<(), FilesError> {
+    let home = Home::open(root)?;
+    let rel = home.rel(path)?;
+    let top = rel.file_name().map_or_else(
+        || Path::new("home").to_owned(),
+        |n| Path::new(std::ffi::OsStr::from_bytes(n.to_bytes())).to_owned(),
+    );
+    let mut b = tar::Builder::new(out);
+    let mut visit = |p: &Path, e: &Entry, node: Node| -> Result<(), FsError> {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(e.mode & 0o7777);
+        h.set_uid(u64::from(e.uid));
+        h.set_gid(u64::from(e.gid));
+        h.set_mtime(u64::try_from(e.mtime).unwrap_or(0));
+        match node {
+            Node::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, p, std::io::empty())?;
+            }
+            Node::File(f) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(e.size);
+                b.append_data(&mut h, p, Exact::new(f, e.size, p))?;
+            }
+            Node::Link(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, p, std::ffi::OsStr::from_bytes(&target))?;
+            }
+            Node::Special => {
+                eprintln!(
+                    "airlock-runner: left out {} ({}): special files are not packed",
+                    p.display(),
+                    e.kind.as_str()
+                );
+            }
+        }
+        Ok(())
+    };
+    home.tree
+        .walk(&rel, &top, &mut visit)
+        .map_err(home.err(path))?;
+    b.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| FilesError::write(&e))
+}
+
+/// Reads exactly `len` bytes of a file, or fails: a file that shrinks while
+/// it is packed must not leave a short, corrupt tar entry.
+struct Exact<R> {
+    inner: std::io::Take<R>,
+    left: u64,
+    shown: String,
+}
+
+impl<R: Read> Exact<R> {
+    fn new(inner: R, len: u64, path: &Path) -> Self {
+        Self {
+            inner: inner.take(len),
+            left: len,
+            shown: path.display().to_string(),
+        }
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while it was packed; try again", self.shown),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn read_frame(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<u8>, FilesError> {
@@ -278,8 +290,18 @@ fn read_frame(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<u8>, Fi
     Ok(Some(tag))
 }
 
+/// A file being received: unnamed until its END frame.
+struct Partial {
+    file: NewFile,
+    path: String,
+    size: u64,
+}
+
 /// Receives a framed upload into `root`; prints `{"files":[{path,size}]}`.
+/// Each file is written to an unnamed file and named only when complete,
+/// replacing a file or link there (never writing through a link).
 pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> Result<(), FilesError> {
+    let home = Home::open(root)?;
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let mut buf = Vec::with_capacity(frames::MAX_FRAME);
     let mut current: Option<Partial> = None;
@@ -300,45 +322,16 @@ pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> Result<(),
                     }
                     let h: FileHeader = serde_json::from_slice(&buf)
                         .map_err(|e| FilesError::Invalid(format!("bad file header: {e}")))?;
-                    let rel =
-                        frames::confine(&h.path, &home_str(root)).map_err(FilesError::Invalid)?;
-                    if rel.is_empty() {
+                    let rel = home.rel(&h.path)?;
+                    if rel.is_root() {
                         return Err(FilesError::Invalid(format!(
                             "{:?} does not name a file",
                             h.path
                         )));
                     }
-                    let parent = prepare_parent(root, &rel)?;
-                    let name = rel.rsplit('/').next().unwrap_or(&rel).to_owned();
-                    let target = parent.join(&name);
-                    if let Ok(m) = std::fs::symlink_metadata(&target) {
-                        if m.is_dir() {
-                            return Err(FilesError::Invalid(format!(
-                                "{:?} is a directory",
-                                h.path
-                            )));
-                        }
-                        if m.file_type().is_symlink() {
-                            return Err(FilesError::Invalid(format!(
-                                "{:?} is a symbolic link; refusing to write through it",
-                                h.path
-                            )));
-                        }
-                    }
-                    let tmp = parent.join(format!(".{name}.airlock-part-{}", std::process::id()));
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .custom_flags(nix::libc::O_NOFOLLOW)
-                        .open(&tmp)
-                        .map_err(|e| FilesError::io(&h.path, &e))?;
+                    let file = home.tree.create(&rel, h.mode).map_err(home.err(&h.path))?;
                     current = Some(Partial {
-                        tmp,
-                        target,
                         file,
-                        mode: h.mode & 0o7777,
                         path: h.path,
                         size: 0,
                     });
@@ -348,20 +341,16 @@ pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> Result<(),
                         .as_mut()
                         .ok_or_else(|| FilesError::Invalid("data outside a file".into()))?;
                     p.file
+                        .file()
                         .write_all(&buf)
-                        .map_err(|e| FilesError::io(&p.path, &e))?;
+                        .map_err(|e| FilesError::Io(format!("{}: {e}", p.path)))?;
                     p.size += buf.len() as u64;
                 }
                 frames::END => {
                     let p = current.take().ok_or_else(|| {
                         FilesError::Invalid("end of a file that never started".into())
                     })?;
-                    p.file
-                        .sync_data()
-                        .map_err(|e| FilesError::io(&p.path, &e))?;
-                    std::fs::set_permissions(&p.tmp, std::fs::Permissions::from_mode(p.mode))
-                        .map_err(|e| FilesError::io(&p.path, &e))?;
-                    std::fs::rename(&p.tmp, &p.target).map_err(|e| FilesError::io(&p.path, &e))?;
+                    p.file.commit(&home.tree).map_err(home.err(&p.path))?;
                     done.push(serde_json::json!({"path": p.path, "size": p.size}));
                 }
                 frames::FINISH => return Ok(()),
@@ -370,48 +359,46 @@ pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> Result<(),
         }
     })();
     if let Some(p) = current {
-        let _ = std::fs::remove_file(&p.tmp);
+        p.file.discard();
     }
     result?;
-    writeln!(out, "{}", serde_json::json!({"files": done}))
-        .map_err(|e| FilesError::Io(e.to_string()))
+    writeln!(out, "{}", serde_json::json!({"files": done})).map_err(|e| FilesError::write(&e))
 }
 
-/// Lists a directory (or describes one file) as JSON [`FileEntry`]s.
+/// Lists a directory (or describes one file) as JSON [`FileEntry`]s,
+/// sorted by name; entries are not followed (a link lists as a link).
 pub fn ls(root: &Path, path: &str, out: &mut impl Write) -> Result<(), FilesError> {
-    let full = resolve(root, path)?;
-    let meta = std::fs::metadata(&full).map_err(|e| FilesError::io(path, &e))?;
-    let entry = |name: String, m: &std::fs::Metadata| FileEntry {
-        filename: name,
-        mode: mode_string(m.mode()),
-        size: m.len(),
-        ctime: m.ctime() as f64,
-        mtime: m.mtime() as f64,
-        atime: m.atime() as f64,
+    let home = Home::open(root)?;
+    let rel = home.rel(path)?;
+    let entry = |e: Entry| FileEntry {
+        filename: e.name,
+        mode: mode_string(e.mode),
+        size: e.size,
+        ctime: e.ctime as f64,
+        mtime: e.mtime as f64,
+        atime: e.atime as f64,
     };
-    let mut list = Vec::new();
-    if meta.is_dir() {
-        for e in std::fs::read_dir(&full).map_err(|e| FilesError::io(path, &e))? {
-            let e = e.map_err(|e| FilesError::io(path, &e))?;
-            if let Ok(m) = std::fs::symlink_metadata(e.path()) {
-                list.push(entry(e.file_name().to_string_lossy().into_owned(), &m));
-            }
-        }
-        list.sort_by(|a, b| a.filename.cmp(&b.filename));
+    let target = home.tree.stat_target(&rel).map_err(home.err(path))?;
+    let list: Vec<FileEntry> = if target.kind == Kind::Dir {
+        let mut l = home.tree.list(&rel).map_err(home.err(path))?;
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        l.into_iter().map(entry).collect()
     } else {
-        let name = full
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        list.push(entry(name, &meta));
-    }
+        vec![entry(target)]
+    };
     let text = serde_json::to_string(&list).map_err(|e| FilesError::Io(e.to_string()))?;
-    writeln!(out, "{text}").map_err(|e| FilesError::Io(e.to_string()))
+    writeln!(out, "{text}").map_err(|e| FilesError::write(&e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Whether `p` resolves inside the home (through `stat`).
+    fn resolve(root: &Path, p: &str) -> Result<(), FilesError> {
+        stat(root, &[p.to_owned()], &mut Vec::new())
+    }
 
     fn upload(files: &[(&str, &[u8])], finish: bool) -> Vec<u8> {
         let mut v = Vec::new();
@@ -456,7 +443,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(root)
             .unwrap()
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().contains("airlock-part"))
+            .filter(|e| e.file_name().to_string_lossy().contains("airlock-upload"))
             .collect();
         assert!(leftovers.is_empty());
     }
@@ -602,5 +589,99 @@ mod tests {
         assert!(matches!(mkdir(root, "a"), Err(FilesError::Invalid(_))));
         assert!(matches!(mkdir(root, "x/y"), Err(FilesError::NotFound(_))));
         assert!(matches!(mkdir(root, "../z"), Err(FilesError::Invalid(_))));
+    }
+
+    #[test]
+    fn links_inside_the_home_are_followed_links_out_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::fs::create_dir_all(root.join("data/sub")).unwrap();
+        std::fs::write(root.join("data/sub/f.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink("data/sub", root.join("rel-in")).unwrap();
+        std::os::unix::fs::symlink("../../", root.join("data/up")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("abs-out")).unwrap();
+        assert!(resolve(root, "rel-in/f.txt").is_ok());
+        let mut out = Vec::new();
+        ls(root, "rel-in", &mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("f.txt"));
+        for bad in ["data/up", "data/up/etc/passwd", "abs-out/secret"] {
+            let e = resolve(root, bad).unwrap_err();
+            assert!(matches!(e, FilesError::Invalid(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("leads outside"), "{e}");
+        }
+        let bad = upload(&[("abs-out/new", b"no")], true);
+        assert!(matches!(
+            unpack(root, &bad[..], &mut Vec::new()),
+            Err(FilesError::Invalid(_))
+        ));
+        assert!(!outside.path().join("new").exists());
+        // Packing through a link inside packs what it leads to; a link met
+        // inside the tree is archived as a link, never followed.
+        let mut tarball = Vec::new();
+        pack(root, "data", &mut tarball).unwrap();
+        let mut ar = tar::Archive::new(&tarball[..]);
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let kind = e.header().entry_type();
+            seen.push((e.path().unwrap().display().to_string(), kind));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("data".to_owned(), tar::EntryType::Directory),
+                ("data/sub".to_owned(), tar::EntryType::Directory),
+                ("data/sub/f.txt".to_owned(), tar::EntryType::Regular),
+                ("data/up".to_owned(), tar::EntryType::Symlink),
+            ]
+        );
+    }
+
+    #[test]
+    fn special_files_are_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), "x").unwrap();
+        nix::unistd::mkfifo(
+            &root.join("d/pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        // Either would block forever if the FIFO were opened or read.
+        let e = resolve(root, "d/pipe").unwrap_err();
+        assert!(e.to_string().contains("fifo"), "{e}");
+        let mut tarball = Vec::new();
+        pack(root, "d", &mut tarball).unwrap();
+        let mut ar = tar::Archive::new(&tarball[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["d", "d/f"]);
+    }
+
+    #[test]
+    fn an_upload_replaces_a_link_and_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), "keep").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim"), root.join("l")).unwrap();
+        let data = upload(&[("l", b"new")], true);
+        unpack(root, &data[..], &mut Vec::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("victim")).unwrap(),
+            "keep"
+        );
+        assert!(
+            !std::fs::symlink_metadata(root.join("l"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(root.join("l")).unwrap(), "new");
     }
 }

@@ -12,9 +12,9 @@ use crate::keys;
 use crate::passwd::{self, GroupEntry, PasswdEntry};
 
 /// The session account name.
-pub const USER: &str = "work";
+pub const USER: &str = airlock_proto::CONTAINER_USER;
 /// Home directory of the session account (inside the container).
-pub const HOME: &str = "/home/work";
+pub const HOME: &str = airlock_proto::CONTAINER_HOME;
 /// The runner's own state directory (inside the container).
 pub const STATE_DIR: &str = "/var/lib/airlock";
 

@@ -58,7 +58,7 @@ enum FilesCmd {
 #[derive(Args, Debug)]
 struct FilesArgs {
     /// Directory every path is confined to.
-    #[arg(long, default_value = "/home/work")]
+    #[arg(long, default_value = airlock_proto::CONTAINER_HOME)]
     root: PathBuf,
     /// Paths (relative to --root, or absolute inside it).
     paths: Vec<String>,

@@ -1,7 +1,7 @@
 //! Channels whose consumer echoes: a command (`cat`, `gzip -c`, any
 //! filter) fed far more than one window, `ssh host cat < 512MiB > out`, and
 //! a forward (`ssh -W`, a direct-tcpip channel) to a target that echoes.
-//! Both used to stall for good (issue 13): the channel reader awaited room
+//! Both used to stall for good: the channel reader awaited room
 //! in a bounded queue, which stopped russh's session loop and with it the
 //! window adjusts the echoed output waited for (src/queue.rs explains the
 //! design that replaced it). The consumers start late, so the client always

@@ -1,6 +1,6 @@
 //! The runner's SFTP server against PuTTY's `psftp` (Debian putty-tools): the
 //! client that pipelines many WRITEs and runs a small receive window — the
-//! engine FileZilla and WinSCP users run (issue 13).
+//! engine FileZilla and WinSCP users run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,4 +1,4 @@
-//! Property tests of the runner's SFTP server (issue 13), through a russh
+//! Property tests of the runner's SFTP server, through a russh
 //! client against the standalone server: random interleavings of small and
 //! large pipelined WRITEs (an upload) and READs (a download), request bytes
 //! arriving in random bursts, a small client receive window, and a reader

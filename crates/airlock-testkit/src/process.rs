@@ -466,8 +466,18 @@ impl Drop for Background {
     }
 }
 
+/// A loopback address that refuses connections: its port is bound (so
+/// nothing else can take it while the returned socket lives) but nobody
+/// listens. For "nothing is there" tests, instead of guessing a free port.
+pub fn refusing_addr() -> std::io::Result<(tokio::net::TcpSocket, std::net::SocketAddr)> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+    let addr = s.local_addr()?;
+    Ok((s, addr))
+}
+
 /// A free loopback TCP port, for the few programs that must be told one
-/// (the seed's `app -b PORT`, `--local-port`, a preferred SSH port, nginx,
+/// (`app -b PORT` of Backend.AI's guide, `--local-port`, a preferred SSH port, nginx,
 /// chromedriver). Everything that can bind port 0 and say which port it got
 /// does that instead.
 ///

@@ -1,4 +1,4 @@
-//! The audit trail with real clients (issue 14): `airlock ssh S -- cmd`, an
+//! The audit trail with real clients: `airlock ssh S -- cmd`, an
 //! `scp` upload, an `sftp` rename and an `ssh -L` forward through
 //! `airlock app`, each leaving the expected events — gateway events
 //! (tunnel opened/closed with byte counts) and the runner's own (auth,

@@ -1,4 +1,4 @@
-//! The web UI (issue 6) in a real headless Chromium through chromedriver,
+//! The web UI in a real headless Chromium through chromedriver,
 //! against a real airlockd, real Docker containers and real OpenSSH.
 //!
 //! Every test has a deadline (the `Browser` limit plus per-wait limits) and

@@ -1,4 +1,4 @@
-//! The built `airlock` binary against a running `airlockd up` (issue 2).
+//! The built `airlock` binary against a running `airlockd up`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +19,7 @@ fn login_settings_keys_logout() {
     let d = Airlockd::start();
     let cli = Cli::new(&d.url);
 
-    // Prompts exactly like the seed, answers read from stdin.
+    // Prompts exactly like Backend.AI's guide, answers read from stdin.
     let out = cli.run(
         &["login"],
         Some(&format!("{}\n{}\n", d.admin_email, d.admin_password)),

@@ -1,4 +1,4 @@
-//! The cluster on one machine (issue 15): `scripts/cluster up`, `check`,
+//! The cluster on one machine: `scripts/cluster up`, `check`,
 //! `down`, as a person runs them. A user in their own network namespace
 //! reaches only the gateway, the gateway (with PostgreSQL in its own
 //! namespace) reaches the two agents' APIs but no session container, and

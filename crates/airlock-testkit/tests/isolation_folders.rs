@@ -1,4 +1,4 @@
-//! Tenant isolation, folder I/O (issue 11): attacks on the gateway's folder
+//! Tenant isolation, folder I/O: attacks on the gateway's folder
 //! routes from inside a real session. The session's user controls every
 //! entry of a mounted folder at every instant, and the gateway runs as
 //! root; whatever the session plants or swaps, the folder API must never

@@ -1,5 +1,5 @@
-//! Tenant isolation on the network and in the container (issue 11, points
-//! 3–5), attacked from inside real sessions: a session cannot connect to
+//! Tenant isolation on the network and in the container, attacked from
+//! inside real sessions: a session cannot connect to
 //! another session, to the host or (by rule) to link-local metadata
 //! addresses; logins run without capabilities; the agent mounts nothing
 //! but folders of its storage root, even for a caller with the valid token;

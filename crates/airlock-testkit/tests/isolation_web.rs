@@ -1,4 +1,4 @@
-//! Cross-site attacks in a real browser (issue 11, class 7): a logged-in
+//! Cross-site attacks in a real browser: a logged-in
 //! user visits a page on another origin (here another port on 127.0.0.1 —
 //! the same *site*, so even `SameSite=Lax` cookies ride along) that
 //! auto-submits forms to the gateway in every encoding that needs no CORS

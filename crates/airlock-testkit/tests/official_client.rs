@@ -1,6 +1,6 @@
 //! The official Backend.AI client (`backend.ai`, PyPI backend.ai-client)
-//! against airlock (issue 7): the seed's command sequence, typed as written,
-//! with the latest client (26.9, Python 3.13) and the seed's series (22.09,
+//! against airlock: Backend.AI's guide's command sequence, typed as written,
+//! with the latest client (26.9, Python 3.13) and the series of Backend.AI's guide (22.09,
 //! Python 3.10), in session (cookie) and api (keypair) mode. The clients
 //! come from `scripts/client-venvs` (run by scripts/test).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,7 +13,7 @@ use std::time::Duration;
 use airlock_testkit::ssh::{random_file, sha256};
 use airlock_testkit::{Airlockd, Background, Cli, Output, run};
 
-/// The seed's commands use port 9922: one test at a time.
+/// Backend.AI's guide's commands use port 9922: one test at a time.
 static SEED_PORT: Mutex<()> = Mutex::new(());
 
 const LONG: Duration = Duration::from_secs(300);
@@ -206,7 +206,7 @@ fn no_traceback(out: &Output) {
     assert!(!all.contains("Traceback"), "{all}");
 }
 
-/// The seed's `ssh … -i ./id_container -p 9922 work@127.0.0.1`, verbatim.
+/// Backend.AI's guide's `ssh … -i ./id_container -p 9922 work@127.0.0.1`, verbatim.
 fn seed_ssh(c: &Client, cmd: &str) -> Output {
     let mut s = c.command(
         "ssh",

@@ -1,4 +1,4 @@
-//! What operators and shell users rely on (issue 12, points 5 and 6):
+//! What operators and shell users rely on:
 //! `airlock completion`, `--version` of both binaries, `airlock status`
 //! against a real gateway (logged out, logged in, login ended, api keys,
 //! gateway down), and the systemd units in `deploy/systemd/`. Nothing here
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use airlock_proto::API_VERSION;
 use airlock_testkit::Cli;
-use airlock_testkit::process::{Background, Output, bin, free_port, run};
+use airlock_testkit::process::{Background, Output, bin, refusing_addr, run};
 
 const ADMIN: &str = "admin@airlock.local";
 const ADMIN_PASSWORD: &str = "admin-password-for-ops-tests";
@@ -288,7 +288,8 @@ fn status_logged_out_logged_in_ended_and_gateway_down() {
     assert_eq!(j["login"]["state"], "unknown");
 
     // Nothing ever listened there: the same, without a saved login.
-    let nowhere = Cli::new(&format!("http://127.0.0.1:{}", free_port()));
+    let (_bound, addr) = refusing_addr().unwrap();
+    let nowhere = Cli::new(&format!("http://{addr}"));
     let out = nowhere.run(&["status"], None);
     out.expect_code(1);
     assert!(out.stdout.contains("not logged in"), "{}", out.stdout);

@@ -1,4 +1,4 @@
-//! PuTTY's `psftp` (Debian putty-tools) through the whole chain (issue 13):
+//! PuTTY's `psftp` (Debian putty-tools) through the whole chain:
 //! `airlock app S sshd -b PORT` and `airlock proxy S` as psftp's
 //! `-proxycmd`, uploading and downloading 1 GiB with checksums. psftp
 //! pipelines many WRITEs and runs a small receive window — the engine of

@@ -1,6 +1,6 @@
 //! Quotas end to end with the built binaries: `airlockd gateway --max-…`
 //! flags, `airlockd user limits`, and what the `airlock` CLI shows when a
-//! limit is hit (issue 11, point 8). Nothing here starts a container: the
+//! limit is hit. Nothing here starts a container: the
 //! session quota refuses before any node is asked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,4 @@
-//! Resumable tunnels (issue 13, point 2): the connection between the CLI and
+//! Resumable tunnels: the connection between the CLI and
 //! the gateway breaks (a fault-injecting TCP proxy drops it, or a split
 //! `airlockd gateway` is killed and restarted) while ssh/rsync run through
 //! `airlock proxy`; the SSH connection on top never notices. Plus the

@@ -1,4 +1,4 @@
-//! The files page of a running session (issue 16, point 2) in a real
+//! The files page of a running session in a real
 //! headless Chromium, against a real airlockd and a real session: upload
 //! (file picker and drag and drop), checksums inside the session, download
 //! of files and of a directory as tar, rename, delete, mkdir, confinement

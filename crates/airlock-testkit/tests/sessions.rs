@@ -1,4 +1,4 @@
-//! Compute sessions on the real Docker engine (issue 4): lifecycle, the
+//! Compute sessions on the real Docker engine: lifecycle, the
 //! runner inside, folders, file transfer, isolation, re-adoption.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -252,6 +252,29 @@ fn folders_outlive_sessions_and_dot_ssh_is_honoured() {
             .unwrap()
             .contains("OPENSSH PRIVATE KEY")
     );
+    // `session download` reaches into a folder mounted in the home, and
+    // through a link that stays inside the home.
+    mine.ssh(&ip, 2200, "ln -s data/note.txt ~/note-link")
+        .expect_code(0);
+    let back = cli.dir.path().join("back");
+    for p in ["data/note.txt", "note-link"] {
+        cli.run(
+            &[
+                "session",
+                "download",
+                "first",
+                p,
+                "--dest",
+                back.to_str().unwrap(),
+            ],
+            None,
+        )
+        .expect_code(0);
+    }
+    for name in ["note.txt", "note-link"] {
+        let text = std::fs::read_to_string(back.join(name)).unwrap();
+        assert_eq!(text.trim(), "kept across sessions", "{name}");
+    }
     cli.run(&["session", "rm", "first"], None).expect_code(0);
 
     // The file is in the folder after termination...
@@ -339,6 +362,11 @@ fn traversal_and_symlink_escapes_are_refused() {
     let out = cli.run(&["session", "download", "escape", "nope.txt"], None);
     out.expect_code(1);
     assert!(out.stderr.contains("no such file"), "{}", out.stderr);
+    // A FIFO is refused, never opened (opening one would hang the runner).
+    docker::exec(&c, &["mkfifo", "/home/work/pipe"]).expect_code(0);
+    let out = cli.run(&["session", "download", "escape", "pipe"], None);
+    out.expect_code(1);
+    assert!(out.stderr.contains("fifo"), "{}", out.stderr);
     // Uploads through the link are refused too.
     std::fs::write(cli.cwd().join("x.txt"), "x").unwrap();
     std::fs::create_dir_all(cli.cwd().join("etc-link")).unwrap();

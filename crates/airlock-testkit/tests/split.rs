@@ -320,7 +320,7 @@ fn heartbeat_as(url: &str, agent_id: &str, token: &str) -> String {
 
 /// Two nodes (ids of their own: agents with one id share containers on
 /// this one Docker engine, and `separate_gateway_and_agent` runs beside
-/// this test), each enrolled with its own token (issue 15): sessions on
+/// this test), each enrolled with its own token: sessions on
 /// either, placement by --node and around a drained node, one node's token
 /// refused for the other, the shared token refused for an enrolled node, a
 /// node's death leaving the other's sessions alone, and revocation.
@@ -582,7 +582,7 @@ fn replica(dir: &std::path::Path, n: u32, database_url: &str) -> (Background, St
     (gw, url)
 }
 
-/// Two gateway replicas on one PostgreSQL behind Debian's nginx (issue 15):
+/// Two gateway replicas on one PostgreSQL behind Debian's nginx:
 /// a login through one is good at the other, a tunnel that loses its
 /// replica mid-way resumes through the other and the command never
 /// notices, the survivor keeps serving, and a restarted replica finds every

@@ -1,4 +1,4 @@
-//! The web terminal (issue 16) in a real headless Chromium: xterm.js ⇄ the
+//! The web terminal in a real headless Chromium: xterm.js ⇄ the
 //! gateway's WebSocket ⇄ a kept shell in a real session container, typed
 //! into key by key as a user types.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

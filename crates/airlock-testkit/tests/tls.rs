@@ -1,4 +1,4 @@
-//! TLS (issue 12, point 4), with real parts: a test CA and a server
+//! TLS, with real parts: a test CA and a server
 //! certificate for 127.0.0.1/localhost made by the `openssl` command at test
 //! time; `airlockd up --tls-cert --tls-key` serving HTTPS itself; our CLI
 //! (REST and `wss://` tunnels) trusting the CA through `AIRLOCK_CA_FILE` in

@@ -1,4 +1,4 @@
-//! A new user's tour of the CLI (issue 18): one meaning for `ls`, hints
+//! A new user's tour of the CLI: one meaning for `ls`, hints
 //! that run as printed, confirmation before destructive commands, one JSON
 //! shape per object, `whoami`, honest `logout`, downloads that land where
 //! uploads came from, and admin listings.

@@ -1,4 +1,4 @@
-//! The whole path (issue 5): OpenSSH → airlock app / ProxyCommand →
+//! The whole path: OpenSSH → airlock app / ProxyCommand →
 //! WebSocket → gateway → agent → runner in a real container.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -54,7 +54,7 @@ fn app(cli: &Cli, session: &str, bind: Option<&str>) -> (Background, u16) {
     (bg, port)
 }
 
-/// Files for the seed's plain-OpenSSH flow: the session key and a
+/// Files for Backend.AI's guide's plain-OpenSSH flow: the session key and a
 /// known_hosts with the pinned host key under `airlock-NAME`.
 struct Keys {
     key: std::path::PathBuf,

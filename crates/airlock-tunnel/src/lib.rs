@@ -36,7 +36,7 @@ pub const LINGER: Duration = Duration::from_secs(10);
 /// tungstenite's read buffer per WebSocket. It is allocated up front and
 /// zero-filled up to this size before every read, so all of it is resident
 /// for as long as the connection lives: with 256 KiB, an idle tunnel cost
-/// ~270 KiB in the gateway and in `airlock app` (issue 13); 32 KiB left the
+/// ~270 KiB in the gateway and in `airlock app`; 32 KiB left the
 /// gateway of `airlockd up` at ~71 KiB per idle tunnel, 16 KiB at ~57
 /// (BENCHMARKS.md). It also caps one read syscall; a large frame still
 /// lands in one buffer (tungstenite reserves the frame's length), it just
@@ -51,6 +51,16 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_MESSAGE * 2)
+}
+
+/// The tunnel protocol on a WebSocket: what a client offers, what the
+/// gateway relays to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Bytes in binary messages, as the official client speaks it.
+    Plain,
+    /// The resumable subprotocol ([`resume`]).
+    Resumable,
 }
 
 /// Why a tunnel ended abnormally.

@@ -1,4 +1,4 @@
-//! Property tests of [`airlock_tunnel::relay`] (issue 13): random message
+//! Property tests of [`airlock_tunnel::relay`]: random message
 //! and write chunking both ways, small socket buffers, and randomly slow
 //! readers on either side always deliver every byte intact, in order, and
 //! end cleanly. Time is tokio's paused clock, so "slow" costs no wall time

@@ -54,18 +54,15 @@ fn line(e: &Event) -> String {
     let mut s = format!(
         "{} {:<20} {} {} {}",
         e.time,
-        e.kind,
-        dash(&e.user),
-        dash(&e.client),
-        dash(&e.session),
+        e.what.kind,
+        dash(&e.what.user),
+        dash(&e.what.client),
+        dash(&e.what.session),
     );
-    if let serde_json::Value::Object(m) = &e.detail {
-        for (k, v) in m {
-            match v {
-                serde_json::Value::Null => continue,
-                serde_json::Value::String(t) => s.push_str(&format!(" {k}={t:?}")),
-                other => s.push_str(&format!(" {k}={other}")),
-            }
+    for (k, v) in e.what.details() {
+        match v {
+            serde_json::Value::String(t) => s.push_str(&format!(" {k}={t:?}")),
+            other => s.push_str(&format!(" {k}={other}")),
         }
     }
     s

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 
 use airlock_gateway::Store;
-use airlock_gateway::store::{NewEvent, NewUser, Role, StoreError, User, now_ms};
+use airlock_gateway::store::{Account, NewEvent, NewUser, Role, StoreError, User, now_ms};
 use airlock_proto::validate::check_email;
 
 use crate::cli::{UserArgs, UserCommand, hinted};
@@ -128,7 +128,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
         }
         UserCommand::Disable { email } => {
             let user = find(&store, &email).await?;
-            store.set_active(&user.id, false).await?;
+            store.set_account(&user.id, Account::Disabled).await?;
             audit(&store, &user, "user.disabled").await;
             println!(
                 "disabled {}; its web sessions ended and its keys are refused",
@@ -138,7 +138,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
         }
         UserCommand::Enable { email } => {
             let user = find(&store, &email).await?;
-            store.set_active(&user.id, true).await?;
+            store.set_account(&user.id, Account::Enabled).await?;
             audit(&store, &user, "user.enabled").await;
             println!("enabled {}", user.email);
             Ok(())

@@ -1,4 +1,4 @@
-//! `airlock app SESSION sshd [-b [HOST:]PORT]`: the seed's local proxy.
+//! `airlock app SESSION sshd [-b [HOST:]PORT]`: the local proxy of Backend.AI's guide.
 
 use tokio_util::sync::CancellationToken;
 

@@ -84,9 +84,18 @@ async fn cli_gateway(client: &ApiClient) -> CliResult<f64> {
     Ok(ms(t.elapsed()))
 }
 
-/// Opens a tunnel and waits for the runner's SSH identification line;
-/// returns (open, banner) times.
-async fn ssh_banner(client: &ApiClient, session: &str) -> CliResult<(f64, f64, String)> {
+/// What one tunnel to the runner showed.
+struct Banner {
+    /// Milliseconds until the tunnel was open.
+    open_ms: f64,
+    /// Milliseconds until the SSH identification line had arrived.
+    total_ms: f64,
+    /// That line.
+    line: String,
+}
+
+/// Opens a tunnel and waits for the runner's SSH identification line.
+async fn ssh_banner(client: &ApiClient, session: &str) -> CliResult<Banner> {
     let t = Instant::now();
     let mut ws = tunnel::open(client, session).await?;
     let open = ms(t.elapsed());
@@ -125,7 +134,11 @@ async fn ssh_banner(client: &ApiClient, session: &str) -> CliResult<(f64, f64, S
     };
     let total = ms(t.elapsed());
     let _ = ws.send(Message::Close(None)).await;
-    Ok((open, total, banner))
+    Ok(Banner {
+        open_ms: open,
+        total_ms: total,
+        line: banner,
+    })
 }
 
 fn summarize(rounds: &[Round]) -> std::collections::BTreeMap<&'static str, Summary> {
@@ -183,8 +196,8 @@ pub async fn run(client: &ApiClient, args: PingArgs) -> CliResult<()> {
         let round = tokio::time::timeout(ROUND_DEADLINE, async {
             let cli_gw = cli_gateway(client).await?;
             let hops: SessionPing = client.get(&path).await?;
-            let (open, total, line) = ssh_banner(client, &args.session).await?;
-            Ok::<_, CliError>((cli_gw, hops, open, total, line))
+            let ssh = ssh_banner(client, &args.session).await?;
+            Ok::<_, CliError>((cli_gw, hops, ssh))
         })
         .await
         .map_err(|_| {
@@ -194,15 +207,15 @@ pub async fn run(client: &ApiClient, args: PingArgs) -> CliResult<()> {
             ))
             .hint("the gateway or the session's node is overloaded or unreachable")
         })??;
-        let (cli_gw, hops, open, total, line) = round;
-        banner = line;
+        let (cli_gw, hops, ssh) = round;
+        banner = ssh.line;
         let r = Round {
             cli_gateway_ms: cli_gw,
             gateway_agent_ms: hops.gateway_agent_ms,
             agent_runner_connect_ms: hops.agent_runner_connect_ms,
             agent_runner_banner_ms: hops.agent_runner_banner_ms,
-            tunnel_open_ms: open,
-            ssh_banner_ms: total,
+            tunnel_open_ms: ssh.open_ms,
+            ssh_banner_ms: ssh.total_ms,
         };
         if !args.json {
             let ga = r

@@ -82,7 +82,8 @@ fn ssh_command(opts: &[String], port: u16, remote: &str) -> tokio::process::Comm
     let mut c = tokio::process::Command::new("ssh");
     c.args(opts)
         .args(["-T", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
-        .args(["-p", &port.to_string(), "work@127.0.0.1", remote])
+        .args(["-p", &port.to_string()])
+        .args([&airlock_proto::recipes::local_destination(), remote])
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     c

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use airlock_proto::api::{SessionInfo, SshKeyInfo, UserSettings};
+use airlock_proto::recipes;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{ScpArgs, SshArgs};
@@ -239,7 +240,7 @@ pub async fn ssh(client: &ApiClient, args: SshArgs) -> CliResult<()> {
     through_proxy(client, args.session(), args.port, quiet, "ssh", |port| {
         let mut a = vec!["-p".to_owned(), port.to_string()];
         a.extend(opts);
-        a.push("work@127.0.0.1".into());
+        a.push(recipes::local_destination());
         a.extend(rest);
         a
     })
@@ -326,7 +327,7 @@ pub async fn scp(client: &ApiClient, args: ScpArgs) -> CliResult<()> {
                     );
                 }
                 session = Some(s.to_owned());
-                rewritten.push(format!("work@127.0.0.1:{path}"));
+                rewritten.push(format!("{}:{path}", recipes::local_destination()));
             }
             None => rewritten.push(a.clone()),
         }

@@ -2,6 +2,7 @@
 //! the storage-proxy style folder transfers (request-upload + tus,
 //! request-download).
 
+use airlock_beneath::RelPath;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -11,7 +12,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::beneath::RelPath;
 use crate::error::{ApiError, ApiResult};
 use crate::folders;
 use crate::gql::{self, GqlRequest};

@@ -148,23 +148,6 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(api.map_request(strip_func))
 }
 
-/// The administrator's cluster snapshot (for the web UI).
-pub(crate) async fn cluster_snapshot(
-    state: &AppState,
-) -> crate::error::ApiResult<serde_json::Value> {
-    cluster::snapshot(state).await
-}
-
-/// Drains a node or ends its drain for an administrator (for the web UI).
-pub(crate) async fn set_node_draining(
-    state: &AppState,
-    admin: &crate::auth::Admin,
-    node: &str,
-    draining: bool,
-) -> crate::error::ApiResult<()> {
-    cluster::set_draining(state, admin, node, draining).await
-}
-
 /// Only the agent heartbeat (see [`crate::serve_agent_link`]).
 pub fn agent_link(state: AppState) -> Router {
     Router::new()

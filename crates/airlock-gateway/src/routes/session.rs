@@ -212,7 +212,8 @@ pub(crate) async fn list(
         );
     }
     let owner = (!everyone).then_some(caller.user.id.as_str());
-    let rows = state.store().sessions(owner, !all).await?;
+    let which = if all { Lookup::EvenEnded } else { Lookup::Live };
+    let rows = state.store().sessions(owner, which).await?;
     let mut out = Vec::with_capacity(rows.len());
     for s in &rows {
         out.push(sessions::info(&state, s).await?);

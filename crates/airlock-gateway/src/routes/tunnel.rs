@@ -1,7 +1,7 @@
 //! `GET /stream/session/{s}/tcpproxy?app=sshd`: the SSH tunnel WebSocket.
 
 use airlock_tunnel::resume::SUBPROTOCOL;
-use airlock_tunnel::{close_with, relay_counted, ws_config};
+use airlock_tunnel::{Protocol, close_with, relay_counted, ws_config};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
@@ -58,14 +58,20 @@ pub(crate) fn websocket_accept(req: &Request) -> ApiResult<String> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// Whether the client offered the resumable subprotocol.
-fn offers_resume(req: &Request) -> bool {
-    req.headers()
+/// The resumable subprotocol when the client offered it, else plain.
+fn offered_protocol(req: &Request) -> Protocol {
+    let offered = req
+        .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL)
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if offered {
+        Protocol::Resumable
+    } else {
+        Protocol::Plain
+    }
 }
 
 /// Upgrades, then relays the WebSocket to the session's SSH server. With
@@ -81,7 +87,8 @@ pub(crate) async fn tcpproxy(
     mut req: Request,
 ) -> ApiResult<Response> {
     let accept = websocket_accept(&req)?;
-    let resumable = offers_resume(&req);
+    let protocol = offered_protocol(&req);
+    let resumable = protocol == Protocol::Resumable;
     let app = q.app.as_deref().unwrap_or("sshd");
     if app != "sshd" {
         return Err(ApiError::not_found(
@@ -173,8 +180,7 @@ pub(crate) async fn tcpproxy(
                 conn: c.conn.clone(),
                 client: c.client.to_string(),
             });
-        let (stream, runner_peer) = match open_runner(&state, &s, resumable, origin.as_ref()).await
-        {
+        let (stream, runner_peer) = match open_runner(&state, &s, protocol, origin.as_ref()).await {
             Ok(o) => (o.stream, o.runner_peer),
             Err(reason) => {
                 tracing::warn!(session = %s.id, %reason, "cannot open a tunnel");

@@ -10,6 +10,15 @@ use sha2::{Digest, Sha256};
 use super::{Store, StoreError, conflict, now_ms};
 
 /// A user's role.
+/// Whether an account may log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// It may.
+    Enabled,
+    /// It may not; its logins end.
+    Disabled,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Sees and manages everything.
@@ -308,14 +317,14 @@ impl Store {
     }
 
     /// Enables or disables an account; disabling ends its web sessions.
-    pub async fn set_active(&self, user_id: &str, active: bool) -> Result<(), StoreError> {
+    pub async fn set_account(&self, user_id: &str, to: Account) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE users SET is_active = $1 WHERE id = $2")
-            .bind(i32::from(active))
+            .bind(i32::from(to == Account::Enabled))
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        if !active {
+        if to == Account::Disabled {
             sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)

@@ -5,6 +5,15 @@ use super::{Store, StoreError, now_ms};
 
 /// An enrolled agent's own token (`airlockd node enroll`): what it presents
 /// to the gateway and the gateway to it. Never printed by `Debug`.
+/// Whether a node takes new sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// It gets none; the ones it runs stay.
+    Drained,
+    /// It takes new sessions.
+    Accepting,
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentCredential(String);
 
@@ -169,9 +178,9 @@ impl Store {
 
     /// Drains an agent (no new sessions) or ends the drain; false when no
     /// such agent is known.
-    pub async fn set_agent_draining(&self, id: &str, draining: bool) -> Result<bool, StoreError> {
+    pub async fn set_agent_draining(&self, id: &str, to: Drain) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE agents SET draining = $1 WHERE id = $2")
-            .bind(i32::from(draining))
+            .bind(i32::from(to == Drain::Drained))
             .bind(id)
             .execute(&self.pool)
             .await?;

@@ -7,15 +7,23 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, rfc3339};
 
-/// One recorded event.
+/// One recorded event: what was appended, with the id the store gave it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// Sortable id (time, then a sequence number).
     pub id: String,
-    /// Epoch milliseconds.
-    pub at: i64,
     /// RFC 3339 rendering of `at` (for people and `jq`).
     pub time: String,
+    /// What happened (its fields appear at this level in JSON).
+    #[serde(flatten)]
+    pub what: NewEvent,
+}
+
+/// An event to append (the store assigns the id).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NewEvent {
+    /// Epoch milliseconds.
+    pub at: i64,
     /// What happened, e.g. `login.ok`, `tunnel.closed`, `sftp.write`.
     pub kind: String,
     /// The account it concerns (or that acted).
@@ -35,27 +43,16 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
-/// An event to append (the store assigns the id).
-#[derive(Debug, Clone, Default)]
-pub struct NewEvent {
-    /// Epoch milliseconds.
-    pub at: i64,
-    /// What happened.
-    pub kind: String,
-    /// Account id.
-    pub user_id: Option<String>,
-    /// Account email.
-    pub user: Option<String>,
-    /// Client address.
-    pub client: Option<String>,
-    /// Session id.
-    pub session_id: Option<String>,
-    /// Session name.
-    pub session: Option<String>,
-    /// Connection id.
-    pub conn: Option<String>,
-    /// Kind-specific facts.
-    pub detail: serde_json::Value,
+impl NewEvent {
+    /// The detail's fields that have a value, in order.
+    pub fn details(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.detail
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.as_str(), v))
+    }
 }
 
 /// Which events to read.
@@ -94,15 +91,17 @@ impl From<Row> for Event {
         Event {
             time: rfc3339(r.at),
             id: r.id,
-            at: r.at,
-            kind: r.kind,
-            user_id: r.user_id,
-            user: r.user_email,
-            client: r.client,
-            session_id: r.session_id,
-            session: r.session_name,
-            conn: r.conn_id,
-            detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+            what: NewEvent {
+                at: r.at,
+                kind: r.kind,
+                user_id: r.user_id,
+                user: r.user_email,
+                client: r.client,
+                session_id: r.session_id,
+                session: r.session_name,
+                conn: r.conn_id,
+                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+            },
         }
     }
 }

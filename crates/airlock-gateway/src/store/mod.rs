@@ -21,12 +21,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
-pub use accounts::{Keypair, NewUser, Role, User};
-pub use agents::{AgentCredential, AgentRow, Enrollment, Usage};
+pub use accounts::{Account, Keypair, NewUser, Role, User};
+pub use agents::{AgentCredential, AgentRow, Drain, Enrollment, Usage};
 pub use events::{Event, EventFilter, NewEvent};
 pub use folders::Folder;
 pub use limits::{Limit, UserLimits};
-pub use sessions::{MountRecord, NewSession, SessionRow, Status};
+pub use sessions::{Lookup, MountRecord, NewSession, SessionRow, Status};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,16 @@ use serde::{Deserialize, Serialize};
 use super::{Store, StoreError, conflict, now_ms};
 
 /// Session status (Backend.AI's names).
+/// Which sessions a lookup finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Only a session that has not ended (a terminated one is "not found",
+    /// saying so).
+    Live,
+    /// Ended sessions too (their logs, their record).
+    EvenEnded,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -226,11 +236,11 @@ impl Store {
     }
 
     /// Sessions of one user (or everyone's when `user_id` is `None`), newest
-    /// first; `live_only` skips TERMINATED and ERROR.
+    /// first; [`Lookup::Live`] skips TERMINATED and ERROR.
     pub async fn sessions(
         &self,
         user_id: Option<&str>,
-        live_only: bool,
+        which: Lookup,
     ) -> Result<Vec<SessionRow>, StoreError> {
         let rows: Vec<Row> = match user_id {
             Some(u) => {
@@ -248,7 +258,7 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(SessionRow::from)
-            .filter(|s| !live_only || s.status.is_live())
+            .filter(|s| which == Lookup::EvenEnded || s.status.is_live())
             .collect())
     }
 

@@ -13,28 +13,36 @@ use super::layout::{self, Nav};
 use super::{Flash, PageError, PageResult, PostForm, WebUser, redirect_with};
 use crate::AppState;
 use crate::audit::parse_since;
-use crate::store::{Event, EventFilter, now_ms};
+use crate::store::{Drain, Event, EventFilter, now_ms};
 
 /// The newest this many are shown.
 const SHOWN: u32 = 500;
 
 /// Details of an event as `key=value` pairs.
 fn details(e: &Event) -> String {
-    let mut out = Vec::new();
-    if let serde_json::Value::Object(m) = &e.detail {
-        for (k, v) in m {
-            match v {
-                serde_json::Value::Null => {}
-                serde_json::Value::String(s) => out.push(format!("{k}={s}")),
-                other => out.push(format!("{k}={other}")),
-            }
-        }
-    }
+    let out: Vec<String> = e
+        .what
+        .details()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
     out.join("  ")
 }
 
+/// Whether an events table has a User column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserColumn {
+    /// Everyone's events (the administrator's audit page).
+    Shown,
+    /// One user's own events.
+    Hidden,
+}
+
 /// A table of events, newest first.
-pub(crate) fn table(events: &[Event], show_user: bool) -> Markup {
+pub(crate) fn table(events: &[Event], user_column: UserColumn) -> Markup {
+    let show_user = user_column == UserColumn::Shown;
     html! {
         @if events.is_empty() {
             p.muted { "No events." }
@@ -48,12 +56,12 @@ pub(crate) fn table(events: &[Event], show_user: bool) -> Markup {
                     } }
                     tbody {
                         @for e in events.iter().rev() {
-                            tr data-kind=(e.kind) {
-                                td { (layout::time(e.at)) }
-                                td { code { (e.kind) } }
-                                @if show_user { td { (e.user.as_deref().unwrap_or("-")) } }
-                                td { (e.client.as_deref().unwrap_or("-")) }
-                                td { (e.session.as_deref().unwrap_or("-")) }
+                            tr data-kind=(e.what.kind) {
+                                td { (layout::time(e.what.at)) }
+                                td { code { (e.what.kind) } }
+                                @if show_user { td { (e.what.user.as_deref().unwrap_or("-")) } }
+                                td { (e.what.client.as_deref().unwrap_or("-")) }
+                                td { (e.what.session.as_deref().unwrap_or("-")) }
                                 td.details { (details(e)) }
                             }
                         }
@@ -121,7 +129,7 @@ pub(crate) async fn page(
                 label { input type="checkbox" name="live" value="1" checked[live]; " Refresh every 5 s" }
                 button.btn.btn-primary type="submit" { "Show" }
             }
-            (table(&events, true))
+            (table(&events, UserColumn::Shown))
         }
     };
     let mut resp = layout::page(&user, Nav::Admin, "Audit trail", content).into_response();
@@ -148,7 +156,7 @@ pub(crate) async fn recent(state: &AppState, user: &WebUser) -> Result<Markup, P
         section.card #activity aria-labelledby="activity-title" {
             h2 #activity-title { (layout::svg(layout::icon::SHIELD)) "Recent activity" }
             p.muted { "Your account's newest events: logins, sessions, connections and file transfers." }
-            (table(&events, false))
+            (table(&events, UserColumn::Hidden))
         }
     })
 }
@@ -164,7 +172,7 @@ pub(crate) async fn cluster(State(state): State<AppState>, user: WebUser) -> Pag
             "Only administrators see the cluster.",
         ));
     }
-    let c = crate::routes::cluster_snapshot(&state).await?;
+    let c = crate::cluster::snapshot(&state).await?;
     let empty = Vec::new();
     let list = |k: &str| c[k].as_array().unwrap_or(&empty).clone();
     let text = |v: &serde_json::Value| match v {
@@ -239,7 +247,7 @@ pub(crate) async fn drain(
     Path(node): Path<String>,
     PostForm { user, .. }: PostForm,
 ) -> PageResult {
-    set_draining(&state, user, &node, true).await
+    set_draining(&state, user, &node, Drain::Drained).await
 }
 
 /// `POST /ui/admin/nodes/{id}/undrain`: ends a drain.
@@ -248,10 +256,10 @@ pub(crate) async fn undrain(
     Path(node): Path<String>,
     PostForm { user, .. }: PostForm,
 ) -> PageResult {
-    set_draining(&state, user, &node, false).await
+    set_draining(&state, user, &node, Drain::Accepting).await
 }
 
-async fn set_draining(state: &AppState, user: WebUser, node: &str, draining: bool) -> PageResult {
+async fn set_draining(state: &AppState, user: WebUser, node: &str, to: Drain) -> PageResult {
     if !user.caller.user.is_admin() {
         return Err(PageError::new(
             StatusCode::FORBIDDEN,
@@ -260,11 +268,12 @@ async fn set_draining(state: &AppState, user: WebUser, node: &str, draining: boo
         ));
     }
     let admin = crate::auth::Admin(user.caller);
-    crate::routes::set_node_draining(state, &admin, node, draining).await?;
-    let msg = if draining {
-        format!("Node {node} is drained: it takes no new sessions; running ones stay.")
-    } else {
-        format!("Node {node} takes new sessions again.")
+    crate::cluster::set_draining(state, &admin, node, to).await?;
+    let msg = match to {
+        Drain::Drained => {
+            format!("Node {node} is drained: it takes no new sessions; running ones stay.")
+        }
+        Drain::Accepting => format!("Node {node} takes new sessions again."),
     };
     Ok(redirect_with("/ui/admin/cluster", &[Flash::ok(msg)]))
 }

@@ -3,6 +3,7 @@
 //! files, make directories, and build `.ssh/authorized_keys` from pasted
 //! public keys.
 
+use airlock_beneath::Kind;
 use airlock_proto::api::FolderEntry;
 use airlock_proto::sshkey::{ParsedKey, parse_public_key};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -17,7 +18,6 @@ use super::{
     Flash, PageError, PageResult, PostForm, WebUser, attachment, enc, explain, redirect_with,
 };
 use crate::AppState;
-use crate::beneath::Kind;
 use crate::error::ApiError;
 use crate::folders;
 use crate::store::Folder;
@@ -360,9 +360,9 @@ async fn render_browse(
     };
     let upload_action = format!("/ui/folders/{}/upload?path={}", f.hex_id(), enc(path));
     let shown_path = if path.is_empty() {
-        format!("/home/work/{}", f.name)
+        crate::session_files::home_path(&f.name)
     } else {
-        format!("/home/work/{}/{path}", f.name)
+        crate::session_files::home_path(&format!("{}/{path}", f.name))
     };
     let content = html! {
         (layout::breadcrumbs(("Folders", "/ui/folders"), &f.name, path, |p| folder_url(f, p)))
@@ -415,7 +415,7 @@ async fn render_browse(
                 }
                 (layout::upload_card(user, &upload_action, html! {
                     "Into " code { (shown_path) } ". Large files are fine: they are streamed to disk."
-                }, false))
+                }, layout::DropZone::PickerOnly))
                 (layout::mkdir_card(user, &format!("/ui/folders/{}/mkdir", f.hex_id()), path, "",
                     form.mkdir_error.as_ref()))
             }

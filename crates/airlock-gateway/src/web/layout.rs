@@ -254,9 +254,19 @@ pub(crate) fn files_card(actions: Markup, fourth: &str, rows: &[Markup], empty: 
     }
 }
 
+/// Whether files dropped anywhere on a page go to its upload form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropZone {
+    /// They do.
+    WholePage,
+    /// Only the file picker adds files.
+    PickerOnly,
+}
+
 /// The upload card (`form.upload-form`, streamed by the script with a
-/// progress bar); with `drop`, files dropped on the page go to it too.
-pub(crate) fn upload_card(user: &WebUser, action: &str, help: Markup, drop: bool) -> Markup {
+/// progress bar).
+pub(crate) fn upload_card(user: &WebUser, action: &str, help: Markup, zone: DropZone) -> Markup {
+    let drop = zone == DropZone::WholePage;
     html! {
         section.card aria-labelledby="upload-title" {
             h2 #upload-title { (svg(icon::UPLOAD)) "Upload files" }

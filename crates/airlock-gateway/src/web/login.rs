@@ -102,10 +102,7 @@ pub(crate) struct LoginForm {
 /// `POST /ui/login`.
 pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageResult {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let form: LoginForm = parse_form(&bytes)?;
+    let form: LoginForm = parse_form(&super::form_body(body).await?)?;
     let next = safe_next(&form.next).to_owned();
     let email = form.email.trim().to_owned();
     let password = form.password.as_str();

@@ -472,6 +472,18 @@ pub(crate) fn check_csrf(user: &WebUser, given: &str) -> Result<(), PageError> {
     }
 }
 
+/// A form's body, up to [`FORM_LIMIT`].
+pub(crate) async fn form_body(body: axum::body::Body) -> Result<axum::body::Bytes, PageError> {
+    axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
+        PageError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            "The form data is larger than this page accepts (or it was cut off).",
+        )
+        .hint("Go back, reload the page and try again.")
+    })
+}
+
 /// A POSTed form from a logged-in user, CSRF-checked, its fields read
 /// into `T`.
 #[derive(Debug)]
@@ -486,13 +498,7 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for PostForm<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
         let user = WebUser::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
-            PageError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Form too large",
-                "The form data is larger than this page accepts.",
-            )
-        })?;
+        let bytes = form_body(body).await?;
         let CsrfField { csrf } = parse_form(&bytes)?;
         check_csrf(&user, &csrf)?;
         let form = parse_form(&bytes)?;

@@ -206,7 +206,7 @@ async fn render_browse(
             div.stack {
                 (layout::upload_card(user, &action_url(s, "upload", dir), html! {
                     "Into " code { (home_path(dir)) } ". Or drop files anywhere on this page. Large files are streamed."
-                }, true))
+                }, layout::DropZone::WholePage))
                 (layout::mkdir_card(user, &format!("{}/mkdir", base_url(s)), dir, &form.mkdir_name,
                     form.mkdir_error.as_ref()))
             }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use airlock_proto::recipes::{self, HostBlock, LocalCommands};
-use airlock_proto::validate;
+use airlock_proto::{CONTAINER_USER, validate};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -100,7 +100,7 @@ async fn visible(
 ) -> Result<Vec<SessionRow>, PageError> {
     Ok(state
         .store()
-        .sessions(Some(user.id()), false)
+        .sessions(Some(user.id()), Lookup::EvenEnded)
         .await
         .map_err(ApiError::from)?
         .into_iter()
@@ -567,9 +567,9 @@ fn dialog_body(s: &SessionRow, local: LocalPort, shown: Shown) -> Markup {
         }
         div.conn-summary {
             dl.facts {
-                div { dt { "Host" } dd.mono { "127.0.0.1" } }
+                div { dt { "Host" } dd.mono { (recipes::LOCAL_HOST) } }
                 div { dt { "Port" } dd.mono #dialog-port { (port) } }
-                div { dt { "User" } dd.mono { "work" } }
+                div { dt { "User" } dd.mono { (CONTAINER_USER) } }
             }
             p.small.muted {
                 @if preferred {
@@ -662,16 +662,16 @@ fn dialog_body(s: &SessionRow, local: LocalPort, shown: Shown) -> Markup {
                         table.kv {
                             tbody {
                                 tr { th scope="row" { "Protocol" } td { "SFTP – SSH File Transfer Protocol" } }
-                                tr { th scope="row" { "Host" } td.mono { "127.0.0.1" } }
+                                tr { th scope="row" { "Host" } td.mono { (recipes::LOCAL_HOST) } }
                                 tr { th scope="row" { "Port" } td.mono { (port) } }
                                 tr { th scope="row" { "Logon Type" } td { "Key file" } }
-                                tr { th scope="row" { "User" } td.mono { "work" } }
+                                tr { th scope="row" { "User" } td.mono { (CONTAINER_USER) } }
                                 tr { th scope="row" { "Key file" } td.mono { (name) ".ppk" } }
                             }
                         }
                         p.small.muted {
                             "WinSCP takes the same values (Advanced › SSH › Authentication › Private key file). "
-                            "PuTTY: host 127.0.0.1, port " (port) ", Connection › Data › Auto-login username " code { "work" }
+                            "PuTTY: host " (recipes::LOCAL_HOST) ", port " (port) ", Connection › Data › Auto-login username " code { (CONTAINER_USER) }
                             ", Connection › SSH › Auth › Credentials › " (name) ".ppk."
                         }
                     }

@@ -346,9 +346,15 @@ async fn password_change_and_disable_end_web_sessions() {
             .await
             .unwrap()
             .unwrap();
-        gw.store.set_active(&user.id, false).await.unwrap();
+        gw.store
+            .set_account(&user.id, airlock_gateway::store::Account::Disabled)
+            .await
+            .unwrap();
         assert_eq!(status_with_cookie(&gw, &c).await, 401);
-        gw.store.set_active(&user.id, true).await.unwrap();
+        gw.store
+            .set_account(&user.id, airlock_gateway::store::Account::Enabled)
+            .await
+            .unwrap();
         assert_eq!(
             status_with_cookie(&gw, &c).await,
             401,

@@ -215,6 +215,87 @@ async fn terminating_asks_the_node_and_the_folders_stay() {
 }
 
 #[tokio::test]
+async fn a_mounted_folder_is_neither_renamed_nor_deleted_and_keeps_its_files_after_the_session() {
+    within(async {
+        let w = World::new().await;
+        w.folder("keep").await;
+        // A file put through the API, then the folder mounted in a session.
+        let put = client()
+            .put(w.gw.url("/folders/keep/file?path=notes.txt"))
+            .header("Cookie", cookie_header(&w.cookie))
+            .body("kept through the session\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status().as_u16(), 201, "{}", put.text().await.unwrap());
+        let id = w
+            .running(json!({"name": "sess-f", "image": "i", "config": {"mounts": ["keep"]}}))
+            .await;
+        let asked = w.node().created();
+        let mount = asked.iter().find(|c| c.session_id == id).and_then(|c| {
+            c.mounts
+                .iter()
+                .find(|m| m.container_path == "/home/work/keep")
+        });
+        assert!(mount.is_some(), "{asked:?}");
+        let (status, v) = w.call(reqwest::Method::GET, "/folders/keep", None).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["mounted_in"], json!(["sess-f"]), "{v}");
+
+        // While the session lives: no rename, no delete, each saying why.
+        let rename = json!({"new_name": "moved"});
+        let (status, v) = w
+            .call(
+                reqwest::Method::POST,
+                "/folders/keep/rename",
+                Some(rename.clone()),
+            )
+            .await;
+        assert_eq!(status, 409, "{v}");
+        assert!(v.to_string().contains("mounted in session"), "{v}");
+        let (status, v) = w.call(reqwest::Method::DELETE, "/folders/keep", None).await;
+        assert_eq!(status, 409, "{v}");
+        assert!(v.to_string().contains("terminate the sessions"), "{v}");
+
+        // Another user sees neither the folder nor its file.
+        let other = NewUser {
+            email: "eve@test.local",
+            password: "pw-eve",
+            role: Role::User,
+        };
+        w.gw.store.create_user(other).await.unwrap();
+        let eve = login(&w.gw, "eve@test.local", "pw-eve").await;
+        for path in ["/folders/keep", "/folders/keep/file?path=notes.txt"] {
+            let (status, _) = call_as(&w.gw, &eve, reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 404, "{path}");
+        }
+
+        // The session ends; the folder, its file and its name stay ours to change.
+        let (status, v) = w
+            .call(reqwest::Method::DELETE, "/session/sess-f", None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let (status, v) = w
+            .call(reqwest::Method::POST, "/folders/keep/rename", Some(rename))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let got = client()
+            .get(w.gw.url("/folders/moved/file?path=notes.txt"))
+            .header("Cookie", cookie_header(&w.cookie))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status().as_u16(), 200);
+        assert_eq!(got.text().await.unwrap(), "kept through the session\n");
+        let (status, v) = w
+            .call(reqwest::Method::DELETE, "/folders/moved", None)
+            .await;
+        assert!(status < 300, "{status} {v}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_node_that_cannot_be_reached_leaves_the_session_terminating_until_forced() {
     within(async {
         let w = World::new().await;

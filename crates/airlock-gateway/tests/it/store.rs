@@ -3,7 +3,9 @@
 //! both.
 
 use airlock_gateway::Store;
-use airlock_gateway::store::{AgentRow, MountRecord, NewSession, NewUser, Role, Status, Usage};
+use airlock_gateway::store::{
+    AgentRow, Drain, MountRecord, NewSession, NewUser, Role, Status, Usage,
+};
 use airlock_proto::sshkey::parse_public_key;
 
 const KEY: &str =
@@ -129,7 +131,12 @@ async fn exercise(store: &Store) {
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].url, "http://n1:2");
     // A drain survives heartbeats.
-    assert!(store.set_agent_draining("n1", true).await.unwrap());
+    assert!(
+        store
+            .set_agent_draining("n1", Drain::Drained)
+            .await
+            .unwrap()
+    );
     store
         .upsert_agent(&AgentRow {
             url: "http://n1:3".into(),
@@ -138,7 +145,12 @@ async fn exercise(store: &Store) {
         .await
         .unwrap();
     assert!(store.agent("n1").await.unwrap().unwrap().draining);
-    assert!(!store.set_agent_draining("nope", true).await.unwrap());
+    assert!(
+        !store
+            .set_agent_draining("nope", Drain::Drained)
+            .await
+            .unwrap()
+    );
     // Enrolment: an agent's own credential comes with its row; enrolling
     // again replaces it; revoking removes it.
     assert!(
@@ -281,7 +293,7 @@ async fn events(store: &Store, uid: &str) {
         .await
         .unwrap();
     let all = store.events(&EventFilter::default()).await.unwrap();
-    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    let kinds: Vec<&str> = all.iter().map(|e| e.what.kind.as_str()).collect();
     assert_eq!(
         kinds,
         [
@@ -292,8 +304,8 @@ async fn events(store: &Store, uid: &str) {
             "login.failed"
         ]
     );
-    assert_eq!(all[1].detail["size"], 5_000_000_000u64);
-    assert_eq!(all[1].detail["path"], "a b/ü.txt");
+    assert_eq!(all[1].what.detail["size"], 5_000_000_000u64);
+    assert_eq!(all[1].what.detail["path"], "a b/ü.txt");
     assert_eq!(all[1].time, "1970-01-01T00:00:02Z");
     let mine = |f: EventFilter| async move { store.events(&f).await.unwrap() };
     assert_eq!(
@@ -358,7 +370,7 @@ async fn events(store: &Store, uid: &str) {
         .await
         .unwrap();
     assert_eq!(got.len(), 250);
-    assert!(got.windows(2).all(|w| w[0].at < w[1].at));
+    assert!(got.windows(2).all(|w| w[0].what.at < w[1].what.at));
 }
 
 #[tokio::test]

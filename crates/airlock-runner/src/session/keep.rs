@@ -21,13 +21,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use russh::{ChannelMsg, ChannelReadHalf, Sig};
+use russh::{ChannelReadHalf, Sig};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::{
-    PtyIn, PtyReq, Spec, Tx, clamp16, fail, feed_pty, finish, group_of, signal_group, spawn_on_pty,
+    FromClient, PtyIn, PtyReq, Spec, Tx, fail, feed_pty, finish, from_client, group_of,
+    spawn_on_pty,
 };
 use crate::server::ConnCtx;
 
@@ -184,17 +185,16 @@ pub(super) async fn attach(
     let mut pump = pump;
     let exit = loop {
         tokio::select! {
-            m = rx.wait() => match m {
-                Some(ChannelMsg::Data { data }) => {
+            // A viewer's EOF is not the shell's: others may attach.
+            m = rx.wait() => match from_client(m, kept.pgid) {
+                FromClient::Data(data) => {
                     let _ = kept.input.send(PtyIn::Data(data));
                 }
-                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
-                    let _ = kept.input.send(PtyIn::Resize(pty_process::Size::new_with_pixel(
-                        clamp16(row_height), clamp16(col_width), clamp16(pix_width), clamp16(pix_height))));
+                FromClient::Resize(size) => {
+                    let _ = kept.input.send(PtyIn::Resize(size));
                 }
-                Some(ChannelMsg::Signal { signal }) => signal_group(kept.pgid, &signal),
-                Some(ChannelMsg::Close) | None => break None,
-                Some(_) => {}
+                FromClient::Closed => break None,
+                FromClient::Eof | FromClient::Other => {}
             },
             r = &mut pump => break r.ok().flatten(),
         }

@@ -407,19 +407,15 @@ async fn drive(ctx: &ConnCtx, mut rx: ChannelReadHalf, tx: &Tx, running: Running
                 out_task.abort();
                 out_done = true;
             }
-            m = rx.wait(), if !closed => match m {
-                Some(ChannelMsg::Data { data }) => input.data(data),
-                Some(ChannelMsg::Eof) => input.eof(),
-                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
-                    input.resize(pty_process::Size::new_with_pixel(
-                        clamp16(row_height), clamp16(col_width), clamp16(pix_width), clamp16(pix_height)));
-                }
-                Some(ChannelMsg::Signal { signal }) => signal_group(pgid, &signal),
-                Some(ChannelMsg::Close) | None => {
+            m = rx.wait(), if !closed => match from_client(m, pgid) {
+                FromClient::Data(data) => input.data(data),
+                FromClient::Eof => input.eof(),
+                FromClient::Resize(size) => input.resize(size),
+                FromClient::Closed => {
                     closed = true;
                     break;
                 }
-                Some(_) => {}
+                FromClient::Other => {}
             },
             r = child.wait(), if status.is_none() => match r {
                 Ok(s) => status = Some(s),
@@ -529,6 +525,43 @@ fn hang_up(pgid: Option<Pid>, mut child: tokio::process::Child) {
             let _ = child.wait().await;
         }
     });
+}
+
+/// What the client sent on a session channel, decoded once for both
+/// loops that feed a command (this file's `drive` and a kept terminal's
+/// viewer in `keep.rs`). Signals are delivered here.
+enum FromClient {
+    Data(Bytes),
+    Eof,
+    Resize(pty_process::Size),
+    /// The channel closed (or the connection ended).
+    Closed,
+    /// Nothing for the command.
+    Other,
+}
+
+fn from_client(m: Option<ChannelMsg>, pgid: Option<Pid>) -> FromClient {
+    match m {
+        Some(ChannelMsg::Data { data }) => FromClient::Data(data),
+        Some(ChannelMsg::Eof) => FromClient::Eof,
+        Some(ChannelMsg::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        }) => FromClient::Resize(pty_process::Size::new_with_pixel(
+            clamp16(row_height),
+            clamp16(col_width),
+            clamp16(pix_width),
+            clamp16(pix_height),
+        )),
+        Some(ChannelMsg::Signal { signal }) => {
+            signal_group(pgid, &signal);
+            FromClient::Other
+        }
+        Some(ChannelMsg::Close) | None => FromClient::Closed,
+        Some(_) => FromClient::Other,
+    }
 }
 
 fn signal_group(pgid: Option<Pid>, sig: &Sig) {

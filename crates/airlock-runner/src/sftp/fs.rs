@@ -118,11 +118,12 @@ fn os_path(p: &str) -> PathBuf {
 }
 
 impl FsHandler {
-    /// A handler whose relative paths start at `home`.
-    pub fn new(home: PathBuf) -> Self {
+    /// A handler whose relative paths start at `home`, naming owners with
+    /// `names`.
+    pub fn new(home: PathBuf, names: NameMaps) -> Self {
         FsHandler {
             home,
-            names: NameMaps::load(),
+            names,
             handles: HashMap::new(),
             next: 0,
             peer: None,

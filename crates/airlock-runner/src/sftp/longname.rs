@@ -50,8 +50,19 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Civil date (UTC) from a unix time: (year, month 1-12, day, hour, minute).
-fn civil(t: i64) -> (i64, usize, i64, i64, i64) {
+/// A civil date and time of day (UTC), to the minute.
+#[derive(Debug, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    /// 1-12.
+    month: usize,
+    day: i64,
+    hour: i64,
+    minute: i64,
+}
+
+/// The civil date (UTC) of a unix time.
+fn civil(t: i64) -> Civil {
     let days = t.div_euclid(86400);
     let secs = t.rem_euclid(86400);
     // Howard Hinnant's days_from_civil inverse.
@@ -65,13 +76,13 @@ fn civil(t: i64) -> (i64, usize, i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        usize::try_from(m).unwrap_or(1),
-        d,
-        secs / 3600,
-        (secs % 3600) / 60,
-    )
+    Civil {
+        year: y,
+        month: usize::try_from(m).unwrap_or(1),
+        day: d,
+        hour: secs / 3600,
+        minute: (secs % 3600) / 60,
+    }
 }
 
 /// OpenSSH `ls_file` style long name:
@@ -80,7 +91,13 @@ pub fn longname(name: &str, m: &Metadata, names: &NameMaps, now: i64) -> String 
     let user = names.user(m.uid());
     let group = names.group(m.gid());
     let mtime = m.mtime();
-    let (y, mo, d, h, mi) = civil(mtime);
+    let Civil {
+        year: y,
+        month: mo,
+        day: d,
+        hour: h,
+        minute: mi,
+    } = civil(mtime);
     let month = MONTHS[(mo.clamp(1, 12)) - 1];
     const SIX_MONTHS: i64 = 365 * 24 * 3600 / 2;
     let date = if mtime > now - SIX_MONTHS && mtime <= now + 3600 {
@@ -117,7 +134,14 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(civil(0), (1970, 1, 1, 0, 0));
-        assert_eq!(civil(1_700_000_000), (2023, 11, 14, 22, 13));
+        let at = |year, month, day, hour, minute| Civil {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+        };
+        assert_eq!(civil(0), at(1970, 1, 1, 0, 0));
+        assert_eq!(civil(1_700_000_000), at(2023, 11, 14, 22, 13));
     }
 }

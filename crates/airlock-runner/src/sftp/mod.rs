@@ -31,6 +31,7 @@ pub use fs::{FsHandler, attrs_of};
 pub use longname::{longname, mode_string};
 pub use wire::status_of;
 
+use crate::passwd::NameMaps;
 use wire::{read_reply, status_bytes};
 
 /// Largest request packet accepted (limits@openssh.com advertises less).
@@ -88,7 +89,7 @@ pub(crate) async fn serve_channel(
 
     // (2) Writer: responses go out in request order from their own task.
     //
-    // Root cause of the psftp upload stall (issue 13): russh grants the
+    // Root cause of the psftp upload stall: russh grants the
     // client more channel window as soon as data *arrives*, and then its
     // session loop awaits a bounded send of that data to us; so the only
     // backpressure russh has is to stop its whole loop. This loop used to
@@ -171,7 +172,11 @@ pub(crate) async fn serve_channel(
     };
 
     // (3) Request loop.
-    let mut handler = FsHandler::new(home.to_path_buf());
+    // Reading /etc/passwd and /etc/group is file I/O: on the blocking pool.
+    let names = tokio::task::spawn_blocking(NameMaps::load)
+        .await
+        .unwrap_or_default();
+    let mut handler = FsHandler::new(home.to_path_buf(), names);
     handler.peer = Some(peer);
     // Taken while a request runs on the blocking pool; `None` afterwards
     // only if that job panicked (the connection then ends).

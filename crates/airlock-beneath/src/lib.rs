@@ -1,51 +1,56 @@
-//! Folder I/O that cannot leave the folder.
+//! Work on a directory tree that someone else writes, without ever leaving it.
 //!
-//! Everything inside a storage folder is written by sessions, so every
-//! entry is hostile at every instant: it may be, or may become between two
-//! system calls, a symbolic link to anywhere, a FIFO, a socket, a device
-//! node, or a directory where a file was. The gateway runs as root, so a
-//! single path that is resolved twice (checked, then used) is a way onto
-//! the host. This module is the only code that touches folder contents,
-//! and it follows three rules:
+//! Two kinds of tree are worked on this way: storage folders, written by
+//! sessions and read and written by the gateway as root, and a session's
+//! home, worked on by the runner (`airlock-runner files …`) for `session
+//! download/upload`. Every entry is hostile at every instant: it may be, or
+//! may become between two system calls, a symbolic link to anywhere, a
+//! FIFO, a socket, a device node, or a directory where a file was. A path
+//! that is resolved twice (checked, then used) is a way out of the tree,
+//! so this crate is the only code that touches such trees, and it follows
+//! three rules:
 //!
 //! 1. **Resolve beneath a handle.** A user path is resolved relative to an
-//!    open directory handle of the folder root with `openat2(2)` and
-//!    `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
-//!    RESOLVE_NO_XDEV`: the kernel refuses `..` escapes, any symbolic link
-//!    at any component and mount crossings, atomically with the lookup.
-//!    (On kernels without `openat2`, the same rule is kept by walking one
-//!    component at a time with `O_NOFOLLOW` from the held handle; `..` is
-//!    refused textually before either.) We use `rustix` for the system calls:
-//!    it wraps `openat2`, the `*at` family and `getdents` without `unsafe`
-//!    in our code. `cap-std` was considered, but it follows symbolic links
-//!    that stay inside the directory, and we want none followed at all.
+//!    open directory handle of the tree's root with `openat2(2)` and
+//!    `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: the kernel refuses `..`
+//!    escapes and absolute links atomically with the lookup. What else is
+//!    refused is the tree's [`Links`] policy: storage folders
+//!    ([`Links::Refuse`]) add `RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`, so no
+//!    link is followed at any component and no mount is crossed; a home
+//!    ([`Links::FollowBeneath`]) follows links that stay beneath it (dotfile
+//!    links) and crosses into the folders mounted in it. (On kernels without
+//!    `openat2`, before Linux 5.6, both are kept by walking one component at
+//!    a time with `O_NOFOLLOW` from the held handle, which follows no link
+//!    and crosses no mount; `..` is refused textually before either.) We use
+//!    `rustix` for the system calls: it wraps `openat2`, the `*at` family and
+//!    `getdents` without `unsafe` in our code. `cap-std` was considered, but
+//!    it follows symbolic links that stay inside the directory, and storage
+//!    folders want none followed at all.
 //! 2. **Then work on descriptors, never on the path again.** Files are
-//!    opened `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` and `fstat`ed; anything
-//!    but a regular file or a directory is refused (a FIFO never blocks a
-//!    worker: it is not read). New files are created as unnamed `O_TMPFILE`
-//!    inodes in the resolved directory (or, where the file system lacks
-//!    them, with `O_EXCL` under a random hidden name) and written through
-//!    that descriptor; they get a name only when complete, by `linkat` +
-//!    `renameat` relative to a freshly resolved directory handle.
-//!    Ownership and mode are set with `fchown`/`fchmod`.
-//! 3. **Deletes walk with descriptors**: `unlinkat` relative to held
-//!    directory handles, directories opened `O_NOFOLLOW | O_DIRECTORY`, a
-//!    mount point is never crossed, and a symbolic link is removed, not
-//!    followed.
+//!    opened `O_NONBLOCK | O_CLOEXEC` and `fstat`ed; anything but a regular
+//!    file or a directory is refused (a FIFO never blocks a worker: it is
+//!    not read). New files are created as unnamed `O_TMPFILE` inodes in the
+//!    resolved directory (or, where the file system lacks them, with
+//!    `O_EXCL` under a random hidden name) and written through that
+//!    descriptor; they get a name only when complete, by `linkat` +
+//!    `renameat` relative to a freshly resolved directory handle. Ownership
+//!    and mode are set with `fchown`/`fchmod`.
+//! 3. **Deletes and walks go by descriptors**: `unlinkat` and `openat`
+//!    relative to held directory handles, directories opened `O_NOFOLLOW |
+//!    O_DIRECTORY`, a mount point is never crossed by a delete, and a
+//!    symbolic link is removed or archived, not followed.
 //!
-//! All calls here block; callers run them through [`run`], which bounds
-//! how many run at once.
+//! All calls here block; async callers run them on a blocking pool.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::LazyLock;
 
 use rustix::fs::{
-    AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat, fchmod, fchown, fstat, linkat,
-    mkdirat, openat, openat2, renameat, statat, unlinkat,
+    AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Stat, fchmod, fchown, fstat,
+    linkat, mkdirat, openat, openat2, readlinkat, renameat, renameat_with, statat, unlinkat,
 };
 use rustix::io::Errno;
 
@@ -111,30 +116,6 @@ impl FsError {
 }
 
 type Result<T> = std::result::Result<T, FsError>;
-
-/// How many blocking folder operations may run at once; the rest wait
-/// (asynchronously) for a slot, so a slow disk cannot take every thread of
-/// the blocking pool.
-const MAX_BLOCKING: usize = 32;
-
-static SLOTS: LazyLock<tokio::sync::Semaphore> =
-    LazyLock::new(|| tokio::sync::Semaphore::new(MAX_BLOCKING));
-
-/// Runs blocking folder work on the blocking pool, at most
-/// [`MAX_BLOCKING`] at a time.
-pub async fn run<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    let _slot = SLOTS
-        .acquire()
-        .await
-        .map_err(|e| FsError::Io(std::io::Error::other(e)))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| FsError::Io(std::io::Error::other(e)))?
-}
 
 /// A user path inside a folder, checked textually: relative, no `..`, no
 /// NUL. The empty path is the folder root.
@@ -268,6 +249,14 @@ pub struct Entry {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
+    /// Status change time, seconds since the epoch.
+    pub ctime: i64,
+    /// Access time, seconds since the epoch.
+    pub atime: i64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 impl Entry {
@@ -278,6 +267,10 @@ impl Entry {
             size: u64::try_from(st.st_size).unwrap_or(0),
             mode: st.st_mode,
             mtime: st.st_mtime,
+            ctime: st.st_ctime,
+            atime: st.st_atime,
+            uid: st.st_uid,
+            gid: st.st_gid,
         }
     }
 }
@@ -286,23 +279,45 @@ impl Entry {
 /// carry; hidden from listings.
 pub const UPLOAD_MARK: &str = ".airlock-upload-";
 
-const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS)
-    .union(ResolveFlags::NO_XDEV);
-
-/// An open folder root: every operation resolves beneath it.
-#[derive(Debug)]
-pub struct FolderDir {
-    fd: OwnedFd,
-    dev: u64,
-    owner: (u32, u32),
+/// Which symbolic links a lookup beneath a [`Tree`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// None, at any component, and no mount is crossed: storage folders,
+    /// which sessions write and the gateway works on as root.
+    Refuse,
+    /// Those that stay beneath the root (the kernel checks every step;
+    /// absolute links are refused), and mounts beneath it are crossed: a
+    /// session's home, worked on by its own user, where dotfile links and
+    /// mounted folders are normal. A link at the last component of a
+    /// delete, rename or [`Tree::stat`] is still the link itself.
+    FollowBeneath,
 }
 
-impl FolderDir {
-    /// Opens the directory `name` (one component, no links) inside the
-    /// storage root `parent`. Files and directories created through it
-    /// are given to `owner` (uid, gid).
+impl Links {
+    fn resolve_flags(self) -> ResolveFlags {
+        let beneath = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+        match self {
+            Self::Refuse => beneath
+                .union(ResolveFlags::NO_SYMLINKS)
+                .union(ResolveFlags::NO_XDEV),
+            Self::FollowBeneath => beneath,
+        }
+    }
+}
+
+/// An open tree root: every operation resolves beneath it.
+#[derive(Debug)]
+pub struct Tree {
+    fd: OwnedFd,
+    dev: u64,
+    owner: Option<(u32, u32)>,
+    links: Links,
+}
+
+impl Tree {
+    /// Opens the storage folder `name` (one component, no links) inside
+    /// the storage root `parent`, with [`Links::Refuse`]. Files and
+    /// directories created through it are given to `owner` (uid, gid).
     pub fn open(parent: BorrowedFd<'_>, name: &str, owner: (u32, u32)) -> Result<Self> {
         let fd = openat(
             parent,
@@ -312,20 +327,50 @@ impl FolderDir {
         )
         .map_err(|e| FsError::from_errno(e, name))?;
         let dev = fstat(&fd).map_err(std::io::Error::from)?.st_dev;
-        Ok(Self { fd, dev, owner })
+        Ok(Self {
+            fd,
+            dev,
+            owner: Some(owner),
+            links: Links::Refuse,
+        })
     }
 
-    /// Opens `rel` with `flags`, resolved beneath the root with no link
-    /// followed. `EAGAIN` (a concurrent rename during resolution) is retried.
+    /// Opens the directory at `path` (a trusted path: links on the way to
+    /// it are followed) as a tree root. What is created through it keeps
+    /// the calling process's owner.
+    pub fn open_path(path: &Path, links: Links) -> Result<Self> {
+        let shown = path.display().to_string();
+        let fd = openat(
+            rustix::fs::CWD,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FsError::from_errno(e, &shown))?;
+        let dev = fstat(&fd).map_err(std::io::Error::from)?.st_dev;
+        Ok(Self {
+            fd,
+            dev,
+            owner: None,
+            links,
+        })
+    }
+
+    /// Opens `rel` with `flags`, resolved beneath the root under the
+    /// tree's [`Links`] policy. `EAGAIN` (a concurrent rename during
+    /// resolution) is retried.
     fn resolve(&self, rel: &RelPath, flags: OFlags, mode: Mode) -> Result<OwnedFd> {
-        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = match self.links {
+            Links::Refuse => flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Links::FollowBeneath => flags | OFlags::CLOEXEC,
+        };
         let path = rel.joined();
         let path: &Path = if rel.is_root() { Path::new(".") } else { &path };
         for _ in 0..8 {
-            match openat2(&self.fd, path, flags, mode, RESOLVE) {
+            match openat2(&self.fd, path, flags, mode, self.links.resolve_flags()) {
                 Ok(fd) => return Ok(fd),
                 Err(Errno::AGAIN) => continue,
-                Err(Errno::NOSYS) => return self.walk(rel, flags, mode),
+                Err(Errno::NOSYS) => return self.walk_components(rel, flags, mode),
                 Err(e) => return Err(FsError::from_errno(e, rel.as_str())),
             }
         }
@@ -336,8 +381,11 @@ impl FolderDir {
     }
 
     /// The `openat2`-less fallback: one component at a time, each opened
-    /// `O_NOFOLLOW` relative to the previous handle, never crossing a mount.
-    fn walk(&self, rel: &RelPath, flags: OFlags, mode: Mode) -> Result<OwnedFd> {
+    /// `O_NOFOLLOW` relative to the previous handle, never crossing a mount
+    /// (whatever the [`Links`] policy: without `openat2`, following a link
+    /// safely would mean resolving it by hand).
+    fn walk_components(&self, rel: &RelPath, flags: OFlags, mode: Mode) -> Result<OwnedFd> {
+        let flags = flags | OFlags::NOFOLLOW;
         let err = |e| FsError::from_errno(e, rel.as_str());
         let Some((last, dirs)) = rel.parts.split_last() else {
             return openat(&self.fd, c".", flags, mode).map_err(err);
@@ -375,7 +423,8 @@ impl FolderDir {
             // `O_DIRECTORY | O_NOFOLLOW` on a link at the last component
             // says "not a directory": name the real reason.
             Err(FsError::NotADirectory(p))
-                if self.stat(rel).is_ok_and(|e| e.kind == Kind::Symlink) =>
+                if self.links == Links::Refuse
+                    && self.stat(rel).is_ok_and(|e| e.kind == Kind::Symlink) =>
             {
                 Err(FsError::Symlink(p))
             }
@@ -393,6 +442,184 @@ impl FolderDir {
         let st = statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| FsError::from_errno(e, rel.as_str()))?;
         Ok(Entry::new(name.to_string_lossy().into_owned(), &st))
+    }
+
+    /// What `rel` leads to: like [`Tree::stat`], but a link at the last
+    /// component is followed under the tree's [`Links`] policy (a tree that
+    /// refuses links describes the link itself). A file or directory is also opened
+    /// for reading, so that one the caller may not read says so here.
+    pub fn stat_target(&self, rel: &RelPath) -> Result<Entry> {
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fd = self.resolve(rel, OFlags::PATH, Mode::empty())?;
+        let st = fstat(&fd).map_err(std::io::Error::from)?;
+        let entry = Entry::new(name, &st);
+        if matches!(entry.kind, Kind::File | Kind::Dir) {
+            let fd = self.resolve(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
+            let now = fstat(&fd).map_err(std::io::Error::from)?;
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                return Err(changed(rel.as_str()));
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Walks `rel` (followed under the tree's policy) and, for a directory,
+    /// everything beneath it, calling `visit` for each entry (parents
+    /// before children, names in byte order) with its path: `top`, then
+    /// `top/child/…`. Files come open for reading; links are read, never
+    /// followed; special files are named, never opened. With
+    /// [`Links::Refuse`], a mount is not crossed.
+    pub fn walk(
+        &self,
+        rel: &RelPath,
+        top: &Path,
+        visit: &mut dyn FnMut(&Path, &Entry, Node) -> Result<()>,
+    ) -> Result<()> {
+        let name = top
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fd = self.resolve(rel, OFlags::PATH, Mode::empty())?;
+        let st = fstat(&fd).map_err(std::io::Error::from)?;
+        let entry = Entry::new(name, &st);
+        match entry.kind {
+            Kind::Dir => {
+                let dir = self.dir(rel, Access::Read)?;
+                self.walk_dir(&dir, &st, top, &entry, visit, 0)
+            }
+            Kind::File => {
+                let (file, _) = self.open_read(rel)?;
+                let st = fstat(&file).map_err(std::io::Error::from)?;
+                visit(top, &Entry::new(entry.name, &st), Node::File(file))
+            }
+            Kind::Symlink => {
+                let parent = self.dir(&rel.parent(), Access::Path)?;
+                let target = rel
+                    .file_name()
+                    .map(|n| readlinkat(&parent, n, Vec::new()))
+                    .transpose()
+                    .map_err(|e| FsError::from_errno(e, rel.as_str()))?
+                    .unwrap_or_default();
+                visit(top, &entry, Node::Link(target.into_bytes()))
+            }
+            _ => visit(top, &entry, Node::Special),
+        }
+    }
+
+    fn walk_dir(
+        &self,
+        dir: &OwnedFd,
+        st: &Stat,
+        path: &Path,
+        entry: &Entry,
+        visit: &mut dyn FnMut(&Path, &Entry, Node) -> Result<()>,
+        depth: usize,
+    ) -> Result<()> {
+        let shown = path.to_string_lossy();
+        if depth >= MAX_DEPTH {
+            return Err(FsError::Invalid(format!(
+                "{shown:?} is nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        let now = fstat(dir).map_err(std::io::Error::from)?;
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(changed(&shown));
+        }
+        if self.links == Links::Refuse && now.st_dev != self.dev {
+            return Err(FsError::Escape(shown.into_owned()));
+        }
+        visit(path, entry, Node::Dir)?;
+        let err = |e| FsError::from_errno(e, &shown);
+        let mut names = Vec::new();
+        let mut d = Dir::new(dir.try_clone()?).map_err(err)?;
+        while let Some(ent) = d.read() {
+            let ent = ent.map_err(err)?;
+            let n = ent.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                names.push(n.to_owned());
+            }
+        }
+        names.sort();
+        for n in names {
+            let child = path.join(OsStr::from_bytes(n.to_bytes()));
+            let shown = child.to_string_lossy().into_owned();
+            // Gone since it was listed: skip it, as `tar` would.
+            let Ok(cst) = statat(dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let e = Entry::new(n.to_string_lossy().into_owned(), &cst);
+            let open = |flags: OFlags| {
+                openat(
+                    dir,
+                    n.as_c_str(),
+                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| FsError::from_errno(e, &shown))
+            };
+            match e.kind {
+                Kind::Dir => {
+                    let fd = open(OFlags::RDONLY | OFlags::DIRECTORY)?;
+                    self.walk_dir(&fd, &cst, &child, &e, visit, depth + 1)?;
+                }
+                Kind::File => {
+                    let fd = open(OFlags::RDONLY | OFlags::NONBLOCK)?;
+                    let now = fstat(&fd).map_err(std::io::Error::from)?;
+                    if (now.st_dev, now.st_ino) != (cst.st_dev, cst.st_ino) {
+                        return Err(changed(&shown));
+                    }
+                    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(std::io::Error::from)?;
+                    let e = Entry::new(e.name, &now);
+                    visit(&child, &e, Node::File(File::from(fd)))?;
+                }
+                Kind::Symlink => {
+                    let target = readlinkat(dir, n.as_c_str(), Vec::new())
+                        .map_err(|e| FsError::from_errno(e, &shown))?;
+                    visit(&child, &e, Node::Link(target.into_bytes()))?;
+                }
+                _ => visit(&child, &e, Node::Special)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames `from` to `to`, whose directory must exist and which must
+    /// not. A link at either last component is the link itself.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        let (Some(src), Some(dst)) = (from.file_name(), to.file_name()) else {
+            return Err(FsError::Invalid(
+                "refusing to move the root or over it".into(),
+            ));
+        };
+        let src_dir = self.dir(&from.parent(), Access::Path)?;
+        let dst_dir = self.dir(&to.parent(), Access::Path)?;
+        statat(&src_dir, src, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FsError::from_errno(e, from.as_str()))?;
+        if statat(&dst_dir, dst, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            return Err(FsError::Exists(to.as_str().to_owned()));
+        }
+        let into_itself = || {
+            FsError::Invalid(format!(
+                "cannot move {:?} into itself ({:?})",
+                from.as_str(),
+                to.as_str()
+            ))
+        };
+        match renameat_with(&src_dir, src, &dst_dir, dst, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            // Either a directory into itself, or a file system without
+            // RENAME_NOREPLACE (checked above, then, without the atomicity).
+            Err(Errno::INVAL) => match renameat(&src_dir, src, &dst_dir, dst) {
+                Ok(()) => Ok(()),
+                Err(Errno::INVAL) => Err(into_itself()),
+                Err(e) => Err(FsError::from_errno(e, from.as_str())),
+            },
+            Err(Errno::EXIST) => Err(FsError::Exists(to.as_str().to_owned())),
+            Err(e) => Err(FsError::from_errno(e, from.as_str())),
+        }
     }
 
     /// Lists a directory (directories first, then by name); a file lists
@@ -545,14 +772,16 @@ impl FolderDir {
     }
 
     /// Gives the folder root itself to the folder's owner.
-    pub(crate) fn chown_root(&self) {
+    pub fn chown_root(&self) {
         self.give(&self.fd);
     }
 
     /// Gives an inode we created to the folder's owner. A gateway that
     /// does not run as root owns what it writes; that is not an error.
     fn give(&self, fd: &OwnedFd) {
-        let (uid, gid) = self.owner;
+        let Some((uid, gid)) = self.owner else {
+            return;
+        };
         if let Err(e) = fchown(
             fd,
             Some(rustix::fs::Uid::from_raw(uid)),
@@ -623,13 +852,36 @@ impl FolderDir {
             ));
         };
         let parent = self.dir(&rel.parent(), Access::Read)?;
-        remove_entry(&parent, name, self.dev, what, rel.as_str(), 0)
+        // The device of the directory it is in (the root's, unless links
+        // or mounts beneath a home led elsewhere): a delete never crosses
+        // from there into another file system.
+        let dev = fstat(&parent).map_err(std::io::Error::from)?.st_dev;
+        remove_entry(&parent, name, dev, what, rel.as_str(), 0)
     }
 
     /// Removes everything inside the root (for deleting a whole folder).
     pub fn clear(&self) -> Result<()> {
         clear_dir(&self.fd, self.dev, "", 0)
     }
+}
+
+/// What [`Tree::walk`] met.
+#[derive(Debug)]
+pub enum Node {
+    /// A directory (its entries follow).
+    Dir,
+    /// A regular file, open for reading.
+    File(File),
+    /// A symbolic link and its target, as stored.
+    Link(Vec<u8>),
+    /// A FIFO, socket or device node (not opened).
+    Special,
+}
+
+fn changed(shown: &str) -> FsError {
+    FsError::Io(std::io::Error::other(format!(
+        "{shown:?} changed while it was read; try again"
+    )))
 }
 
 /// How a directory handle is opened.
@@ -641,7 +893,7 @@ enum Access {
     Read,
 }
 
-/// What [`FolderDir::remove`] may remove.
+/// What [`Tree::remove`] may remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
     /// A file, link, special file or empty directory.
@@ -650,7 +902,7 @@ pub enum Removal {
     Tree,
 }
 
-/// How [`FolderDir::mkdir`] treats missing parents and an existing directory.
+/// How [`Tree::mkdir`] treats missing parents and an existing directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MkdirOptions {
     /// Create missing parent directories.
@@ -733,7 +985,7 @@ fn hidden_name(name: &CStr) -> CString {
     let mut v = b".".to_vec();
     v.extend_from_slice(name.to_bytes());
     v.extend_from_slice(UPLOAD_MARK.as_bytes());
-    v.extend_from_slice(hex::encode(rand::random::<[u8; 6]>()).as_bytes());
+    v.extend_from_slice(format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff).as_bytes());
     // Built from a name without NUL and hex digits: cannot contain NUL.
     CString::new(v).unwrap_or_default()
 }
@@ -764,7 +1016,7 @@ impl NewFile {
     /// Gives the file its owner and mode and its name at `rel`, replacing
     /// a file (or link) there, never a directory. The directory is resolved
     /// afresh beneath the folder root.
-    pub fn commit(self, folder: &FolderDir) -> Result<()> {
+    pub fn commit(self, folder: &Tree) -> Result<()> {
         let shown = self.rel.as_str().to_owned();
         let err = |e| FsError::from_errno(e, &shown);
         let name = self
@@ -835,14 +1087,14 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::fs::symlink;
 
-    fn setup() -> (tempfile::TempDir, FolderDir) {
+    fn setup() -> (tempfile::TempDir, Tree) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("f")).unwrap();
         let root = File::open(dir.path()).unwrap();
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(dir.path()).unwrap();
         let owner = (m.uid(), m.gid());
-        let f = FolderDir::open(root.as_fd(), "f", owner).unwrap();
+        let f = Tree::open(root.as_fd(), "f", owner).unwrap();
         (dir, f)
     }
 
@@ -1045,5 +1297,119 @@ mod tests {
         f.clear().unwrap();
         assert!(f.list(&rel("")).unwrap().is_empty());
         assert!(dir.path().join("f").is_dir());
+    }
+
+    #[test]
+    fn a_home_follows_links_that_stay_beneath_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join("d/e")).unwrap();
+        std::fs::write(dir.path().join("secret"), "host").unwrap();
+        std::fs::write(home.join("d/e/f"), "x").unwrap();
+        symlink("d/e", home.join("in")).unwrap();
+        symlink("..", home.join("up")).unwrap();
+        symlink(dir.path(), home.join("abs")).unwrap();
+        let t = Tree::open_path(&home, Links::FollowBeneath).unwrap();
+        assert_eq!(t.stat_target(&rel("in/f")).unwrap().kind, Kind::File);
+        assert_eq!(t.stat_target(&rel("in")).unwrap().kind, Kind::Dir);
+        // `stat` and deletes see the link itself.
+        assert_eq!(t.stat(&rel("in")).unwrap().kind, Kind::Symlink);
+        for out in ["up/secret", "abs/secret", "up", "abs"] {
+            assert!(
+                matches!(t.stat_target(&rel(out)), Err(FsError::Escape(_))),
+                "{out}"
+            );
+        }
+        assert!(matches!(
+            t.create(&rel("up/new"), 0o644),
+            Err(FsError::Escape(_))
+        ));
+        t.remove(&rel("up"), Removal::Tree).unwrap();
+        assert!(dir.path().join("secret").exists());
+    }
+
+    #[test]
+    fn rename_neither_replaces_nor_follows() {
+        let (dir, f) = setup();
+        let root = dir.path().join("f");
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("a"), "a").unwrap();
+        std::fs::write(root.join("b"), "b").unwrap();
+        symlink(dir.path(), root.join("out")).unwrap();
+        assert!(matches!(
+            f.rename(&rel("a"), &rel("b")),
+            Err(FsError::Exists(_))
+        ));
+        assert!(matches!(
+            f.rename(&rel("d"), &rel("d/x")),
+            Err(FsError::Invalid(_))
+        ));
+        assert!(matches!(
+            f.rename(&rel("a"), &rel("out/a")),
+            Err(FsError::Symlink(_))
+        ));
+        assert!(matches!(
+            f.rename(&rel(""), &rel("x")),
+            Err(FsError::Invalid(_))
+        ));
+        f.rename(&rel("out"), &rel("d/link")).unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.join("d/link"))
+                .unwrap()
+                .is_symlink()
+        );
+        f.rename(&rel("a"), &rel("d/a")).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("d/a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn walk_opens_files_reads_links_and_names_the_rest() {
+        let (dir, f) = setup();
+        let root = dir.path().join("f");
+        std::fs::create_dir_all(root.join("t/u")).unwrap();
+        std::fs::write(root.join("t/u/file"), "12345").unwrap();
+        symlink("/etc/passwd", root.join("t/link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("t/pipe"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        f.walk(&rel("t"), Path::new("top"), &mut |p, e, node| {
+            let what = match node {
+                Node::Dir => "dir".to_owned(),
+                Node::File(mut file) => {
+                    let mut s = String::new();
+                    file.read_to_string(&mut s).unwrap();
+                    format!("file {} {s}", e.size)
+                }
+                Node::Link(t) => format!("link {}", String::from_utf8(t).unwrap()),
+                Node::Special => format!("special {}", e.kind.as_str()),
+            };
+            seen.push(format!("{} {what}", p.display()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                "top dir",
+                "top/link link /etc/passwd",
+                "top/pipe special fifo",
+                "top/u dir",
+                "top/u/file file 5 12345",
+            ]
+        );
+        // A tree that refuses links walks a link as the link itself.
+        let mut kinds = Vec::new();
+        f.walk(&rel("t/link"), Path::new("x"), &mut |_, e, node| {
+            kinds.push((e.kind, matches!(node, Node::Link(_))));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kinds, vec![(Kind::Symlink, true)]);
     }
 }
