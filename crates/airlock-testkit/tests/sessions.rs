@@ -271,7 +271,8 @@ fn folders_outlive_sessions_and_dot_ssh_is_honoured() {
         )
         .expect_code(0);
     }
-    for name in ["note.txt", "note-link"] {
+    // (A download keeps the path below the home.)
+    for name in ["data/note.txt", "note-link"] {
         let text = std::fs::read_to_string(back.join(name)).unwrap();
         assert_eq!(text.trim(), "kept across sessions", "{name}");
     }

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use airlock_gateway::store::{NewUser, Role};
 use airlock_gateway::{AppState, GatewayConfig, Store};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 /// Every test runs under this deadline.
@@ -22,6 +26,8 @@ pub struct Gateway {
     pub admin: TestUser,
     pub user: TestUser,
     pub store: Store,
+    /// The gateway's state (to register in-process agents).
+    pub state: AppState,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -68,12 +74,13 @@ impl Gateway {
             std::sync::Arc::new(storage),
             shutdown.clone(),
         );
-        tokio::spawn(airlock_gateway::serve(listener, state));
+        tokio::spawn(airlock_gateway::serve(listener, state.clone()));
         Gateway {
             addr,
             admin,
             user,
             store,
+            state,
             shutdown,
             _dir: dir,
         }
@@ -161,4 +168,39 @@ pub async fn within<F: std::future::Future<Output = ()>>(f: F) {
     tokio::time::timeout(DEADLINE, f)
         .await
         .expect("test exceeded its deadline");
+}
+
+/// A client's WebSocket tunnel to a session.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+pub async fn open_tunnel(gw: &Gateway, cookie: &str, session: &str) -> Result<Ws, u16> {
+    let mut req = format!(
+        "ws://{}/stream/session/{session}/tcpproxy?app=sshd",
+        gw.host()
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("cookie", cookie_header(cookie).parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("tunnel handshake failed: {e}"),
+    }
+}
+
+/// Sends bytes through a tunnel and expects them echoed (the tunnel is up).
+pub async fn echo(ws: &mut Ws, text: &str) {
+    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < text.len() {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => got.extend_from_slice(&b),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("tunnel ended: {other:?}"),
+        }
+    }
+    assert_eq!(got, text.as_bytes());
 }

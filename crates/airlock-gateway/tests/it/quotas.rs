@@ -8,15 +8,12 @@ use std::time::{Duration, Instant};
 
 use airlock_gateway::quotas::{Limit, Limits};
 use airlock_gateway::{GatewayConfig, HttpLimits};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fake_agent::{FakeAgent, Options, running};
-use crate::harness::{Gateway, client, cookie_header, login, within};
+use crate::harness::{Gateway, client, cookie_header, echo, login, open_tunnel, within};
 
 const AGENT_TOKEN: &str = "quota-test-agent-token-0123456789";
 
@@ -415,40 +412,6 @@ async fn parallel_session_creates_make_exactly_the_limit() {
         assert_eq!(create_session(&gw, &cookie, "over").await.status(), 429);
     })
     .await;
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn open_tunnel(gw: &Gateway, cookie: &str, session: &str) -> Result<Ws, u16> {
-    let mut req = format!(
-        "ws://{}/stream/session/{session}/tcpproxy?app=sshd",
-        gw.host()
-    )
-    .into_client_request()
-    .unwrap();
-    req.headers_mut()
-        .insert("cookie", cookie_header(cookie).parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("tunnel handshake failed: {e}"),
-    }
-}
-
-/// Sends bytes through a tunnel and expects them echoed (the tunnel is up).
-async fn echo(ws: &mut Ws, text: &str) {
-    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while got.len() < text.len() {
-        match ws.next().await {
-            Some(Ok(Message::Binary(b))) => got.extend_from_slice(&b),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("tunnel ended: {other:?}"),
-        }
-    }
-    assert_eq!(got, text.as_bytes());
 }
 
 #[tokio::test]

@@ -2,16 +2,21 @@
 //! agents (`fake_agent.rs`): real HTTP servers on 127.0.0.1 that record what
 //! the gateway asks of them and report containers in heartbeats as a node
 //! would. No Docker: the gateway's half of a session's life runs here in
-//! seconds.
+//! seconds. A node in the gateway's own process (`airlockd up`) is faked
+//! through the `LocalAgent` trait.
 
 use std::time::{Duration, Instant};
 
 use airlock_gateway::GatewayConfig;
 use airlock_gateway::store::{NewUser, Role};
+use airlock_gateway::tunnels::{LocalAgent, Opening};
+use airlock_proto::agent::TunnelOrigin;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::fake_agent::{FakeAgent, HOST_KEY, Options, running};
-use crate::harness::{Gateway, client, cookie_header, login, within};
+use crate::harness::{Gateway, client, cookie_header, echo, login, open_tunnel, within};
 
 const AGENT_TOKEN: &str = "sessions-test-agent-token-0123456789";
 
@@ -394,6 +399,85 @@ async fn sessions_go_where_they_fit_and_a_request_no_node_meets_names_the_larges
             "{v}"
         );
         assert!(!v["hint"].as_str().unwrap_or_default().is_empty(), "{v}");
+    })
+    .await;
+}
+
+/// An in-process agent (what `airlockd up` registers): records the tunnels
+/// it is asked for and serves them from a local echo server, or refuses
+/// sessions it does not hold with a reason.
+#[derive(Debug, Default)]
+struct InProcessAgent {
+    asked: std::sync::Mutex<Vec<(String, Option<TunnelOrigin>)>>,
+    holds: std::sync::Mutex<Option<String>>,
+}
+
+impl LocalAgent for InProcessAgent {
+    fn connect<'a>(
+        &'a self,
+        session_id: &'a str,
+        origin: Option<&'a TunnelOrigin>,
+    ) -> Opening<'a, tokio::net::TcpStream> {
+        Box::pin(async move {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((session_id.to_owned(), origin.cloned()));
+            if self.holds.lock().unwrap().as_deref() != Some(session_id) {
+                return Err("the container is gone".to_owned());
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+            Ok(tokio::net::TcpStream::connect(addr).await.unwrap())
+        })
+    }
+
+    fn resumable<'a>(
+        &'a self,
+        _session_id: &'a str,
+        _origin: Option<&'a TunnelOrigin>,
+    ) -> Opening<'a, tokio::io::DuplexStream> {
+        Box::pin(async { Err("not in this test".to_owned()) })
+    }
+}
+
+#[tokio::test]
+async fn a_tunnel_to_a_node_in_this_process_goes_through_its_local_agent_with_the_origin() {
+    within(async {
+        let w = World::new().await;
+        let id = w.running(json!({"name": "near", "image": "base"})).await;
+        let local = std::sync::Arc::new(InProcessAgent::default());
+        *local.holds.lock().unwrap() = Some(id.clone());
+        w.gw.state.register_local_agent("node-a", local.clone());
+
+        let mut ws = open_tunnel(&w.gw, &w.cookie, "near").await.unwrap();
+        echo(&mut ws, "hello through the local agent").await;
+        let asked = local.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(asked[0].0, id);
+        let origin = asked[0].1.as_ref().expect("the client connection is named");
+        assert_eq!(origin.client, "127.0.0.1", "the client's address");
+        assert!(!origin.conn.is_empty(), "{origin:?}");
+        drop(ws);
+
+        // The agent no longer holds it: the client is told why and to
+        // try again later.
+        *local.holds.lock().unwrap() = None;
+        let mut ws = open_tunnel(&w.gw, &w.cookie, "near").await.unwrap();
+        let close = loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => break frame,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 1013);
+        assert_eq!(close.reason.as_str(), "the container is gone");
     })
     .await;
 }
