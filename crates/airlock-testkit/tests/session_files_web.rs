@@ -181,7 +181,7 @@ fn upload_download_rename_and_delete_through_the_files_page() {
     // Delete a file, then the directory, each after a confirmation.
     files_page(&b, &id, "data");
     b.click("tr[data-entry='renamed.bin'] form[data-confirm] button");
-    assert!(b.accept_confirm().contains("Delete renamed.bin?"));
+    assert!(b.accept_confirm().contains("Delete file renamed.bin?"));
     b.wait_text(".flashes", "data/renamed.bin deleted", WAIT);
     assert!(!exists_inside(&c, "/home/work/data/renamed.bin"));
     files_page(&b, &id, "");

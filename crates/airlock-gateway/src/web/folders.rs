@@ -308,39 +308,29 @@ fn parse_keys(text: &str) -> Vec<Result<ParsedKey, (usize, String)>> {
 
 fn entry_row(user: &WebUser, f: &Folder, dir: &str, e: &FolderEntry) -> Markup {
     let path = join(dir, &e.name);
-    let download = format!("/ui/folders/{}/download?path={}", f.hex_id(), enc(&path));
-    html! {
-        tr data-entry=(e.name) {
-            td data-label="Name" {
-                @if e.kind == "dir" {
-                    a.cell-title.folder-link href=(folder_url(f, &path)) { (svg(icon::FOLDER)) (e.name) "/" }
-                } @else if e.kind == "file" {
-                    a.cell-title.file-link href=(download) download=(e.name) { (svg(icon::FILE)) (e.name) }
-                } @else {
-                    // Links and special files are shown, never followed or read.
-                    span.cell-title { (svg(icon::FILE)) (e.name) " " span.muted.small { "(" (e.kind) ")" } }
-                }
-            }
-            td data-label="Size" .num { @if e.kind == "dir" { span.muted { "—" } } @else { (layout::size(e.size)) } }
-            td data-label="Modified" { (layout::time_str(&e.modified)) }
-            td data-label="Mode" .mono.small { (e.mode) }
-            td.actions-cell {
-                @if e.kind == "file" {
-                    a.btn.btn-ghost.btn-sm href=(download) download=(e.name) aria-label={"Download " (e.name)} title={"Download " (e.name)} {
-                        (svg(icon::DOWNLOAD)) span { "Download" }
-                    }
-                    " "
-                }
-                (danger_button(user, &format!("/ui/folders/{}/delete-file", f.hex_id()), &[("path", &path)],
-                    &if e.kind == "dir" {
-                        format!("Delete directory {} and everything in it?", e.name)
-                    } else {
-                        format!("Delete file {}?", e.name)
-                    },
-                    "Delete", &format!("Delete {}", e.name)))
-            }
-        }
-    }
+    let kind = match e.kind.as_str() {
+        "dir" => layout::RowKind::Directory,
+        "file" => layout::RowKind::File,
+        _ => layout::RowKind::Other,
+    };
+    layout::file_row(
+        user,
+        &layout::FileRow {
+            name: &e.name,
+            kind,
+            kind_name: &e.kind,
+            size: e.size,
+            modified: html! { (layout::time_str(&e.modified)) },
+            detail: ("Mode", html! { span.mono { (e.mode) } }),
+            open: folder_url(f, &path),
+            // Only regular files are read; links and special files never.
+            download: (kind == layout::RowKind::File)
+                .then(|| format!("/ui/folders/{}/download?path={}", f.hex_id(), enc(&path))),
+            rename: None,
+            delete: format!("/ui/folders/{}/delete-file", f.hex_id()),
+            path: &path,
+        },
+    )
 }
 
 async fn render_browse(

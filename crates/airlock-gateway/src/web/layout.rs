@@ -254,6 +254,95 @@ pub(crate) fn files_card(actions: Markup, fourth: &str, rows: &[Markup], empty: 
     }
 }
 
+/// What an entry of a files table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowKind {
+    /// A directory: its name opens it.
+    Directory,
+    /// A regular file: its name downloads it.
+    File,
+    /// Anything else (a link, a FIFO, a device…): named, never opened.
+    Other,
+}
+
+/// One row of a files table — a folder's or a running session's (both
+/// files pages show their entries through [`file_row`]).
+pub(crate) struct FileRow<'a> {
+    /// The entry's name.
+    pub name: &'a str,
+    /// What it is.
+    pub kind: RowKind,
+    /// What it is, in words (`data-kind`, and a note beside the names of
+    /// [`RowKind::Other`] entries).
+    pub kind_name: &'a str,
+    /// Its size in bytes (not shown for directories).
+    pub size: u64,
+    /// The "Modified" cell.
+    pub modified: Markup,
+    /// The fourth column's name and cell (see [`files_card`]).
+    pub detail: (&'a str, Markup),
+    /// Where a directory's name leads.
+    pub open: String,
+    /// Where its Download button leads, if it has one (a directory's
+    /// download is a tar archive).
+    pub download: Option<String>,
+    /// Where its Rename button leads, if it has one.
+    pub rename: Option<String>,
+    /// The delete form's action; it posts `path`.
+    pub delete: String,
+    /// Its path, as the page's forms name it.
+    pub path: &'a str,
+}
+
+/// A files table row (`tr[data-entry][data-kind]`) with the actions the
+/// entry allows.
+pub(crate) fn file_row(user: &WebUser, r: &FileRow<'_>) -> Markup {
+    let is_dir = r.kind == RowKind::Directory;
+    let question = match r.kind {
+        RowKind::Directory => format!("Delete directory {} and everything in it?", r.name),
+        RowKind::File => format!("Delete file {}?", r.name),
+        RowKind::Other => format!("Delete {}?", r.name),
+    };
+    html! {
+        tr data-entry=(r.name) data-kind=(r.kind_name) {
+            td data-label="Name" {
+                @match (r.kind, &r.download) {
+                    (RowKind::Directory, _) => {
+                        a.cell-title.folder-link href=(r.open) { (svg(icon::FOLDER)) (r.name) "/" }
+                    }
+                    (RowKind::File, Some(download)) => {
+                        a.cell-title.file-link href=(download) download=(r.name) { (svg(icon::FILE)) (r.name) }
+                    }
+                    _ => {
+                        // Links and special files are named, never followed
+                        // or read by the page.
+                        span.cell-title { (svg(icon::FILE)) (r.name) " " span.muted.small { "(" (r.kind_name) ")" } }
+                    }
+                }
+            }
+            td data-label="Size" .num { @if is_dir { span.muted { "—" } } @else { (size(r.size)) } }
+            td data-label="Modified" { (r.modified) }
+            td.small data-label=(r.detail.0) { (r.detail.1) }
+            td.actions-cell {
+                @if let Some(download) = &r.download {
+                    a.btn.btn-ghost.btn-sm.download href=(download) download=[(!is_dir).then_some(r.name)]
+                        aria-label={"Download " (r.name)} title={"Download " (r.name) @if is_dir { " as a tar archive" }} {
+                        (svg(icon::DOWNLOAD)) span { @if is_dir { "Download .tar" } @else { "Download" } }
+                    }
+                    " "
+                }
+                @if let Some(rename) = &r.rename {
+                    a.btn.btn-ghost.btn-sm.rename href=(rename)
+                        aria-label={"Rename " (r.name)} title={"Rename " (r.name)} { span { "Rename" } }
+                    " "
+                }
+                (danger_button(user, &r.delete, &[("path", r.path)], &question,
+                    "Delete", &format!("Delete {}", r.name)))
+            }
+        }
+    }
+}
+
 /// Whether files dropped anywhere on a page go to its upload form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DropZone {

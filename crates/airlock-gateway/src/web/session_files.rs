@@ -16,7 +16,7 @@ use maud::{Markup, html};
 
 use super::Confirmed;
 use super::folders::{PathQuery, join, parent};
-use super::layout::{self, Nav, csrf, danger_button, form_error, icon, svg};
+use super::layout::{self, Nav, csrf, form_error, icon, svg};
 use super::upload::{UploadForm, failed, uploaded};
 use super::{
     Flash, PageError, PageResult, PostForm, WebUser, attachment, enc, explain, redirect_for,
@@ -129,43 +129,29 @@ async fn entries(state: &AppState, s: &SessionRow, rel: &str) -> PageResult<Vec<
 fn entry_row(user: &WebUser, s: &SessionRow, dir: &str, e: &FileEntry) -> Markup {
     let path = join(dir, &e.filename);
     let kind = kind_of(e);
-    let download = action_url(s, "download", &path);
     let modified = (e.mtime * 1000.0) as i64;
-    html! {
-        tr data-entry=(e.filename) data-kind=(kind) {
-            td data-label="Name" {
-                @if kind == "directory" {
-                    a.cell-title.folder-link href=(files_url(s, &path)) { (svg(icon::FOLDER)) (e.filename) "/" }
-                } @else if kind == "file" {
-                    a.cell-title.file-link href=(download) download=(e.filename) { (svg(icon::FILE)) (e.filename) }
-                } @else {
-                    span.cell-title { (svg(icon::FILE)) (e.filename) }
-                }
-            }
-            td data-label="Size" .num { @if kind == "directory" { span.muted { "—" } } @else { (layout::size(e.size)) } }
-            td data-label="Modified" { (layout::time(modified)) }
-            td data-label="Type" .small { (kind) }
-            td.actions-cell {
-                @if kind != "special" {
-                    a.btn.btn-ghost.btn-sm.download href=(download)
-                        aria-label={"Download " (e.filename)} title={"Download " (e.filename) @if kind == "directory" { " as a tar archive" }} {
-                        (svg(icon::DOWNLOAD)) span { @if kind == "directory" { "Download .tar" } @else { "Download" } }
-                    }
-                    " "
-                }
-                a.btn.btn-ghost.btn-sm.rename href=(action_url(s, "rename", &path))
-                    aria-label={"Rename " (e.filename)} title={"Rename " (e.filename)} { span { "Rename" } }
-                " "
-                (danger_button(user, &format!("{}/delete", base_url(s)), &[("path", &path)],
-                    &if kind == "directory" {
-                        format!("Delete directory {} and everything in it?", e.filename)
-                    } else {
-                        format!("Delete {}?", e.filename)
-                    },
-                    "Delete", &format!("Delete {}", e.filename)))
-            }
-        }
-    }
+    layout::file_row(
+        user,
+        &layout::FileRow {
+            name: &e.filename,
+            kind: match kind {
+                "directory" => layout::RowKind::Directory,
+                "file" => layout::RowKind::File,
+                _ => layout::RowKind::Other,
+            },
+            kind_name: kind,
+            size: e.size,
+            modified: html! { (layout::time(modified)) },
+            detail: ("Type", html! { (kind) }),
+            open: files_url(s, &path),
+            // The runner follows links that stay inside the home; special
+            // files are never read.
+            download: (kind != "special").then(|| action_url(s, "download", &path)),
+            rename: Some(action_url(s, "rename", &path)),
+            delete: format!("{}/delete", base_url(s)),
+            path: &path,
+        },
+    )
 }
 
 async fn render_browse(
