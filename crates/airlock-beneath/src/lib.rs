@@ -54,6 +54,8 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+pub mod names;
+
 /// Why an operation inside a folder was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -134,8 +136,10 @@ impl RelPath {
         let mut parts = Vec::new();
         for c in Path::new(path).components() {
             match c {
+                // `path` is a string: each component is one; escaped
+                // bytes (see [`names`]) are turned back into bytes.
                 Component::Normal(p) => parts.push(
-                    CString::new(p.as_bytes())
+                    CString::new(names::unescape(p.to_str().unwrap_or_default()))
                         .map_err(|_| FsError::Invalid(format!("{path:?} contains a NUL byte")))?,
                 ),
                 Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
@@ -148,7 +152,7 @@ impl RelPath {
         }
         let shown = parts
             .iter()
-            .map(|p| p.to_string_lossy())
+            .map(|p| names::escape(p.as_bytes()))
             .collect::<Vec<_>>()
             .join("/");
         Ok(Self { parts, shown })
@@ -175,7 +179,7 @@ impl RelPath {
         let parts = self.parts[..n].to_vec();
         let shown = parts
             .iter()
-            .map(|p| p.to_string_lossy())
+            .map(|p| names::escape(p.as_bytes()))
             .collect::<Vec<_>>()
             .join("/");
         Self { parts, shown }
@@ -239,7 +243,7 @@ impl Kind {
 /// One entry of a listing (from `fstatat` without following links).
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The entry's name (lossy UTF-8).
+    /// The entry's name ([`names::escape`]d: any bytes survive).
     pub name: String,
     /// What it is.
     pub kind: Kind,
@@ -441,7 +445,7 @@ impl Tree {
         let parent = self.dir(&rel.parent(), Access::Path)?;
         let st = statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| FsError::from_errno(e, rel.as_str()))?;
-        Ok(Entry::new(name.to_string_lossy().into_owned(), &st))
+        Ok(Entry::new(names::escape(name.to_bytes()), &st))
     }
 
     /// What `rel` leads to: like [`Tree::stat`], but a link at the last
@@ -451,7 +455,7 @@ impl Tree {
     pub fn stat_target(&self, rel: &RelPath) -> Result<Entry> {
         let name = rel
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| names::escape(n.to_bytes()))
             .unwrap_or_default();
         let fd = self.resolve(rel, OFlags::PATH, Mode::empty())?;
         let st = fstat(&fd).map_err(std::io::Error::from)?;
@@ -480,7 +484,7 @@ impl Tree {
     ) -> Result<()> {
         let name = top
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| names::escape(n.as_bytes()))
             .unwrap_or_default();
         let fd = self.resolve(rel, OFlags::PATH, Mode::empty())?;
         let st = fstat(&fd).map_err(std::io::Error::from)?;
@@ -518,7 +522,7 @@ impl Tree {
         visit: &mut dyn FnMut(&Path, &Entry, Node) -> Result<()>,
         depth: usize,
     ) -> Result<()> {
-        let shown = path.to_string_lossy();
+        let shown = names::escape(path.as_os_str().as_bytes());
         if depth >= MAX_DEPTH {
             return Err(FsError::Invalid(format!(
                 "{shown:?} is nested more than {MAX_DEPTH} levels deep"
@@ -529,7 +533,7 @@ impl Tree {
             return Err(changed(&shown));
         }
         if self.links == Links::Refuse && now.st_dev != self.dev {
-            return Err(FsError::Escape(shown.into_owned()));
+            return Err(FsError::Escape(shown.clone()));
         }
         visit(path, entry, Node::Dir)?;
         let err = |e| FsError::from_errno(e, &shown);
@@ -545,12 +549,12 @@ impl Tree {
         names.sort();
         for n in names {
             let child = path.join(OsStr::from_bytes(n.to_bytes()));
-            let shown = child.to_string_lossy().into_owned();
+            let shown = names::escape(child.as_os_str().as_bytes());
             // Gone since it was listed: skip it, as `tar` would.
             let Ok(cst) = statat(dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else {
                 continue;
             };
-            let e = Entry::new(n.to_string_lossy().into_owned(), &cst);
+            let e = Entry::new(names::escape(n.as_bytes()), &cst);
             let open = |flags: OFlags| {
                 openat(
                     dir,
@@ -641,7 +645,7 @@ impl Tree {
             if bytes == b"." || bytes == b".." {
                 continue;
             }
-            let shown = name.to_string_lossy().into_owned();
+            let shown = names::escape(name.to_bytes());
             if shown.contains(UPLOAD_MARK) {
                 continue;
             }
@@ -759,9 +763,9 @@ impl Tree {
             let parent = self.dir(&cur, Access::Path)?;
             cur.parts.push(part.clone());
             cur.shown = if cur.shown.is_empty() {
-                part.to_string_lossy().into_owned()
+                names::escape(part.as_bytes())
             } else {
-                format!("{}/{}", cur.shown, part.to_string_lossy())
+                format!("{}/{}", cur.shown, names::escape(part.as_bytes()))
             };
             match self.mkdir_in(&parent, part, cur.as_str()) {
                 Ok(()) | Err(FsError::Exists(_)) => {}
@@ -964,7 +968,7 @@ fn clear_dir(fd: &OwnedFd, dev: u64, shown: &str, depth: usize) -> Result<()> {
         }
     }
     for n in names {
-        let child = format!("{shown}/{}", n.to_string_lossy());
+        let child = format!("{shown}/{}", names::escape(n.as_bytes()));
         match remove_entry(
             fd,
             &n,
@@ -1100,6 +1104,33 @@ mod tests {
 
     fn rel(p: &str) -> RelPath {
         RelPath::new(p).unwrap()
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_listed_escaped_and_found_by_that_name() {
+        let (dir, f) = setup();
+        let raw = OsStr::from_bytes(b"caf\xe9 \xff.txt");
+        std::fs::write(dir.path().join("f").join(raw), "bytes").unwrap();
+        let listed = f.list(&rel("")).unwrap();
+        assert_eq!(listed.len(), 1);
+        let name = listed[0].name.clone();
+        assert_eq!(names::unescape(&name), raw.as_bytes(), "{name:?}");
+        assert!(!name.contains('\u{FFFD}'), "{name:?}");
+        let (mut file, size) = f.open_read(&rel(&name)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        assert_eq!((text.as_str(), size), ("bytes", 5));
+        assert_eq!(f.stat(&rel(&name)).unwrap().name, name);
+        let moved = format!("{name}.old");
+        f.rename(&rel(&name), &rel(&moved)).unwrap();
+        assert!(
+            dir.path()
+                .join("f")
+                .join(OsStr::from_bytes(b"caf\xe9 \xff.txt.old"))
+                .exists()
+        );
+        f.remove(&rel(&moved), Removal::Entry).unwrap();
+        assert!(f.list(&rel("")).unwrap().is_empty());
     }
 
     #[test]

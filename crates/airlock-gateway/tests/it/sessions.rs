@@ -481,3 +481,46 @@ async fn a_tunnel_to_a_node_in_this_process_goes_through_its_local_agent_with_th
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_file_name_that_is_not_utf8_is_listed_fetched_and_deleted_by_its_listed_name() {
+    use std::os::unix::ffi::OsStrExt;
+    within(async {
+        let w = World::new().await;
+        w.folder("bytes").await;
+        // A session wrote a name in Latin-1 into the folder.
+        let root = w.gw.data_dir().join("vfolders");
+        let dirs: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+        assert_eq!(dirs.len(), 1, "one folder on disk");
+        let dir = dirs.into_iter().next().unwrap().unwrap().path();
+        let raw = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(dir.join(raw), "latin-1 name").unwrap();
+
+        let (status, v) = w
+            .call(reqwest::Method::GET, "/folders/bytes/files", None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let name = v[0]["name"].as_str().unwrap().to_owned();
+        assert!(!name.contains('\u{FFFD}'), "listed without loss: {name:?}");
+        assert_eq!(airlock_beneath::names::unescape(&name), raw.as_bytes());
+        let got = client()
+            .get(w.gw.url("/folders/bytes/file"))
+            .query(&[("path", &name)])
+            .header("Cookie", cookie_header(&w.cookie))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status().as_u16(), 200);
+        assert_eq!(got.text().await.unwrap(), "latin-1 name");
+        let gone = client()
+            .delete(w.gw.url("/folders/bytes/file"))
+            .query(&[("path", &name)])
+            .header("Cookie", cookie_header(&w.cookie))
+            .send()
+            .await
+            .unwrap();
+        assert!(gone.status().is_success(), "{}", gone.status());
+        assert!(!dir.join(raw).exists());
+    })
+    .await;
+}

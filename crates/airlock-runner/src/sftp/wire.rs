@@ -49,40 +49,11 @@ pub(super) fn get_string(b: &mut Bytes) -> Option<String> {
 }
 
 // File names are bytes; russh_sftp's packets hold `String`s, decoded
-// lossily. So names travel through it escaped: each byte of a name that is
-// not UTF-8 becomes one private-use character (U+10FE80 + byte − 0x80), and
-// is turned back into that byte where a path is used ([`unescape`]) and when
-// a NAME reply is encoded ([`name_bytes`]). A name that already holds one
-// of those 128 characters reads as the byte it stands for; nothing else
-// changes.
-const ESCAPE_BASE: u32 = 0x10_FE00;
-
-/// `bytes` as a string: UTF-8 as is, any other byte escaped.
-pub(super) fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for &b in chunk.invalid() {
-            out.push(char::from_u32(ESCAPE_BASE + u32::from(b)).unwrap_or('\u{FFFD}'));
-        }
-    }
-    out
-}
-
-/// The bytes an [`escape`]d string stands for.
-pub(super) fn unescape(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    for c in s.chars() {
-        match u32::from(c).checked_sub(ESCAPE_BASE) {
-            Some(b @ 0x80..=0xFF) => out.push(b as u8),
-            _ => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out
-}
+// lossily. So names travel through it escaped (`airlock_beneath::names`,
+// the same escape the files pages and `files ls` use), are turned back into
+// bytes where a path is used ([`unescape`]) and when a NAME reply is
+// encoded ([`name_bytes`]).
+pub(super) use airlock_beneath::names::{escape, unescape};
 
 /// A request (type byte first) whose path strings russh_sftp can decode
 /// without loss: each of them [`escape`]d. Requests without such names
@@ -258,22 +229,6 @@ mod tests {
         assert_eq!(status_of(&e).status_code, StatusCode::PermissionDenied);
         let e = std::io::Error::from_raw_os_error(nix::libc::EEXIST);
         assert_eq!(status_of(&e).status_code, StatusCode::Failure);
-    }
-
-    #[test]
-    fn escape_round_trips_any_bytes() {
-        for name in [
-            &b"plain.txt"[..],
-            b"caf\xc3\xa9",
-            b"caf\xe9",
-            b"\xff\xfe\x80",
-            b"a\xf4\x8f\xbf\xbfb",
-        ] {
-            let s = escape(name);
-            assert_eq!(unescape(&s), name, "{s:?}");
-        }
-        assert_eq!(escape(b"plain"), "plain");
-        assert_eq!(escape("café".as_bytes()), "café");
     }
 
     #[test]
