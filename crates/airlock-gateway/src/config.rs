@@ -9,7 +9,8 @@ use std::time::Duration;
 pub struct GatewayConfig {
     /// Lifetime of a login cookie (`Max-Age`); the cookie is never rotated.
     pub session_max_age: Duration,
-    /// Add `Secure` to cookies (when users reach the gateway over https).
+    /// Add `Secure` to every cookie set (when users reach the gateway over
+    /// https).
     pub secure_cookies: bool,
     /// Failed logins one client address may make against one account before
     /// it has to wait ([`Self::login_backoff_base`], doubling per further

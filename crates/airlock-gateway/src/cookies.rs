@@ -42,14 +42,53 @@ pub fn set(resp: &mut Response, cookie: &Cookie<'_>) {
     }
 }
 
+/// Marks every cookie a response sets `Secure` when the gateway is reached
+/// over HTTPS (`GatewayConfig::secure_cookies`: `--secure-cookies`, or TLS
+/// of its own), so that no cookie — the login, the login form's token, the
+/// flash messages — is ever sent back over plain HTTP. A layer on the whole
+/// router: the builders below need not know the deployment.
+pub(crate) async fn secure_when_https(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    mut resp: Response,
+) -> Response {
+    if state.config().secure_cookies {
+        mark_secure(resp.headers_mut());
+    }
+    resp
+}
+
+fn mark_secure(headers: &mut HeaderMap) {
+    let set: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| Cookie::parse(s.to_owned()).ok())
+                .and_then(|mut c| {
+                    c.set_secure(true);
+                    HeaderValue::from_str(&c.to_string()).ok()
+                })
+                // Not ours to rewrite (nothing else sets cookies): as is.
+                .unwrap_or_else(|| v.clone())
+        })
+        .collect();
+    if set.is_empty() {
+        return;
+    }
+    headers.remove(header::SET_COOKIE);
+    for v in set {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
 /// The login session (`AIOHTTP_SESSION`, as Backend.AI names it), for the
 /// whole site.
-pub fn session(token: &str, max_age_secs: i64, secure: bool) -> Cookie<'static> {
+pub fn session(token: &str, max_age_secs: i64) -> Cookie<'static> {
     Cookie::build((SESSION_COOKIE, token.to_owned()))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
-        .secure(secure)
         .max_age(Duration::seconds(max_age_secs))
         .build()
 }
@@ -121,18 +160,17 @@ mod tests {
 
     #[test]
     fn attributes() {
-        let s = session("tok", 3600, true).to_string();
+        let s = session("tok", 3600).to_string();
         for part in [
             "AIOHTTP_SESSION=tok",
             "Path=/",
             "HttpOnly",
             "SameSite=Lax",
-            "Secure",
             "Max-Age=3600",
         ] {
             assert!(s.contains(part), "{s}");
         }
-        assert!(!session("tok", 60, false).to_string().contains("Secure"));
+        assert!(!s.contains("Secure"), "{s}");
         let c = clear_session().to_string();
         assert!(
             c.starts_with("AIOHTTP_SESSION=;") && c.contains("Max-Age=0"),
@@ -144,5 +182,32 @@ mod tests {
             "{l}"
         );
         assert!(clear_flash().to_string().contains("Path=/ui"));
+    }
+
+    #[test]
+    fn every_cookie_set_is_marked_secure_and_kept_otherwise() {
+        let mut h = HeaderMap::new();
+        for c in [session("tok", 60), flash("bXNn"), clear_login_token()] {
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&c.to_string()).unwrap(),
+            );
+        }
+        let before: Vec<String> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        mark_secure(&mut h);
+        let after: Vec<String> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(after.len(), 3, "{after:?}");
+        for (b, a) in before.iter().zip(&after) {
+            assert!(a.contains("Secure"), "{a}");
+            assert_eq!(a.replace("; Secure", ""), *b, "only Secure is added");
+        }
     }
 }

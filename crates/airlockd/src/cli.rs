@@ -144,7 +144,7 @@ pub struct GatewayOpts {
     /// every node.
     #[arg(long, env = "AIRLOCK_STORAGE", value_parser = absolute_path)]
     pub storage: Option<PathBuf>,
-    /// Add `Secure` to login cookies (when users reach the gateway over
+    /// Add `Secure` to every cookie the gateway sets (when users reach the gateway over
     /// https through a proxy; implied by --tls-cert).
     #[arg(long)]
     pub secure_cookies: bool,

@@ -121,10 +121,7 @@ pub(crate) async fn login(
         data: serde_json::to_value(info).map_err(ApiError::internal)?,
     })
     .into_response();
-    cookies::set(
-        &mut resp,
-        &cookies::session(&token, max_age, cfg.secure_cookies),
-    );
+    cookies::set(&mut resp, &cookies::session(&token, max_age));
     Ok(resp)
 }
 

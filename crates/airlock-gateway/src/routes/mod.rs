@@ -142,6 +142,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::audit::context,
         ))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            crate::cookies::secure_when_https,
+        ))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state);
     // Rewrite before routing: wrap the finished router.

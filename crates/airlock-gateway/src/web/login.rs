@@ -155,10 +155,7 @@ pub(crate) async fn submit(State(state): State<AppState>, req: Request) -> PageR
     let token = state.store().create_web_session(&user.id, max_age).await?;
     tracing::info!(email = %user.email, "web login succeeded");
     let mut resp = Redirect::to(&next).into_response();
-    cookies::set(
-        &mut resp,
-        &cookies::session(&token, max_age, cfg.secure_cookies),
-    );
+    cookies::set(&mut resp, &cookies::session(&token, max_age));
     cookies::set(&mut resp, &cookies::clear_login_token());
     Ok(resp)
 }

@@ -392,3 +392,45 @@ async fn problem_bodies_for_unknown_paths_and_methods() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn behind_https_every_cookie_is_secure_and_over_http_none_is() {
+    within(async {
+        for secure in [true, false] {
+            let gw = Gateway::start_with(GatewayConfig {
+                secure_cookies: secure,
+                ..GatewayConfig::default()
+            })
+            .await;
+            let c = client();
+            let form = c.get(gw.url("/ui/login")).send().await.unwrap();
+            let login = c
+                .post(gw.url("/server/login"))
+                .json(&serde_json::json!({"username": gw.user.email, "password": gw.user.password}))
+                .send()
+                .await
+                .unwrap();
+            let mut set = Vec::new();
+            for r in [&form, &login] {
+                set.extend(
+                    r.headers()
+                        .get_all("set-cookie")
+                        .iter()
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                );
+            }
+            assert!(
+                set.iter().any(|c| c.starts_with("airlock_login=")),
+                "{set:?}"
+            );
+            assert!(
+                set.iter().any(|c| c.starts_with("AIOHTTP_SESSION=")),
+                "{set:?}"
+            );
+            for cookie in &set {
+                assert_eq!(cookie.contains("Secure"), secure, "{cookie}");
+            }
+        }
+    })
+    .await;
+}
