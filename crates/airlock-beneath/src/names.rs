@@ -39,6 +39,20 @@ pub fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
+/// An [`escape`]d name for people: each escaped byte written `\xNN`,
+/// everything else as is (the escapes themselves are private-use
+/// characters that fonts do not draw).
+pub fn display(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match u32::from(c).checked_sub(ESCAPE_BASE) {
+            Some(b @ 0x80..=0xFF) => out.push_str(&format!("\\x{b:02X}")),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +72,7 @@ mod tests {
         assert_eq!(escape(b"plain"), "plain");
         assert_eq!(escape("café".as_bytes()), "café");
         assert_ne!(escape(b"caf\xe9"), "caf\u{FFFD}");
+        assert_eq!(display(&escape(b"caf\xe9 \xff")), "caf\\xE9 \\xFF");
+        assert_eq!(display("café"), "café");
     }
 }

@@ -298,25 +298,27 @@ pub(crate) struct FileRow<'a> {
 /// entry allows.
 pub(crate) fn file_row(user: &WebUser, r: &FileRow<'_>) -> Markup {
     let is_dir = r.kind == RowKind::Directory;
+    // Shown to people; links and forms keep the name itself.
+    let shown = airlock_beneath::names::display(r.name);
     let question = match r.kind {
-        RowKind::Directory => format!("Delete directory {} and everything in it?", r.name),
-        RowKind::File => format!("Delete file {}?", r.name),
-        RowKind::Other => format!("Delete {}?", r.name),
+        RowKind::Directory => format!("Delete directory {shown} and everything in it?"),
+        RowKind::File => format!("Delete file {shown}?"),
+        RowKind::Other => format!("Delete {shown}?"),
     };
     html! {
         tr data-entry=(r.name) data-kind=(r.kind_name) {
             td data-label="Name" {
                 @match (r.kind, &r.download) {
                     (RowKind::Directory, _) => {
-                        a.cell-title.folder-link href=(r.open) { (svg(icon::FOLDER)) (r.name) "/" }
+                        a.cell-title.folder-link href=(r.open) { (svg(icon::FOLDER)) (shown) "/" }
                     }
                     (RowKind::File, Some(download)) => {
-                        a.cell-title.file-link href=(download) download=(r.name) { (svg(icon::FILE)) (r.name) }
+                        a.cell-title.file-link href=(download) download=(r.name) { (svg(icon::FILE)) (shown) }
                     }
                     _ => {
                         // Links and special files are named, never followed
                         // or read by the page.
-                        span.cell-title { (svg(icon::FILE)) (r.name) " " span.muted.small { "(" (r.kind_name) ")" } }
+                        span.cell-title { (svg(icon::FILE)) (shown) " " span.muted.small { "(" (r.kind_name) ")" } }
                     }
                 }
             }
@@ -326,18 +328,18 @@ pub(crate) fn file_row(user: &WebUser, r: &FileRow<'_>) -> Markup {
             td.actions-cell {
                 @if let Some(download) = &r.download {
                     a.btn.btn-ghost.btn-sm.download href=(download) download=[(!is_dir).then_some(r.name)]
-                        aria-label={"Download " (r.name)} title={"Download " (r.name) @if is_dir { " as a tar archive" }} {
+                        aria-label={"Download " (shown)} title={"Download " (shown) @if is_dir { " as a tar archive" }} {
                         (svg(icon::DOWNLOAD)) span { @if is_dir { "Download .tar" } @else { "Download" } }
                     }
                     " "
                 }
                 @if let Some(rename) = &r.rename {
                     a.btn.btn-ghost.btn-sm.rename href=(rename)
-                        aria-label={"Rename " (r.name)} title={"Rename " (r.name)} { span { "Rename" } }
+                        aria-label={"Rename " (shown)} title={"Rename " (shown)} { span { "Rename" } }
                     " "
                 }
                 (danger_button(user, &r.delete, &[("path", r.path)], &question,
-                    "Delete", &format!("Delete {}", r.name)))
+                    "Delete", &format!("Delete {shown}")))
             }
         }
     }
