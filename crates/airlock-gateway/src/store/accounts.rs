@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use super::{Store, StoreError, conflict, now_ms};
 
-/// A user's role.
 /// Whether an account may log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Account {
@@ -19,6 +18,7 @@ pub enum Account {
     Disabled,
 }
 
+/// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Sees and manages everything.

@@ -3,8 +3,6 @@
 use super::accounts::random_string;
 use super::{Store, StoreError, now_ms};
 
-/// An enrolled agent's own token (`airlockd node enroll`): what it presents
-/// to the gateway and the gateway to it. Never printed by `Debug`.
 /// Whether a node takes new sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drain {
@@ -14,6 +12,8 @@ pub enum Drain {
     Accepting,
 }
 
+/// An enrolled agent's own token (`airlockd node enroll`): what it presents
+/// to the gateway and the gateway to it. Never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentCredential(String);
 

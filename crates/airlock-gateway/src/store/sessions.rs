@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, conflict, now_ms};
 
-/// Session status (Backend.AI's names).
 /// Which sessions a lookup finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -15,6 +14,7 @@ pub enum Lookup {
     EvenEnded,
 }
 
+/// Session status (Backend.AI's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
