@@ -700,7 +700,9 @@ impl Agent {
         origin: Option<&TunnelOrigin>,
     ) -> Result<tokio::io::DuplexStream, AgentError> {
         self.container_of(session_id)?;
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        // Room for two of the relay's largest writes: a message is handed
+        // over in one copy and one wake-up, not in pieces.
+        let (ours, theirs) = tokio::io::duplex(2 * airlock_tunnel::CHUNK);
         self.spawn_until_shutdown(crate::tunnels::serve(
             self.clone(),
             session_id.to_owned(),

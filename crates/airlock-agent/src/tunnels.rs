@@ -133,7 +133,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let mut link = Link::new(StreamRx(rd), StreamTx(wr));
+    let mut link = Link::new(StreamRx::new(rd), StreamTx(wr));
     let (id, peer_received, peer_fin) = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await
     {
         Ok(Ok(Some(Frame::Hello {

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_tunnel::resume::{
-    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Endpoint, Frame, Link, LinkError, LinkRx, LinkTx,
-    SUBPROTOCOL, TunnelId,
+    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Encoded, Endpoint, Frame, Link, LinkError, LinkRx,
+    LinkTx, SUBPROTOCOL, TunnelId,
 };
 use airlock_tunnel::{relay, ws_config};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -283,20 +283,17 @@ pub struct WsRx {
 }
 
 impl LinkRx for WsRx {
-    async fn recv_into(&mut self, buf: &mut BytesMut) -> std::io::Result<bool> {
+    async fn recv(&mut self) -> std::io::Result<Option<Bytes>> {
         match self.stream.next().await {
-            None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Ok(false),
+            None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Ok(None),
             Some(Err(e)) => Err(std::io::Error::other(e)),
-            Some(Ok(Message::Binary(b))) => {
-                buf.extend_from_slice(&b);
-                Ok(true)
-            }
+            Some(Ok(Message::Binary(b))) => Ok(Some(b)),
             Some(Ok(Message::Close(f))) => {
                 self.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
-                Ok(false)
+                Ok(None)
             }
             // Pongs (and anything else) prove the link alive.
-            Some(Ok(_)) => Ok(true),
+            Some(Ok(_)) => Ok(Some(Bytes::new())),
         }
     }
 }
@@ -304,10 +301,26 @@ impl LinkRx for WsRx {
 /// [`LinkTx`] over a tunnel WebSocket.
 pub struct WsTx(futures_util::stream::SplitSink<Tunnel, Message>);
 
+/// Frames up to this size go in one message (their body copied after the
+/// header); a larger DATA payload goes in a message of its own, uncopied.
+/// Frames need not line up with messages.
+const JOIN_BELOW: usize = 16 * 1024;
+
 impl LinkTx for WsTx {
-    async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
+    async fn send(&mut self, frame: Encoded) -> std::io::Result<()> {
+        if frame.len() <= JOIN_BELOW {
+            return self
+                .0
+                .send(Message::Binary(frame.joined()))
+                .await
+                .map_err(std::io::Error::other);
+        }
         self.0
-            .send(Message::Binary(frames))
+            .feed(Message::Binary(frame.head))
+            .await
+            .map_err(std::io::Error::other)?;
+        self.0
+            .send(Message::Binary(frame.body))
             .await
             .map_err(std::io::Error::other)
     }

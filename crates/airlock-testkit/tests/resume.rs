@@ -427,14 +427,19 @@ async fn hello(ws_base: &str, cookie: &str, session: &str, id: [u8; 16]) -> Answ
     ws.send(Message::Binary(frame.to_bytes())).await.unwrap();
     let mut dec = Decoder::default();
     let mut got: Option<[u8; 16]> = None;
+    // DATA comes out in the pieces it arrived in: gather the first line.
+    let mut first = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         while let Some(f) = dec.next_frame().unwrap() {
             match f {
                 Frame::Hello { id, .. } => got = Some(id),
                 Frame::Data(d) => {
-                    if let Some(id) = got {
-                        return Answer::Hello(id, d.to_vec());
+                    first.extend_from_slice(&d);
+                    if let Some(id) = got
+                        && first.contains(&b'\n')
+                    {
+                        return Answer::Hello(id, first);
                     }
                 }
                 Frame::Error { code, reason } => return Answer::Error(code, reason),
@@ -442,7 +447,7 @@ async fn hello(ws_base: &str, cookie: &str, session: &str, id: [u8; 16]) -> Answ
             }
         }
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => dec.push(&b),
+            Ok(Some(Ok(Message::Binary(b)))) => dec.push(b),
             Ok(Some(Ok(Message::Close(f)))) => {
                 return Answer::Closed(f.map(|f| (u16::from(f.code), f.reason.to_string())));
             }
@@ -451,7 +456,7 @@ async fn hello(ws_base: &str, cookie: &str, session: &str, id: [u8; 16]) -> Answ
             Err(_) => {
                 // A resumed tunnel whose peer has nothing new to say.
                 if let Some(id) = got {
-                    return Answer::Hello(id, Vec::new());
+                    return Answer::Hello(id, first);
                 }
                 panic!("no answer");
             }

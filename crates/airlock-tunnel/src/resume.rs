@@ -35,7 +35,11 @@
 //! after [`ACK_DELAY`], so buffers drain during bulk transfers.
 //!
 //! A steady state costs a 5-byte header per frame, a small ACK every
-//! megabyte, and reference-counted (not copied) buffers for the replay.
+//! megabyte, and reference-counted (not copied) buffers for the replay. A
+//! DATA payload is not copied on its way through either: the sender hands
+//! the transport the header and a slice of the replay buffer
+//! ([`Encoded`]), and the receiver's [`Decoder`] passes on slices of what
+//! the transport delivered.
 //!
 //! Receiving never waits on the local stream: DATA goes into a queue that
 //! a writer task empties into the local stream, and ACKs count what that
@@ -175,6 +179,59 @@ impl Frame {
         self.encode(&mut b);
         b.freeze()
     }
+
+    /// The frame for the wire, with a DATA payload passed along uncopied.
+    pub fn encoded(self) -> Encoded {
+        match self {
+            Frame::Data(body) => {
+                let mut head = BytesMut::with_capacity(HEADER);
+                head.put_u8(T_DATA);
+                head.put_u32(body.len() as u32);
+                Encoded {
+                    head: head.freeze(),
+                    body,
+                }
+            }
+            other => Encoded {
+                head: other.to_bytes(),
+                body: Bytes::new(),
+            },
+        }
+    }
+}
+
+/// A frame ready for the wire: its header (with any fixed fields), then its
+/// body. They are kept apart so that a DATA payload, a slice of the replay
+/// buffer, reaches the transport without being copied into a new buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    /// The header and every field of a control frame.
+    pub head: Bytes,
+    /// A DATA frame's payload (empty for other frames).
+    pub body: Bytes,
+}
+
+impl Encoded {
+    /// Its length on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether it has no bytes (never, for a real frame).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Both parts in one buffer (a copy of the body).
+    pub fn joined(self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head;
+        }
+        let mut b = BytesMut::with_capacity(self.len());
+        b.put_slice(&self.head);
+        b.put_slice(&self.body);
+        b.freeze()
+    }
 }
 
 /// Why a tunnel attachment or handshake failed.
@@ -190,73 +247,147 @@ fn protocol(msg: impl Into<String>) -> ResumeError {
 }
 
 /// Splits a byte stream into frames.
+///
+/// DATA payloads are not gathered: each received piece of one comes out as
+/// its own [`Frame::Data`], a slice of the buffer it arrived in (DATA is a
+/// byte stream, so how it is cut does not matter). Only headers and control
+/// frames, a few bytes each, are copied.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: BytesMut,
+    /// Received bytes not decoded yet, in order (none empty).
+    chunks: VecDeque<Bytes>,
+    /// Their total length.
+    len: usize,
+    /// Payload bytes of the current DATA frame still to come.
+    data_left: usize,
 }
 
 impl Decoder {
     /// Adds received bytes.
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+    pub fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.chunks.push_back(data);
+        }
     }
 
-    /// The next complete frame, if there is one.
+    /// The first [`HEADER`] bytes, if they are here.
+    fn header(&self) -> Option<[u8; HEADER]> {
+        if self.len < HEADER {
+            return None;
+        }
+        let mut h = [0u8; HEADER];
+        let mut at = 0;
+        for chunk in &self.chunks {
+            let n = (HEADER - at).min(chunk.len());
+            h[at..at + n].copy_from_slice(&chunk[..n]);
+            at += n;
+            if at == HEADER {
+                break;
+            }
+        }
+        Some(h)
+    }
+
+    /// Removes `n` bytes (at most what is here) from the front, copied into
+    /// one buffer: for headers and control frames only.
+    fn take(&mut self, n: usize) -> BytesMut {
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let k = (n - out.len()).min(front.len());
+            out.put_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+        self.len -= out.len();
+        out
+    }
+
+    /// The next frame, or the next piece of a DATA frame's payload, if
+    /// there is one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ResumeError> {
-        if self.buf.len() < HEADER {
-            return Ok(None);
-        }
-        let ty = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(protocol(format!("a frame of {len} bytes")));
-        }
-        if self.buf.len() < HEADER + len {
-            return Ok(None);
-        }
-        self.buf.advance(HEADER);
-        let mut p = self.buf.split_to(len);
-        let frame = match (ty, len) {
-            (T_HELLO, 30) => {
-                if p.get_u8() != VERSION {
-                    return Err(protocol("unknown protocol version"));
+        loop {
+            if self.data_left > 0 {
+                let Some(front) = self.chunks.front_mut() else {
+                    return Ok(None);
+                };
+                let n = self.data_left.min(front.len());
+                let piece = front.split_to(n);
+                if front.is_empty() {
+                    self.chunks.pop_front();
                 }
-                let mut id = [0u8; 16];
-                p.copy_to_slice(&mut id);
-                Frame::Hello {
-                    id,
+                self.len -= n;
+                self.data_left -= n;
+                return Ok(Some(Frame::Data(piece)));
+            }
+            let Some(h) = self.header() else {
+                return Ok(None);
+            };
+            let ty = h[0];
+            let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+            if len > MAX_FRAME {
+                return Err(protocol(format!("a frame of {len} bytes")));
+            }
+            match (ty, len) {
+                (T_DATA, _) => {
+                    self.take(HEADER);
+                    // An empty DATA frame carries nothing to hand on.
+                    self.data_left = len;
+                    continue;
+                }
+                (T_HELLO, 30) | (T_ACK, 9) | (T_FIN, 0) | (T_ERROR, 2..) => {}
+                _ => return Err(protocol(format!("bad frame (type {ty}, {len} bytes)"))),
+            }
+            if self.len < HEADER + len {
+                return Ok(None);
+            }
+            self.take(HEADER);
+            let mut p = self.take(len);
+            let frame = match ty {
+                T_HELLO => {
+                    if p.get_u8() != VERSION {
+                        return Err(protocol("unknown protocol version"));
+                    }
+                    let mut id = [0u8; 16];
+                    p.copy_to_slice(&mut id);
+                    Frame::Hello {
+                        id,
+                        received: p.get_u64(),
+                        fin: p.get_u8() & 1 == 1,
+                        grace_ms: p.get_u32(),
+                    }
+                }
+                T_ACK => Frame::Ack {
                     received: p.get_u64(),
                     fin: p.get_u8() & 1 == 1,
-                    grace_ms: p.get_u32(),
-                }
-            }
-            (T_DATA, _) => Frame::Data(p.freeze()),
-            (T_ACK, 9) => Frame::Ack {
-                received: p.get_u64(),
-                fin: p.get_u8() & 1 == 1,
-            },
-            (T_FIN, 0) => Frame::Fin,
-            (T_ERROR, 2..) => Frame::Error {
-                code: p.get_u16(),
-                reason: String::from_utf8_lossy(&p).into_owned(),
-            },
-            _ => return Err(protocol(format!("bad frame (type {ty}, {len} bytes)"))),
-        };
-        Ok(Some(frame))
+                },
+                T_FIN => Frame::Fin,
+                _ => Frame::Error {
+                    code: p.get_u16(),
+                    reason: String::from_utf8_lossy(&p).into_owned(),
+                },
+            };
+            return Ok(Some(frame));
+        }
     }
 }
 
 /// The receiving half of a transport.
 pub trait LinkRx: Send {
-    /// Appends the next bytes to `buf` (possibly none, e.g. for a pong);
-    /// `false` at the end.
-    fn recv_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<bool>> + Send;
+    /// The next bytes that arrived (possibly none, e.g. for a pong);
+    /// `None` at the end.
+    fn recv(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
 }
 
 /// The sending half of a transport.
 pub trait LinkTx: Send {
-    /// Sends encoded frames.
-    fn send(&mut self, frames: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends one encoded frame.
+    fn send(&mut self, frame: Encoded) -> impl Future<Output = io::Result<()>> + Send;
     /// Sends a keepalive probe (WebSocket ping); nothing by default.
     fn ping(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         async { Ok(()) }
@@ -265,13 +396,34 @@ pub trait LinkTx: Send {
 
 /// [`LinkRx`] over a byte stream.
 #[derive(Debug)]
-pub struct StreamRx<R>(pub R);
+pub struct StreamRx<R> {
+    rd: R,
+    buf: BytesMut,
+    want: usize,
+}
+
+impl<R> StreamRx<R> {
+    /// Reads frames from `rd`.
+    pub fn new(rd: R) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::new(),
+            want: SMALL_READ,
+        }
+    }
+}
 
 impl<R: AsyncRead + Unpin + Send> LinkRx for StreamRx<R> {
-    async fn recv_into(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
-        // Straight into the decoder's buffer: no copy.
-        buf.reserve(64 * 1024);
-        Ok(self.0.read_buf(buf).await? > 0)
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        // Each read lands in its own part of one buffer and goes on as is
+        // (the decoder slices DATA out of it): no copy.
+        self.buf.reserve(self.want);
+        let n = (&mut self.rd)
+            .take(self.want as u64)
+            .read_buf(&mut self.buf)
+            .await?;
+        self.want = next_read_size(n);
+        Ok((n > 0).then(|| self.buf.split().freeze()))
     }
 }
 
@@ -280,9 +432,27 @@ impl<R: AsyncRead + Unpin + Send> LinkRx for StreamRx<R> {
 pub struct StreamTx<W>(pub W);
 
 impl<W: AsyncWrite + Unpin + Send> LinkTx for StreamTx<W> {
-    async fn send(&mut self, frames: Bytes) -> io::Result<()> {
-        self.0.write_all(&frames).await?;
+    async fn send(&mut self, frame: Encoded) -> io::Result<()> {
+        // Header and payload in one vectored write where the stream has one.
+        let mut parts = frame.head.chain(frame.body);
+        self.0.write_all_buf(&mut parts).await?;
         self.0.flush().await
+    }
+}
+
+/// Reads start this small (little memory per quiet tunnel)…
+const SMALL_READ: usize = 16 * 1024;
+
+/// …and grow to a whole frame's worth once a read brings more than a few
+/// keystrokes' worth: a bulk transfer's reads come in whatever the stream
+/// holds at the moment, often less than asked, and each read becomes a
+/// frame, so falling back to small reads on every short one would cut a
+/// transfer into many small frames.
+fn next_read_size(got: usize) -> usize {
+    if got >= SMALL_READ / 4 {
+        MAX_DATA
+    } else {
+        SMALL_READ
     }
 }
 
@@ -308,7 +478,7 @@ impl<Rx: LinkRx, Tx: LinkTx> Link<Rx, Tx> {
 
     /// Sends one frame.
     pub async fn send(&mut self, frame: &Frame) -> io::Result<()> {
-        self.tx.send(frame.to_bytes()).await
+        self.tx.send(frame.clone().encoded()).await
     }
 
     /// Receives one frame (`Ok(None)`: the transport ended).
@@ -338,18 +508,17 @@ async fn recv_frame<Rx: LinkRx>(
             return Ok(Some(f));
         }
         let more = match dead_after {
-            Some(d) => tokio::time::timeout(d, rx.recv_into(&mut dec.buf))
-                .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer for {} s", d.as_secs()),
-                    )
-                })??,
-            None => rx.recv_into(&mut dec.buf).await?,
+            Some(d) => tokio::time::timeout(d, rx.recv()).await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer for {} s", d.as_secs()),
+                )
+            })??,
+            None => rx.recv().await?,
         };
-        if !more {
-            return Ok(None);
+        match more {
+            Some(bytes) => dec.push(bytes),
+            None => return Ok(None),
         }
     }
 }
@@ -676,10 +845,7 @@ impl Endpoint {
 
 /// Reads the local stream into the replay buffer while there is room.
 async fn read_local<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
-    // Small reads while idle (little memory per quiet tunnel), large ones
-    // while the stream keeps them full.
-    const SMALL: usize = 16 * 1024;
-    let mut want = SMALL;
+    let mut want = SMALL_READ;
     loop {
         let room = loop {
             {
@@ -703,7 +869,7 @@ async fn read_local<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
                 0
             }
         };
-        want = if n == buf.capacity() { MAX_DATA } else { SMALL };
+        want = next_read_size(n);
         let mut st = shared.lock();
         if n == 0 {
             st.local_eof = true;
@@ -766,7 +932,7 @@ async fn send_loop<Tx: LinkTx>(shared: &Shared, tx: &mut Tx) -> Detach {
         };
         match act {
             Act::Send(frame) => {
-                if let Err(e) = tx.send(frame.to_bytes()).await {
+                if let Err(e) = tx.send(frame.encoded()).await {
                     return Detach::Broken(e.to_string());
                 }
             }
