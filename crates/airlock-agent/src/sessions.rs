@@ -692,21 +692,20 @@ impl Agent {
         })
     }
 
-    /// Serves one attachment of a resumable tunnel over an in-process pipe
-    /// (the embedded agent of `airlockd up`); returns the gateway's end.
+    /// Serves one attachment of a resumable tunnel over an in-process
+    /// message pipe (the embedded agent of `airlockd up`); returns the
+    /// gateway's end.
     pub fn resumable(
         self: &Arc<Self>,
         session_id: &str,
         origin: Option<&TunnelOrigin>,
-    ) -> Result<tokio::io::DuplexStream, AgentError> {
+    ) -> Result<airlock_tunnel::pipe::PipeEnd, AgentError> {
         self.container_of(session_id)?;
-        // Room for two of the relay's largest writes: a message is handed
-        // over in one copy and one wake-up, not in pieces.
-        let (ours, theirs) = tokio::io::duplex(2 * airlock_tunnel::CHUNK);
-        self.spawn_until_shutdown(crate::tunnels::serve(
+        let (ours, theirs) = airlock_tunnel::pipe::pipe();
+        self.spawn_until_shutdown(crate::tunnels::serve_link(
             self.clone(),
             session_id.to_owned(),
-            theirs,
+            airlock_tunnel::resume::Link::new(theirs.rx, theirs.tx),
             origin.cloned(),
         ));
         Ok(ours)

@@ -19,9 +19,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use airlock_tunnel::resume::{
-    Config, Detach, ERR_CONNECT, ERR_UNKNOWN, Endpoint, Frame, Link, StreamRx, StreamTx, TunnelId,
+    Config, Detach, ERR_CONNECT, ERR_UNKNOWN, Endpoint, Frame, Link, LinkRx, LinkTx, StreamRx,
+    StreamTx, TunnelId,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Agent;
 
@@ -121,7 +122,7 @@ impl Tunnels {
 }
 
 /// Serves one attachment of a resumable tunnel to `session_id` over
-/// `stream` (the gateway's upgraded connection, or an in-process pipe).
+/// `stream` (the gateway's upgraded connection).
 /// `origin` is the client connection the gateway serves with it (for the
 /// audit trail), remembered with a new tunnel's runner connection.
 pub async fn serve<S>(
@@ -133,7 +134,23 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let mut link = Link::new(StreamRx::new(rd), StreamTx(wr));
+    serve_link(
+        agent,
+        session_id,
+        Link::new(StreamRx::new(rd), StreamTx(wr)),
+        origin,
+    )
+    .await;
+}
+
+/// [`serve`] over any transport (an in-process [`airlock_tunnel::pipe`]
+/// from the embedded agent's gateway).
+pub async fn serve_link<Rx: LinkRx, Tx: LinkTx>(
+    agent: Arc<Agent>,
+    session_id: String,
+    mut link: Link<Rx, Tx>,
+    origin: Option<airlock_proto::agent::TunnelOrigin>,
+) {
     let (id, peer_received, peer_fin) = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await
     {
         Ok(Ok(Some(Frame::Hello {
@@ -224,17 +241,13 @@ pub async fn serve<S>(
         }
         other => {
             tunnels.remove(&id, &entry);
-            let _ = link.tx.0.shutdown().await;
+            link.tx.shutdown().await;
             tracing::info!(session = %session_id, tunnel = %short(&id), end = ?other, "resumable tunnel closed");
         }
     }
 }
 
-async fn refuse<Rx, W>(link: &mut Link<Rx, StreamTx<W>>, code: u16, reason: &str)
-where
-    Rx: airlock_tunnel::resume::LinkRx,
-    W: AsyncWrite + Send + Unpin,
-{
+async fn refuse<Rx: LinkRx, Tx: LinkTx>(link: &mut Link<Rx, Tx>, code: u16, reason: &str) {
     tracing::info!(code, reason, "tunnel refused");
     let _ = link
         .send(&Frame::Error {
@@ -242,5 +255,5 @@ where
             reason: reason.to_owned(),
         })
         .await;
-    let _ = link.tx.0.shutdown().await;
+    link.tx.shutdown().await;
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_tunnel::resume::{
-    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Encoded, Endpoint, Frame, Link, LinkError, LinkRx,
-    LinkTx, SUBPROTOCOL, TunnelId,
+    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Encoded, Endpoint, Frame, JOIN_BELOW, Link,
+    LinkError, LinkRx, LinkTx, SUBPROTOCOL, TunnelId,
 };
 use airlock_tunnel::{relay, ws_config};
 use bytes::Bytes;
@@ -300,11 +300,6 @@ impl LinkRx for WsRx {
 
 /// [`LinkTx`] over a tunnel WebSocket.
 pub struct WsTx(futures_util::stream::SplitSink<Tunnel, Message>);
-
-/// Frames up to this size go in one message (their body copied after the
-/// header); a larger DATA payload goes in a message of its own, uncopied.
-/// Frames need not line up with messages.
-const JOIN_BELOW: usize = 16 * 1024;
 
 impl LinkTx for WsTx {
     async fn send(&mut self, frame: Encoded) -> std::io::Result<()> {

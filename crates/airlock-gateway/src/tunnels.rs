@@ -31,13 +31,13 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
         origin: Option<&'a TunnelOrigin>,
     ) -> Opening<'a, tokio::net::TcpStream>;
 
-    /// A pipe to the agent's end of a resumable tunnel to a running
-    /// session (the agent reads the client's HELLO from it).
+    /// A message pipe to the agent's end of a resumable tunnel to a
+    /// running session (the agent reads the client's HELLO from it).
     fn resumable<'a>(
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<'a, tokio::io::DuplexStream>;
+    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd>;
 }
 
 /// A tunnel in the registry, as `GET /admin/tunnels` and `/admin/cluster`
@@ -312,44 +312,106 @@ pub async fn connect_agent(
 pub trait RunnerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RunnerStream for T {}
 
-/// What [`open_runner`] gives.
-pub struct Opened {
-    /// The stream.
-    pub stream: Box<dyn RunnerStream>,
+/// What [`open_runner`] and [`open_tunnel`] give.
+pub struct Opened<T = Box<dyn RunnerStream>> {
+    /// The stream (or pipe).
+    pub stream: T,
     /// The address the runner sees this end at (known for in-process
     /// agents): the runner's events are tied back to the client through it.
     pub runner_peer: Option<String>,
 }
 
+/// The far end of a tunnel WebSocket.
+pub enum Far {
+    /// A byte stream: the runner's SSH server, or a remote agent's end of
+    /// a resumable tunnel.
+    Stream(Box<dyn RunnerStream>),
+    /// The end of a resumable tunnel in this process's agent.
+    Pipe(airlock_tunnel::pipe::PipeEnd),
+}
+
+impl Far {
+    /// Relays `ws` to it until both are done, counting in `counters`.
+    pub async fn relay<S>(
+        self,
+        ws: tokio_tungstenite::WebSocketStream<S>,
+        counters: &Counters,
+    ) -> airlock_tunnel::Stats
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
+        match self {
+            Far::Stream(s) => airlock_tunnel::relay_counted(ws, s, counters).await,
+            Far::Pipe(p) => airlock_tunnel::relay_pipe(ws, p, counters).await,
+        }
+    }
+}
+
 /// Opens a stream to running session `s`'s SSH server through its agent:
 /// directly for an agent in this process, else by an HTTP upgrade on the
-/// agent's API. With [`Protocol::Resumable`], to the agent's resumable
-/// tunnel end. The error is a reason for people.
+/// agent's API. The error is a reason for people.
 pub async fn open_runner(
     state: &crate::AppState,
     s: &crate::store::SessionRow,
-    protocol: Protocol,
     origin: Option<&TunnelOrigin>,
 ) -> Result<Opened, String> {
     let agent = crate::sessions::agent_of(state, s)
         .await
         .map_err(|_| "the session's node is unknown".to_owned())?;
     if let Some(local) = state.local_agent(&agent.id) {
-        return if protocol == Protocol::Resumable {
-            local.resumable(&s.id, origin).await.map(|p| Opened {
-                stream: Box::new(p),
-                runner_peer: None,
-            })
-        } else {
-            local.connect(&s.id, origin).await.map(|tcp| Opened {
-                runner_peer: tcp.local_addr().ok().map(|a| a.to_string()),
-                stream: Box::new(tcp),
-            })
-        };
+        let tcp = local.connect(&s.id, origin).await?;
+        return Ok(Opened {
+            runner_peer: tcp.local_addr().ok().map(|a| a.to_string()),
+            stream: Box::new(tcp),
+        });
     }
+    remote(state, &agent, s, Protocol::Plain, origin)
+        .await
+        .map(|stream| Opened {
+            stream,
+            runner_peer: None,
+        })
+}
+
+/// [`open_runner`] for a tunnel WebSocket speaking `protocol`: with
+/// [`Protocol::Resumable`], to the agent's resumable tunnel end (over an
+/// in-process pipe for an agent in this process).
+pub async fn open_tunnel(
+    state: &crate::AppState,
+    s: &crate::store::SessionRow,
+    protocol: Protocol,
+    origin: Option<&TunnelOrigin>,
+) -> Result<Opened<Far>, String> {
+    if protocol == Protocol::Plain {
+        return open_runner(state, s, origin).await.map(|o| Opened {
+            stream: Far::Stream(o.stream),
+            runner_peer: o.runner_peer,
+        });
+    }
+    let agent = crate::sessions::agent_of(state, s)
+        .await
+        .map_err(|_| "the session's node is unknown".to_owned())?;
+    let far = match state.local_agent(&agent.id) {
+        Some(local) => Far::Pipe(local.resumable(&s.id, origin).await?),
+        None => Far::Stream(remote(state, &agent, s, protocol, origin).await?),
+    };
+    Ok(Opened {
+        stream: far,
+        runner_peer: None,
+    })
+}
+
+/// A stream through a remote agent's API.
+async fn remote(
+    state: &crate::AppState,
+    agent: &crate::store::AgentRow,
+    s: &crate::store::SessionRow,
+    protocol: Protocol,
+    origin: Option<&TunnelOrigin>,
+) -> Result<Box<dyn RunnerStream>, String> {
     match connect_agent(
         &agent.url,
-        state.agents().token_for(&agent),
+        state.agents().token_for(agent),
         state.agents().tls(),
         &s.id,
         protocol,
@@ -357,10 +419,7 @@ pub async fn open_runner(
     )
     .await
     {
-        Ok(st) => Ok(Opened {
-            stream: Box::new(st),
-            runner_peer: None,
-        }),
+        Ok(st) => Ok(Box::new(st)),
         Err(AgentCallError::Unreachable(detail)) => {
             tracing::warn!(agent = %agent.id, %detail, "cannot reach the session's node");
             Err("the session's node is unreachable".to_owned())

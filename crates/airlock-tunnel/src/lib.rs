@@ -11,18 +11,21 @@
 //! [`resume`] is the resumable variant our CLI negotiates
 //! (`airlock-resume.v1`): framed, acknowledged, replayed after a reconnect.
 
+pub mod pipe;
 pub mod resume;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use pipe::PipeEnd;
+use resume::{Encoded, LinkRx, LinkTx, StreamRx, StreamTx};
 
 /// Largest payload we put in one message (clients accept 4 MiB).
 pub const CHUNK: usize = 1024 * 1024;
@@ -123,8 +126,33 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let (rd, wr) = tokio::io::split(io);
+    relay_link(ws, StreamRx::new(rd), StreamTx(wr), counters).await
+}
+
+/// [`relay_counted`] to a tunnel end in this process, over a
+/// [`pipe::pipe`]: messages cross as they are, uncopied.
+pub async fn relay_pipe<S>(ws: WebSocketStream<S>, end: PipeEnd, counters: &Counters) -> Stats
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    relay_link(ws, end.rx, end.tx, counters).await
+}
+
+/// Relays between a WebSocket and any transport: what arrives from `rx`
+/// goes out as one binary message, each message's bytes go to `tx`.
+async fn relay_link<S, R, W>(
+    ws: WebSocketStream<S>,
+    mut rx: R,
+    mut tx: W,
+    counters: &Counters,
+) -> Stats
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    R: LinkRx,
+    W: LinkTx,
+{
     let (mut sink, mut stream) = ws.split();
-    let (mut rd, mut wr) = tokio::io::split(io);
 
     let from_ws = &counters.from_ws;
     let to_ws = &counters.to_ws;
@@ -140,17 +168,17 @@ where
                 };
                 match msg {
                     Message::Binary(data) => {
-                        wr.write_all(&data).await?;
-                        // A no-op on sockets; needed for stdout, which is
-                        // line-buffered (ProxyCommand mode).
-                        wr.flush().await?;
-                        from_ws.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let n = data.len() as u64;
+                        // Flushed: stdout is line-buffered (ProxyCommand
+                        // mode); a no-op on sockets.
+                        tx.send(Encoded::relayed(data)).await?;
+                        from_ws.fetch_add(n, Ordering::Relaxed);
                     }
                     Message::Close(frame) => {
                         // Keep polling: tungstenite flushes its close reply on
                         // the next read, which then reports the end.
                         close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
-                        let _ = wr.shutdown().await;
+                        tx.shutdown().await;
                     }
                     // Text frames carry nothing for us; pings are answered
                     // by tungstenite itself.
@@ -160,20 +188,17 @@ where
             Ok(())
         }
         .await;
-        let _ = wr.shutdown().await;
+        tx.shutdown().await;
         (result, close)
     };
     let outbound = async {
         let result: Result<(), TunnelError> = async {
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            loop {
-                buf.reserve(CHUNK);
-                let n = (&mut rd).take(CHUNK as u64).read_buf(&mut buf).await?;
-                if n == 0 {
-                    break;
+            while let Some(data) = rx.recv().await? {
+                if data.is_empty() {
+                    continue;
                 }
-                to_ws.fetch_add(n as u64, Ordering::Relaxed);
-                sink.send(Message::Binary(buf.split().freeze())).await?;
+                to_ws.fetch_add(data.len() as u64, Ordering::Relaxed);
+                sink.send(Message::Binary(data)).await?;
             }
             Ok(())
         }
@@ -279,6 +304,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     #[tokio::test]
@@ -350,5 +376,50 @@ mod tests {
         );
         assert_eq!(stats.from_ws, 3_000_000);
         assert_eq!(stats.to_ws, 4);
+    }
+
+    #[tokio::test]
+    async fn relays_to_a_pipe_and_closes_when_its_end_goes() {
+        let (client_side, server_side) = tokio::io::duplex(1 << 20);
+        let ws_server =
+            WebSocketStream::from_raw_socket(server_side, Role::Server, Some(ws_config())).await;
+        let mut ws_client =
+            WebSocketStream::from_raw_socket(client_side, Role::Client, Some(ws_config())).await;
+        let (ours, mut far) = pipe::pipe();
+        let counters = std::sync::Arc::new(Counters::default());
+        let task = {
+            let counters = counters.clone();
+            tokio::spawn(async move { relay_pipe(ws_server, ours, &counters).await })
+        };
+        ws_client
+            .send(Message::Binary(vec![1u8; 3_000_000].into()))
+            .await
+            .unwrap();
+        // One message arrives as one piece.
+        let got = far.rx.recv().await.unwrap().unwrap();
+        assert_eq!(got.len(), 3_000_000);
+        far.tx
+            .send(Encoded::relayed(bytes::Bytes::from_static(b"pong")))
+            .await
+            .unwrap();
+        match ws_client.next().await {
+            Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], b"pong"),
+            other => panic!("{other:?}"),
+        }
+        drop(far);
+        let close = loop {
+            match ws_client.next().await {
+                Some(Ok(Message::Close(f))) => break f,
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::Normal));
+        assert!(ws_client.next().await.is_none_or(|r| r.is_err()));
+        let stats = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((stats.from_ws, stats.to_ws), (3_000_000, 4));
     }
 }

@@ -1,7 +1,7 @@
 //! `GET /stream/session/{s}/tcpproxy?app=sshd`: the SSH tunnel WebSocket.
 
 use airlock_tunnel::resume::SUBPROTOCOL;
-use airlock_tunnel::{Protocol, close_with, relay_counted, ws_config};
+use airlock_tunnel::{Protocol, close_with, ws_config};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
@@ -19,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::quotas;
 use crate::sessions::{self, Lookup};
 use crate::store::Status;
-use crate::tunnels::{TunnelInfo, TunnelMeta, open_runner};
+use crate::tunnels::{TunnelInfo, TunnelMeta, open_tunnel};
 
 /// Close code for "try again later" (session not running, node down).
 pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -180,7 +180,7 @@ pub(crate) async fn tcpproxy(
                 conn: c.conn.clone(),
                 client: c.client.to_string(),
             });
-        let (stream, runner_peer) = match open_runner(&state, &s, protocol, origin.as_ref()).await {
+        let (far, runner_peer) = match open_tunnel(&state, &s, protocol, origin.as_ref()).await {
             Ok(o) => (o.stream, o.runner_peer),
             Err(reason) => {
                 tracing::warn!(session = %s.id, %reason, "cannot open a tunnel");
@@ -199,7 +199,7 @@ pub(crate) async fn tcpproxy(
         let started = std::time::Instant::now();
         let shutdown = state.shutdown_token().clone();
         let closed = tokio::select! {
-            stats = relay_counted(ws, stream, guard.counters()) => {
+            stats = far.relay(ws, guard.counters()) => {
                 tracing::info!(session = %s.name, %user, up = stats.from_ws, down = stats.to_ws, "tunnel closed");
                 let reason = match &stats.close {
                     Some((code, _)) => format!("client closed ({code})"),

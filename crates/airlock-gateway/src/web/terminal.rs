@@ -5,7 +5,6 @@
 //! `?t=NAME` picks the shell (default `main`): reopening the page finds
 //! the same one, as does `ssh -t S airlock-attach NAME`.
 
-use airlock_tunnel::Protocol;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -148,7 +147,7 @@ pub(crate) async fn socket(
             airlock_tunnel::close_with(ws, TRY_AGAIN_LATER, "the session is not running").await;
             return;
         }
-        let opened = match open_runner(&state, &s, Protocol::Plain, origin.as_ref()).await {
+        let opened = match open_runner(&state, &s, origin.as_ref()).await {
             Ok(o) => o,
             Err(reason) => {
                 airlock_tunnel::close_with(ws, TRY_AGAIN_LATER, &reason).await;

@@ -159,6 +159,59 @@ fn acks_free_the_replay_and_never_overrun() {
     assert!(st.replay.is_empty());
 }
 
+/// Attaches `a` and `b` over the two ends of one link for at most `cut`;
+/// whether the tunnel is over.
+async fn attach_both<R1, T1, R2, T2>(
+    a: &Endpoint,
+    b: &Endpoint,
+    mut la: Link<R1, T1>,
+    mut lb: Link<R2, T2>,
+    cut: Duration,
+) -> bool
+where
+    R1: LinkRx,
+    T1: LinkTx,
+    R2: LinkRx,
+    T2: LinkTx,
+{
+    // The handshake: each side says what it has received.
+    let (ha, hb) = (
+        a.hello([1; 16], Duration::ZERO),
+        b.hello([1; 16], Duration::ZERO),
+    );
+    la.send(&ha).await.unwrap();
+    lb.send(&hb).await.unwrap();
+    let Some(Frame::Hello {
+        received: rb,
+        fin: fb,
+        ..
+    }) = lb.recv().await.unwrap()
+    else {
+        panic!("no hello")
+    };
+    let Some(Frame::Hello {
+        received: ra,
+        fin: fa,
+        ..
+    }) = la.recv().await.unwrap()
+    else {
+        panic!("no hello")
+    };
+    let both = async { tokio::join!(a.attach(&mut la, ra, fa), b.attach(&mut lb, rb, fb)) };
+    match tokio::time::timeout(cut, both).await {
+        Ok((Detach::Done, Detach::Done)) => true,
+        Ok((da, db)) => {
+            assert!(
+                matches!(da, Detach::Done | Detach::Broken(_))
+                    && matches!(db, Detach::Done | Detach::Broken(_)),
+                "{da:?} {db:?}"
+            );
+            a.is_done() && b.is_done()
+        }
+        Err(_) => false, // cut
+    }
+}
+
 /// Sends `up` from A to B and `down` from B to A through endpoints whose
 /// links are cut at random moments (mid-frame included), with slow local
 /// readers, and checks both streams arrive intact and the tunnel ends.
@@ -218,45 +271,20 @@ async fn cut_and_resume(seed: u64, size: usize, buffer: usize) -> usize {
     loop {
         attaches += 1;
         assert!(attaches < 2000, "no progress");
-        let (mut la, mut lb) = link_pair(rng.random_range(64..256 * 1024));
-        // The handshake: each side says what it has received.
-        let (ha, hb) = (
-            a.hello([1; 16], Duration::ZERO),
-            b.hello([1; 16], Duration::ZERO),
-        );
-        la.send(&ha).await.unwrap();
-        lb.send(&hb).await.unwrap();
-        let Some(Frame::Hello {
-            received: rb,
-            fin: fb_,
-            ..
-        }) = lb.recv().await.unwrap()
-        else {
-            panic!("no hello")
-        };
-        let Some(Frame::Hello {
-            received: ra,
-            fin: fa_,
-            ..
-        }) = la.recv().await.unwrap()
-        else {
-            panic!("no hello")
-        };
         let cut = Duration::from_micros(rng.random_range(100..20_000));
-        let both = async { tokio::join!(a.attach(&mut la, ra, fa_), b.attach(&mut lb, rb, fb_)) };
-        match tokio::time::timeout(cut, both).await {
-            Ok((Detach::Done, Detach::Done)) => break,
-            Ok((da, db)) => {
-                assert!(
-                    matches!(da, Detach::Done | Detach::Broken(_))
-                        && matches!(db, Detach::Done | Detach::Broken(_)),
-                    "{da:?} {db:?}"
-                );
-                if a.is_done() && b.is_done() {
-                    break;
-                }
-            }
-            Err(_) => {} // cut
+        // Over a byte stream (a remote agent) or an in-process message
+        // pipe (the embedded agent), chosen per attachment.
+        let over = if rng.random_bool(0.5) {
+            let (la, lb) = link_pair(rng.random_range(64..256 * 1024));
+            attach_both(&a, &b, la, lb, cut).await
+        } else {
+            let (pa, pb) = crate::pipe::pipe();
+            let la = Link::new(pa.rx, pa.tx);
+            let lb = Link::new(pb.rx, pb.tx);
+            attach_both(&a, &b, la, lb, cut).await
+        };
+        if over {
+            break;
         }
     }
     let got_at_b = tokio::time::timeout(Duration::from_secs(30), fb)
@@ -472,4 +500,30 @@ async fn a_blocking_local_writer_does_not_deadlock() {
     assert_eq!(ends, (Detach::Done, Detach::Done));
     assert_eq!(server.await.unwrap(), UP);
     assert_eq!(client.await.unwrap(), UP / 32);
+}
+
+#[test]
+fn bulk_reads_reuse_slabs_once_every_slice_is_gone_and_quiet_lets_them_go() {
+    let mut slabs = Slabs::default();
+    let fill = |slabs: &mut Slabs| {
+        let n = slabs.room(MAX_DATA);
+        assert!(n > 0);
+        slabs.current.resize(n, 1);
+        slabs.current.split().freeze()
+    };
+    let first = fill(&mut slabs);
+    let start = first.as_ptr();
+    // Reads go on in the same slab…
+    let second = fill(&mut slabs);
+    assert_eq!(second.as_ptr(), start.wrapping_add(first.len()));
+    // …and the next slab is a new one while slices of the first live.
+    let third = fill(&mut slabs);
+    assert!(third.as_ptr() < start || third.as_ptr() >= start.wrapping_add(SLAB));
+    assert_eq!(&first[..3], &[1, 1, 1]);
+    drop((first, second));
+    let _fourth = fill(&mut slabs);
+    // The first slab's slices are gone: it is read into again.
+    assert_eq!(fill(&mut slabs).as_ptr(), start, "the slab was not reused");
+    slabs.quiet();
+    assert!(slabs.spare.is_empty() && slabs.current.capacity() == 0);
 }
