@@ -2,7 +2,7 @@
 //!
 //! The wire format is Backend.AI's: raw TCP bytes in BINARY messages, both
 //! ways, no envelope. Reads are forwarded as they arrive (up to
-//! [`CHUNK`] bytes per message), so interactive keystrokes are not delayed
+//! [`resume::MAX_DATA`] bytes per message; clients accept 4 MiB), so interactive keystrokes are not delayed
 //! and bulk transfers use large frames. Each direction awaits the other
 //! side's writes, so a slow reader slows the writer instead of growing a
 //! buffer: backpressure holds end to end. Pings are answered (tungstenite
@@ -26,9 +26,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use pipe::PipeEnd;
 use resume::{Encoded, LinkRx, LinkTx, StreamRx, StreamTx};
-
-/// Largest payload we put in one message (clients accept 4 MiB).
-pub const CHUNK: usize = 1024 * 1024;
 
 /// Largest message we accept (clients send reads of up to 16 MiB).
 pub const MAX_MESSAGE: usize = 64 << 20;

@@ -66,8 +66,9 @@ use tokio_util::sync::CancellationToken;
 /// The WebSocket subprotocol a client offers to get a resumable tunnel.
 pub const SUBPROTOCOL: &str = "airlock-resume.v1";
 
-/// Largest DATA payload we send: as large as a receiver accepts, the plain
-/// tunnel's chunk ([`crate::CHUNK`]).
+/// Largest DATA payload we send: as large as a receiver accepts; also the
+/// largest read, and so the largest message, of the plain relay
+/// ([`crate::relay`]).
 pub const MAX_DATA: usize = MAX_FRAME;
 
 /// Largest frame payload we accept.
