@@ -441,7 +441,13 @@ impl LocalAgent for InProcessAgent {
         &'a self,
         _session_id: &'a str,
         _origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd> {
+    ) -> Opening<
+        'a,
+        (
+            airlock_tunnel::pipe::PipeEnd,
+            airlock_gateway::tunnels::ServeEnd,
+        ),
+    > {
         Box::pin(async { Err("not in this test".to_owned()) })
     }
 }

@@ -527,3 +527,15 @@ fn bulk_reads_reuse_slabs_once_every_slice_is_gone_and_quiet_lets_them_go() {
     slabs.quiet();
     assert!(slabs.spare.is_empty() && slabs.current.capacity() == 0);
 }
+
+/// Attachments run on multi-threaded runtimes (`tokio::spawn`): the
+/// future must stay `Send` (a lock guard held across an await would not).
+#[tokio::test]
+async fn an_attachment_is_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let (a_local, _a_far) = tokio::io::duplex(1024);
+    let (ar, aw) = tokio::io::split(a_local);
+    let a = Endpoint::new(ar, aw, Config::default());
+    let (mut l, _p) = link_pair(1024);
+    is_send(&a.attach(&mut l, 0, false));
+}
