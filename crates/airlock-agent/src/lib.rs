@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 pub use config::{AgentConfig, Egress, NetworkPolicy};
 pub use error::AgentError;
-pub use sessions::{Agent, ServeTunnel, image_allowed};
+pub use sessions::{Agent, image_allowed};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

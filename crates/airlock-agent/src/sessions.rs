@@ -692,41 +692,25 @@ impl Agent {
         })
     }
 
-    /// One attachment of a resumable tunnel over an in-process message
-    /// pipe (the embedded agent of `airlockd up`): the gateway's end of
-    /// the pipe, and the future that serves the agent's end. The caller
-    /// runs that future in the task that relays the pipe (`join`), so the
-    /// messages crossing the pipe never wake another task, which would
-    /// often be on another thread (a fifth of the relay's CPU went to
-    /// such hand-offs); it ends once the pipe closes, or at shutdown.
+    /// Serves one attachment of a resumable tunnel over an in-process
+    /// message pipe (the embedded agent of `airlockd up`); returns the
+    /// gateway's end.
     pub fn resumable(
         self: &Arc<Self>,
         session_id: &str,
         origin: Option<&TunnelOrigin>,
-    ) -> Result<(airlock_tunnel::pipe::PipeEnd, ServeTunnel), AgentError> {
+    ) -> Result<airlock_tunnel::pipe::PipeEnd, AgentError> {
         self.container_of(session_id)?;
         let (ours, theirs) = airlock_tunnel::pipe::pipe();
-        let serve = crate::tunnels::serve_link(
+        self.spawn_until_shutdown(crate::tunnels::serve_link(
             self.clone(),
             session_id.to_owned(),
             airlock_tunnel::resume::Link::new(theirs.rx, theirs.tx),
             origin.cloned(),
-        );
-        let shutdown = self.shutdown.clone();
-        Ok((
-            ours,
-            Box::pin(async move {
-                tokio::select! {
-                    () = serve => {}
-                    () = shutdown.cancelled() => {}
-                }
-            }),
-        ))
+        ));
+        Ok(ours)
     }
 }
-
-/// The agent's end of an in-process resumable tunnel ([`Agent::resumable`]).
-pub type ServeTunnel = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Pokes the link whenever the engine reports that one of our containers
 /// died or was removed, so the gateway learns within a second.

@@ -32,18 +32,13 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
     ) -> Opening<'a, tokio::net::TcpStream>;
 
     /// A message pipe to the agent's end of a resumable tunnel to a
-    /// running session (the agent reads the client's HELLO from it), and
-    /// the future that serves that end: [`Far::relay`] runs it in the
-    /// relay's own task.
+    /// running session (the agent reads the client's HELLO from it).
     fn resumable<'a>(
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<'a, (airlock_tunnel::pipe::PipeEnd, ServeEnd)>;
+    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd>;
 }
-
-/// The agent's side of an in-process tunnel, to be polled beside the relay.
-pub type ServeEnd = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// A tunnel in the registry, as `GET /admin/tunnels` and `/admin/cluster`
 /// show it: byte counts and duration are live.
@@ -331,9 +326,8 @@ pub enum Far {
     /// A byte stream: the runner's SSH server, or a remote agent's end of
     /// a resumable tunnel.
     Stream(Box<dyn RunnerStream>),
-    /// The end of a resumable tunnel in this process's agent, and the
-    /// agent's future that serves it.
-    Pipe(airlock_tunnel::pipe::PipeEnd, ServeEnd),
+    /// The end of a resumable tunnel in this process's agent.
+    Pipe(airlock_tunnel::pipe::PipeEnd),
 }
 
 impl Far {
@@ -348,12 +342,7 @@ impl Far {
     {
         match self {
             Far::Stream(s) => airlock_tunnel::relay_counted(ws, s, counters).await,
-            // One task for both ends of the pipe: its messages never wake
-            // another thread.
-            Far::Pipe(p, serve) => {
-                let (stats, ()) = tokio::join!(airlock_tunnel::relay_pipe(ws, p, counters), serve);
-                stats
-            }
+            Far::Pipe(p) => airlock_tunnel::relay_pipe(ws, p, counters).await,
         }
     }
 }
@@ -403,10 +392,7 @@ pub async fn open_tunnel(
         .await
         .map_err(|_| "the session's node is unknown".to_owned())?;
     let far = match state.local_agent(&agent.id) {
-        Some(local) => {
-            let (pipe, serve) = local.resumable(&s.id, origin).await?;
-            Far::Pipe(pipe, serve)
-        }
+        Some(local) => Far::Pipe(local.resumable(&s.id, origin).await?),
         None => Far::Stream(remote(state, &agent, s, protocol, origin).await?),
     };
     Ok(Opened {

@@ -62,17 +62,21 @@
 //! detached end neither reads nor writes its local stream; its peer sees
 //! backpressure), and they keep their progress (a partly written payload,
 //! the read buffers) in the endpoint, since an attachment can end between
-//! any two polls.
+//! any two polls. The loops hand work to each other through flags that
+//! make the attachment poll them again at once (`Signal`), not through
+//! wakers: a task that wakes itself is queued again and often taken over
+//! by another worker thread.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -637,6 +641,8 @@ struct State {
     ack_sent: u64,
     fin_ack_sent: bool,
     ack_due: Option<Instant>,
+    /// Arrived, not yet taken by the local writer.
+    inbox: VecDeque<Out>,
     failed: Option<String>,
 }
 
@@ -687,21 +693,63 @@ impl State {
 }
 
 /// What the local writer gets.
+#[derive(Debug)]
 enum Out {
     Data(Bytes),
     Fin,
 }
 
+/// Polls of an attachment's loops in a row while they keep signalling
+/// each other; then it yields to other tasks.
+const REPOLL_MAX: usize = 32;
+
+/// A wake-up from one loop of an attachment to another ([`Shared::raise`]).
+///
+/// The loops are futures of one task, so a waker would wake the task from
+/// inside its own poll, and tokio answers that by queueing the task again
+/// and waking an idle worker thread, which often takes it over: a thread
+/// hop (a context switch and a CPU migration) per hand-off, several per
+/// megabyte. Instead a raised signal makes the attachment poll its loops
+/// again before returning; a waiting loop only checks its flag. Wake-ups
+/// from outside (sockets, timers, the cancel token) use wakers as usual.
+#[derive(Debug, Default)]
+struct Signal(AtomicBool);
+
+impl Signal {
+    /// Waits until raised (at once if raised since the last wait).
+    async fn wait(&self) {
+        std::future::poll_fn(|_| {
+            if self.0.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                // `raise` re-polls the attachment: no waker to keep.
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
-    wake_tx: Notify,
-    wake_reader: Notify,
-    out: tokio::sync::mpsc::UnboundedSender<Out>,
+    wake_tx: Signal,
+    wake_reader: Signal,
+    wake_writer: Signal,
+    /// Set when a loop raised a [`Signal`] during this poll of the
+    /// attachment: it is polled again at once.
+    kick: AtomicBool,
     current: Mutex<Option<CancellationToken>>,
     cfg: Config,
 }
 
 impl Shared {
+    /// Wakes the loop waiting on `signal`: another loop of the same
+    /// attachment, polled again before the attachment's poll returns.
+    fn raise(&self, signal: &Signal) {
+        signal.0.store(true, Ordering::Release);
+        self.kick.store(true, Ordering::Release);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the counters half-updated in a
         // way that matters more than stopping would.
@@ -726,7 +774,6 @@ struct LocalReader {
 
 struct LocalWriter {
     wr: Box<dyn AsyncWrite + Send + Unpin>,
-    queue: tokio::sync::mpsc::UnboundedReceiver<Out>,
     /// What is being written (the rest of a payload, or the end).
     pending: Option<Out>,
     /// Written since the last flush.
@@ -760,13 +807,13 @@ impl Endpoint {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (out, queue) = tokio::sync::mpsc::unbounded_channel();
         Self {
             shared: Shared {
                 state: Mutex::new(State::default()),
-                wake_tx: Notify::new(),
-                wake_reader: Notify::new(),
-                out,
+                wake_tx: Signal::default(),
+                wake_reader: Signal::default(),
+                wake_writer: Signal::default(),
+                kick: AtomicBool::new(false),
                 current: Mutex::new(None),
                 cfg,
             },
@@ -778,7 +825,6 @@ impl Endpoint {
                 },
                 writer: LocalWriter {
                     wr: Box::new(wr),
-                    queue,
                     pending: None,
                     unflushed: false,
                 },
@@ -855,16 +901,38 @@ impl Endpoint {
         if let Some(reason) = refused {
             return self.fail_protocol(link, &reason).await;
         }
-        self.shared.wake_reader.notify_one();
+        self.shared.raise(&self.shared.wake_reader);
         let shared = &self.shared;
         let Link { rx, tx, dec } = link;
-        let Local { reader, writer } = &mut *local;
-        let mut outcome = tokio::select! {
-            d = send_loop(shared, tx) => d,
-            d = recv_loop(shared, rx, dec) => d,
-            never = read_local(shared, reader) => match never {},
-            never = write_local(shared, writer) => match never {},
-            () = token.cancelled() => Detach::Replaced,
+        let mut outcome = {
+            let Local { reader, writer } = &mut *local;
+            let loops = async {
+                tokio::select! {
+                    d = send_loop(shared, tx) => d,
+                    d = recv_loop(shared, rx, dec) => d,
+                    never = read_local(shared, reader) => match never {},
+                    never = write_local(shared, writer) => match never {},
+                    () = token.cancelled() => Detach::Replaced,
+                }
+            };
+            let mut loops = std::pin::pin!(loops);
+            // `select!` polls every loop each time: while one raised a signal
+            // for another, poll again (see `Signal`).
+            std::future::poll_fn(|cx| {
+                for _ in 0..REPOLL_MAX {
+                    shared.kick.store(false, Ordering::Release);
+                    if let Poll::Ready(d) = loops.as_mut().poll(cx) {
+                        return Poll::Ready(d);
+                    }
+                    if !shared.kick.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                }
+                // Still busy: let other tasks run first.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })
+            .await
         };
         drop(local);
         // The peer may close right after the last ACK: over is over.
@@ -994,7 +1062,7 @@ async fn read_local(shared: &Shared, local: &mut LocalReader) -> std::convert::I
             if used < shared.cfg.buffer {
                 break shared.cfg.buffer - used;
             }
-            shared.wake_reader.notified().await;
+            shared.wake_reader.wait().await;
         };
         let mut small;
         let (buf, limit) = if *want == MAX_DATA {
@@ -1040,7 +1108,7 @@ async fn read_local(shared: &Shared, local: &mut LocalReader) -> std::convert::I
             st.replay.push_back(data);
         }
         drop(st);
-        shared.wake_tx.notify_one();
+        shared.raise(&shared.wake_tx);
     }
 }
 
@@ -1114,7 +1182,7 @@ async fn send_loop<Tx: LinkTx>(shared: &Shared, tx: &mut Tx) -> Detach {
                     }
                 };
                 tokio::select! {
-                    _ = shared.wake_tx.notified() => {}
+                    () = shared.wake_tx.wait() => {}
                     _ = timer => {}
                     _ = ping => {
                         if let Err(e) = tx.ping().await {
@@ -1144,8 +1212,9 @@ async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) 
                     return Detach::Failed("protocol error: data after FIN".into());
                 }
                 st.received += d.len() as u64;
+                st.inbox.push_back(Out::Data(d));
                 drop(st);
-                let _ = shared.out.send(Out::Data(d));
+                shared.raise(&shared.wake_writer);
             }
             Frame::Ack { received, fin } => {
                 let freed = match shared.lock().ack(received, fin) {
@@ -1153,19 +1222,19 @@ async fn recv_loop<Rx: LinkRx>(shared: &Shared, rx: &mut Rx, dec: &mut Decoder) 
                     Err(e) => return Detach::Failed(e.to_string()),
                 };
                 if freed {
-                    shared.wake_reader.notify_one();
+                    shared.raise(&shared.wake_reader);
                 }
-                shared.wake_tx.notify_one();
+                shared.raise(&shared.wake_tx);
             }
             Frame::Fin => {
-                let first = {
+                {
                     let mut st = shared.lock();
-                    !std::mem::replace(&mut st.peer_fin, true)
-                };
-                if first {
-                    let _ = shared.out.send(Out::Fin);
+                    if !std::mem::replace(&mut st.peer_fin, true) {
+                        st.inbox.push_back(Out::Fin);
+                    }
                 }
-                shared.wake_tx.notify_one();
+                shared.raise(&shared.wake_writer);
+                shared.raise(&shared.wake_tx);
             }
             Frame::Hello { .. } => {
                 return Detach::Failed("protocol error: HELLO in mid-stream".into());
@@ -1182,7 +1251,6 @@ async fn write_local(shared: &Shared, local: &mut LocalWriter) -> std::convert::
     let ack_every = (shared.cfg.buffer / 4).max(1) as u64;
     let LocalWriter {
         wr,
-        queue,
         pending,
         unflushed,
     } = local;
@@ -1197,26 +1265,21 @@ async fn write_local(shared: &Shared, local: &mut LocalWriter) -> std::convert::
         // Cancelled between polls when the attachment ends: whatever is
         // being written stays in `pending` until it is done, so the next
         // attachment goes on with it.
-        let out = match pending.take() {
-            Some(out) => out,
-            None => match queue.try_recv() {
-                Ok(out) => out,
-                Err(_) => {
-                    // Nothing more queued: what was written goes out now.
-                    if *unflushed {
-                        if let Err(e) = wr.flush().await {
-                            local_failed(shared, &e.to_string());
-                            continue;
-                        }
-                        *unflushed = false;
-                    }
-                    match queue.recv().await {
-                        Some(out) => out,
-                        // Only the endpoint holds the sender.
-                        None => return std::future::pending().await,
-                    }
+        let next = match pending.take() {
+            Some(out) => Some(out),
+            None => shared.lock().inbox.pop_front(),
+        };
+        let Some(out) = next else {
+            // Nothing more queued: what was written goes out now.
+            if *unflushed {
+                if let Err(e) = wr.flush().await {
+                    local_failed(shared, &e.to_string());
+                    continue;
                 }
-            },
+                *unflushed = false;
+            }
+            shared.wake_writer.wait().await;
+            continue;
         };
         match out {
             Out::Data(mut d) => {
@@ -1243,11 +1306,11 @@ async fn write_local(shared: &Shared, local: &mut LocalWriter) -> std::convert::
                 st.written += n as u64;
                 if st.written - st.ack_sent >= ack_every {
                     drop(st);
-                    shared.wake_tx.notify_one();
+                    shared.raise(&shared.wake_tx);
                 } else if st.ack_due.is_none() {
                     st.ack_due = Some(Instant::now() + ACK_DELAY);
                     drop(st);
-                    shared.wake_tx.notify_one();
+                    shared.raise(&shared.wake_tx);
                 }
             }
             Out::Fin => {
@@ -1256,7 +1319,7 @@ async fn write_local(shared: &Shared, local: &mut LocalWriter) -> std::convert::
                 *pending = None;
                 *unflushed = false;
                 shared.lock().fin_written = true;
-                shared.wake_tx.notify_one();
+                shared.raise(&shared.wake_tx);
             }
         }
     }
@@ -1267,7 +1330,7 @@ async fn write_local(shared: &Shared, local: &mut LocalWriter) -> std::convert::
 fn local_failed(shared: &Shared, reason: &str) {
     let reason = format!("the local stream failed: {reason}");
     shared.lock().failed = Some(reason);
-    shared.wake_tx.notify_one();
+    shared.raise(&shared.wake_tx);
 }
 
 #[cfg(test)]

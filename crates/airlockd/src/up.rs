@@ -161,13 +161,7 @@ impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<
-        'a,
-        (
-            airlock_tunnel::pipe::PipeEnd,
-            airlock_gateway::tunnels::ServeEnd,
-        ),
-    > {
+    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd> {
         Box::pin(async move {
             self.0
                 .resumable(session_id, origin)

@@ -441,13 +441,7 @@ impl LocalAgent for InProcessAgent {
         &'a self,
         _session_id: &'a str,
         _origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<
-        'a,
-        (
-            airlock_tunnel::pipe::PipeEnd,
-            airlock_gateway::tunnels::ServeEnd,
-        ),
-    > {
+    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd> {
         Box::pin(async { Err("not in this test".to_owned()) })
     }
 }
