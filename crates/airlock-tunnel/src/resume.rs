@@ -56,9 +56,10 @@
 //! An attachment is one task: its four loops (link receiver, link sender,
 //! local reader, local writer) are futures polled side by side, none of
 //! which waits on another, so the rule above holds while a read or write
-//! never crosses to another task or thread (four tasks cost the relay
-//! 15–50 % more CPU than the plain protocol's one, mostly in thread
-//! switches). The local loops therefore run only while attached (a
+//! never crosses to another task (a hand-off between tasks is a wake-up
+//! that often moves the work to another worker thread; the plain
+//! protocol's relay is one task too). The local loops therefore run only
+//! while attached (a
 //! detached end neither reads nor writes its local stream; its peer sees
 //! backpressure), and they keep their progress (a partly written payload,
 //! the read buffers) in the endpoint, since an attachment can end between
