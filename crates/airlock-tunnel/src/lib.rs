@@ -314,13 +314,21 @@ mod tests {
         assert!(read_ssh_banner(&mut r).await.is_err());
     }
 
+    /// Both ends of a WebSocket over an in-memory stream: (server, client).
+    async fn ws_pair() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (client_side, server_side) = tokio::io::duplex(1 << 20);
+        (
+            WebSocketStream::from_raw_socket(server_side, Role::Server, Some(ws_config())).await,
+            WebSocketStream::from_raw_socket(client_side, Role::Client, Some(ws_config())).await,
+        )
+    }
+
     #[tokio::test]
     async fn relays_both_ways_and_closes() {
-        let (client_side, server_side) = tokio::io::duplex(1 << 20);
-        let ws_server =
-            WebSocketStream::from_raw_socket(server_side, Role::Server, Some(ws_config())).await;
-        let mut ws_client =
-            WebSocketStream::from_raw_socket(client_side, Role::Client, Some(ws_config())).await;
+        let (ws_server, mut ws_client) = ws_pair().await;
         let (io_ours, mut io_far) = tokio::io::duplex(1 << 20);
         let counters = std::sync::Arc::new(Counters::default());
         let live = counters.clone();
@@ -377,11 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn relays_to_a_pipe_and_closes_when_its_end_goes() {
-        let (client_side, server_side) = tokio::io::duplex(1 << 20);
-        let ws_server =
-            WebSocketStream::from_raw_socket(server_side, Role::Server, Some(ws_config())).await;
-        let mut ws_client =
-            WebSocketStream::from_raw_socket(client_side, Role::Client, Some(ws_config())).await;
+        let (ws_server, mut ws_client) = ws_pair().await;
         let (ours, mut far) = pipe::pipe();
         let counters = std::sync::Arc::new(Counters::default());
         let task = {

@@ -159,6 +159,14 @@ fn acks_free_the_replay_and_never_overrun() {
     assert!(st.replay.is_empty());
 }
 
+/// The counts in the `HELLO` that `link` receives next.
+async fn hello_counts<Rx: LinkRx, Tx: LinkTx>(link: &mut Link<Rx, Tx>) -> (u64, bool) {
+    match link.recv().await.unwrap() {
+        Some(Frame::Hello { received, fin, .. }) => (received, fin),
+        other => panic!("no hello: {other:?}"),
+    }
+}
+
 /// Attaches `a` and `b` over the two ends of one link for at most `cut`;
 /// whether the tunnel is over.
 async fn attach_both<R1, T1, R2, T2>(
@@ -181,22 +189,8 @@ where
     );
     la.send(&ha).await.unwrap();
     lb.send(&hb).await.unwrap();
-    let Some(Frame::Hello {
-        received: rb,
-        fin: fb,
-        ..
-    }) = lb.recv().await.unwrap()
-    else {
-        panic!("no hello")
-    };
-    let Some(Frame::Hello {
-        received: ra,
-        fin: fa,
-        ..
-    }) = la.recv().await.unwrap()
-    else {
-        panic!("no hello")
-    };
+    let (rb, fb) = hello_counts(&mut lb).await;
+    let (ra, fa) = hello_counts(&mut la).await;
     let both = async { tokio::join!(a.attach(&mut la, ra, fa), b.attach(&mut lb, rb, fb)) };
     match tokio::time::timeout(cut, both).await {
         Ok((Detach::Done, Detach::Done)) => true,
