@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use airlock_proto::agent::{ContainerPhase, CreateContainer, Heartbeat, Mount, TunnelOrigin};
 use airlock_proto::recipes::readiness;
+use airlock_tunnel::resume::{Link, LinkRx, LinkTx};
 use futures_util::StreamExt;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
@@ -692,23 +693,17 @@ impl Agent {
         })
     }
 
-    /// Serves one attachment of a resumable tunnel over an in-process
-    /// message pipe (the embedded agent of `airlockd up`); returns the
-    /// gateway's end.
-    pub fn resumable(
+    /// Serves one attachment of a resumable tunnel to session `session_id`
+    /// over `link` (the embedded agent of `airlockd up`: the client's
+    /// WebSocket itself, in the caller's task); returns when the
+    /// attachment ends, and the caller closes the link.
+    pub async fn attach<Rx: LinkRx, Tx: LinkTx>(
         self: &Arc<Self>,
         session_id: &str,
         origin: Option<&TunnelOrigin>,
-    ) -> Result<airlock_tunnel::pipe::PipeEnd, AgentError> {
-        self.container_of(session_id)?;
-        let (ours, theirs) = airlock_tunnel::pipe::pipe();
-        self.spawn_until_shutdown(crate::tunnels::serve_link(
-            self.clone(),
-            session_id.to_owned(),
-            airlock_tunnel::resume::Link::new(theirs.rx, theirs.tx),
-            origin.cloned(),
-        ));
-        Ok(ours)
+        link: &mut Link<Rx, Tx>,
+    ) {
+        crate::tunnels::serve_link(self, session_id, link, origin).await;
     }
 }
 

@@ -134,22 +134,17 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    serve_link(
-        agent,
-        session_id,
-        Link::new(StreamRx::new(rd), StreamTx(wr)),
-        origin,
-    )
-    .await;
+    let mut link = Link::new(StreamRx::new(rd), StreamTx(wr));
+    serve_link(&agent, &session_id, &mut link, origin.as_ref()).await;
 }
 
-/// [`serve`] over any transport (an in-process [`airlock_tunnel::pipe`]
-/// from the embedded agent's gateway).
+/// [`serve`] over any transport (the client's WebSocket itself, for the
+/// embedded agent of `airlockd up`); the caller closes the link after.
 pub async fn serve_link<Rx: LinkRx, Tx: LinkTx>(
-    agent: Arc<Agent>,
-    session_id: String,
-    mut link: Link<Rx, Tx>,
-    origin: Option<airlock_proto::agent::TunnelOrigin>,
+    agent: &Arc<Agent>,
+    session_id: &str,
+    link: &mut Link<Rx, Tx>,
+    origin: Option<&airlock_proto::agent::TunnelOrigin>,
 ) {
     let (id, peer_received, peer_fin) = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await
     {
@@ -164,18 +159,18 @@ pub async fn serve_link<Rx: LinkRx, Tx: LinkTx>(
     let grace = agent.config().tunnel_grace;
     let tunnels = &agent.tunnels;
     let (id, entry) = if id == TunnelId::default() {
-        let tcp = match agent.connect(&session_id).await {
+        let tcp = match agent.connect(session_id).await {
             Ok(t) => t,
             Err(e) => {
-                refuse(&mut link, ERR_CONNECT, &e.to_string()).await;
+                refuse(link, ERR_CONNECT, &e.to_string()).await;
                 return;
             }
         };
-        agent.note_origin(&session_id, &tcp, origin.as_ref());
+        agent.note_origin(session_id, &tcp, origin);
         let (r, w) = tcp.into_split();
         let id: TunnelId = rand::random();
         let entry = Arc::new(Entry {
-            session: session_id.clone(),
+            session: session_id.to_owned(),
             ep: Endpoint::new(r, w, Config::default()),
             attach: Mutex::new(Attachment {
                 generation: 0,
@@ -187,14 +182,14 @@ pub async fn serve_link<Rx: LinkRx, Tx: LinkTx>(
         tracing::info!(session = %session_id, tunnel = %short(&id), "resumable tunnel opened");
         (id, entry)
     } else {
-        match tunnels.find(&id, &session_id) {
+        match tunnels.find(&id, session_id) {
             Some(e) => {
                 tracing::info!(session = %session_id, tunnel = %short(&id), "tunnel resumed");
                 (id, e)
             }
             None => {
                 refuse(
-                    &mut link,
+                    link,
                     ERR_UNKNOWN,
                     "the tunnel is gone (it ended, or waited longer than the grace period)",
                 )
@@ -211,7 +206,7 @@ pub async fn serve_link<Rx: LinkRx, Tx: LinkTx>(
         a.generation
     };
     let detach = match link.send(&entry.ep.hello(id, grace)).await {
-        Ok(()) => entry.ep.attach(&mut link, peer_received, peer_fin).await,
+        Ok(()) => entry.ep.attach(link, peer_received, peer_fin).await,
         Err(e) => Detach::Broken(e.to_string()),
     };
     match detach {
@@ -224,7 +219,7 @@ pub async fn serve_link<Rx: LinkRx, Tx: LinkTx>(
                     a.since = Instant::now();
                 }
             }
-            tunnels.trim(&session_id);
+            tunnels.trim(session_id);
             tracing::info!(session = %session_id, tunnel = %short(&id), %reason, "tunnel detached; waiting for its client");
             let expiring = agent.clone();
             agent.spawn_until_shutdown(async move {

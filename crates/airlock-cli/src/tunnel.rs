@@ -6,19 +6,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_tunnel::resume::{
-    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Encoded, Endpoint, Frame, JOIN_BELOW, Link,
-    LinkError, LinkRx, LinkTx, SUBPROTOCOL, TunnelId,
+    Config, DEFAULT_GRACE, Detach, ERR_UNKNOWN, Endpoint, Frame, LinkError, SUBPROTOCOL, TunnelId,
 };
 use airlock_tunnel::{relay, ws_config};
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::ApiClient;
@@ -274,59 +272,7 @@ where
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// The link over a tunnel WebSocket.
-type WsLink = Link<WsRx, WsTx>;
-
-/// [`LinkRx`] over a tunnel WebSocket; remembers the close frame.
-pub struct WsRx {
-    stream: futures_util::stream::SplitStream<Tunnel>,
-    close: Option<(u16, String)>,
-}
-
-impl LinkRx for WsRx {
-    async fn recv(&mut self) -> std::io::Result<Option<Bytes>> {
-        match self.stream.next().await {
-            None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Ok(None),
-            Some(Err(e)) => Err(std::io::Error::other(e)),
-            Some(Ok(Message::Binary(b))) => Ok(Some(b)),
-            Some(Ok(Message::Close(f))) => {
-                self.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
-                Ok(None)
-            }
-            // Pongs (and anything else) prove the link alive.
-            Some(Ok(_)) => Ok(Some(Bytes::new())),
-        }
-    }
-}
-
-/// [`LinkTx`] over a tunnel WebSocket.
-pub struct WsTx(futures_util::stream::SplitSink<Tunnel, Message>);
-
-impl LinkTx for WsTx {
-    async fn send(&mut self, frame: Encoded) -> std::io::Result<()> {
-        if frame.len() <= JOIN_BELOW {
-            return self
-                .0
-                .send(Message::Binary(frame.joined()))
-                .await
-                .map_err(std::io::Error::other);
-        }
-        self.0
-            .feed(Message::Binary(frame.head))
-            .await
-            .map_err(std::io::Error::other)?;
-        self.0
-            .send(Message::Binary(frame.body))
-            .await
-            .map_err(std::io::Error::other)
-    }
-
-    async fn ping(&mut self) -> std::io::Result<()> {
-        self.0
-            .send(Message::Ping(Bytes::new()))
-            .await
-            .map_err(std::io::Error::other)
-    }
-}
+type WsLink = airlock_tunnel::ws::WsLink<MaybeTlsStream<TcpStream>>;
 
 /// What one attachment came to.
 enum Step {
@@ -377,21 +323,14 @@ async fn resumable(
                 }
             }
         };
-        let (sink, stream) = ws.split();
-        let mut link: WsLink = Link::new(
-            WsRx {
-                stream,
-                close: None,
-            },
-            WsTx(sink),
-        );
+        let mut link: WsLink = airlock_tunnel::ws::ws_link(ws, Default::default());
         match attach_once(&ep, &mut link, &mut id, &mut grace, &mut broken, session).await {
             Step::Over(r) => {
-                let _ = link.tx.0.send(Message::Close(None)).await;
+                link.tx.close(CloseCode::Normal, "").await;
                 return r;
             }
             Step::Broken(why) => {
-                if let Some(msg) = definitive_close(&link.rx.close) {
+                if let Some(msg) = definitive_close(&link.rx.close_frame().cloned()) {
                     return Err(CliError::new(msg));
                 }
                 if broken.is_none() {

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use airlock_proto::agent::{ORIGIN_CLIENT_HEADER, ORIGIN_CONN_HEADER, TCP_UPGRADE, TunnelOrigin};
-use airlock_tunnel::{Counters, Protocol};
+use airlock_tunnel::{Counters, Protocol, Stats};
 use http::header;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::agents::AgentCallError;
 
@@ -31,14 +33,31 @@ pub trait LocalAgent: Send + Sync + std::fmt::Debug {
         origin: Option<&'a TunnelOrigin>,
     ) -> Opening<'a, tokio::net::TcpStream>;
 
-    /// A message pipe to the agent's end of a resumable tunnel to a
-    /// running session (the agent reads the client's HELLO from it).
-    fn resumable<'a>(
+    /// Whether `session_id` runs on this node (else why not, for people).
+    fn holds(&self, session_id: &str) -> Result<(), String>;
+
+    /// Serves one attachment of a resumable tunnel to a session on this
+    /// node over the client's WebSocket `link` itself (the agent reads the
+    /// client's HELLO from it): one task and no relay between the client
+    /// and the runner's socket. Resolves when the attachment ends; the
+    /// caller closes the link. A session that went away meanwhile is
+    /// refused on the link (an `ERROR` frame).
+    fn attach<'a>(
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd>;
+        link: &'a mut ClientLink,
+    ) -> Attaching<'a>;
 }
+
+/// What [`LocalAgent::attach`] returns.
+pub type Attaching<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// The client's end of a tunnel WebSocket, as the gateway serves it.
+pub type ClientIo = TokioIo<hyper::upgrade::Upgraded>;
+
+/// A resumable tunnel's link over the client's WebSocket.
+pub type ClientLink = airlock_tunnel::ws::WsLink<ClientIo>;
 
 /// A tunnel in the registry, as `GET /admin/tunnels` and `/admin/cluster`
 /// show it: byte counts and duration are live.
@@ -115,7 +134,7 @@ pub struct TunnelGuard<'a> {
 
 impl TunnelGuard<'_> {
     /// The counters the relay updates (read by [`Tunnels::list`]).
-    pub fn counters(&self) -> &Counters {
+    pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
     }
 }
@@ -326,23 +345,39 @@ pub enum Far {
     /// A byte stream: the runner's SSH server, or a remote agent's end of
     /// a resumable tunnel.
     Stream(Box<dyn RunnerStream>),
-    /// The end of a resumable tunnel in this process's agent.
-    Pipe(airlock_tunnel::pipe::PipeEnd),
+    /// A resumable tunnel served by this process's agent, on the
+    /// WebSocket itself.
+    Local {
+        /// The agent.
+        agent: Arc<dyn LocalAgent>,
+        /// The session.
+        session_id: String,
+        /// The client connection, for the audit trail.
+        origin: Option<TunnelOrigin>,
+    },
 }
 
 impl Far {
-    /// Relays `ws` to it until both are done, counting in `counters`.
-    pub async fn relay<S>(
-        self,
-        ws: tokio_tungstenite::WebSocketStream<S>,
-        counters: &Counters,
-    ) -> airlock_tunnel::Stats
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-    {
+    /// Relays `ws` to it (or hands it to the local agent) until both are
+    /// done, counting in `counters`.
+    pub async fn relay(self, ws: WebSocketStream<ClientIo>, counters: &Arc<Counters>) -> Stats {
         match self {
             Far::Stream(s) => airlock_tunnel::relay_counted(ws, s, counters).await,
-            Far::Pipe(p) => airlock_tunnel::relay_pipe(ws, p, counters).await,
+            Far::Local {
+                agent,
+                session_id,
+                origin,
+            } => {
+                let mut link = airlock_tunnel::ws::ws_link(ws, counters.clone());
+                agent.attach(&session_id, origin.as_ref(), &mut link).await;
+                airlock_tunnel::ws::close_link(&mut link, CloseCode::Normal, "").await;
+                let (from_ws, to_ws) = counters.get();
+                Stats {
+                    from_ws,
+                    to_ws,
+                    close: link.rx.close_frame().cloned(),
+                }
+            }
         }
     }
 }
@@ -374,8 +409,8 @@ pub async fn open_runner(
 }
 
 /// [`open_runner`] for a tunnel WebSocket speaking `protocol`: with
-/// [`Protocol::Resumable`], to the agent's resumable tunnel end (over an
-/// in-process pipe for an agent in this process).
+/// [`Protocol::Resumable`], to the agent's resumable tunnel end (an agent
+/// in this process serves it on the WebSocket itself: [`Far::Local`]).
 pub async fn open_tunnel(
     state: &crate::AppState,
     s: &crate::store::SessionRow,
@@ -392,7 +427,14 @@ pub async fn open_tunnel(
         .await
         .map_err(|_| "the session's node is unknown".to_owned())?;
     let far = match state.local_agent(&agent.id) {
-        Some(local) => Far::Pipe(local.resumable(&s.id, origin).await?),
+        Some(agent) => {
+            agent.holds(&s.id)?;
+            Far::Local {
+                agent,
+                session_id: s.id.clone(),
+                origin: origin.cloned(),
+            }
+        }
         None => Far::Stream(remote(state, &agent, s, protocol, origin).await?),
     };
     Ok(Opened {

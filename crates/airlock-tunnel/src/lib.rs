@@ -11,8 +11,8 @@
 //! [`resume`] is the resumable variant our CLI negotiates
 //! (`airlock-resume.v1`): framed, acknowledged, replayed after a reconnect.
 
-pub mod pipe;
 pub mod resume;
+pub mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,7 +24,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use pipe::PipeEnd;
 use resume::{Encoded, LinkRx, LinkTx, StreamRx, StreamTx};
 
 /// Largest message we accept (clients send reads of up to 16 MiB).
@@ -125,15 +124,6 @@ where
 {
     let (rd, wr) = tokio::io::split(io);
     relay_link(ws, StreamRx::new(rd), StreamTx(wr), counters).await
-}
-
-/// [`relay_counted`] to a tunnel end in this process, over a
-/// [`pipe::pipe`]: messages cross as they are, uncopied.
-pub async fn relay_pipe<S>(ws: WebSocketStream<S>, end: PipeEnd, counters: &Counters) -> Stats
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    relay_link(ws, end.rx, end.tx, counters).await
 }
 
 /// Relays between a WebSocket and any transport: what arrives from `rx`
@@ -315,7 +305,7 @@ mod tests {
     }
 
     /// Both ends of a WebSocket over an in-memory stream: (server, client).
-    async fn ws_pair() -> (
+    pub(crate) async fn ws_pair() -> (
         WebSocketStream<tokio::io::DuplexStream>,
         WebSocketStream<tokio::io::DuplexStream>,
     ) {
@@ -381,46 +371,5 @@ mod tests {
         );
         assert_eq!(stats.from_ws, 3_000_000);
         assert_eq!(stats.to_ws, 4);
-    }
-
-    #[tokio::test]
-    async fn relays_to_a_pipe_and_closes_when_its_end_goes() {
-        let (ws_server, mut ws_client) = ws_pair().await;
-        let (ours, mut far) = pipe::pipe();
-        let counters = std::sync::Arc::new(Counters::default());
-        let task = {
-            let counters = counters.clone();
-            tokio::spawn(async move { relay_pipe(ws_server, ours, &counters).await })
-        };
-        ws_client
-            .send(Message::Binary(vec![1u8; 3_000_000].into()))
-            .await
-            .unwrap();
-        // One message arrives as one piece.
-        let got = far.rx.recv().await.unwrap().unwrap();
-        assert_eq!(got.len(), 3_000_000);
-        far.tx
-            .send(Encoded::relayed(bytes::Bytes::from_static(b"pong")))
-            .await
-            .unwrap();
-        match ws_client.next().await {
-            Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], b"pong"),
-            other => panic!("{other:?}"),
-        }
-        drop(far);
-        let close = loop {
-            match ws_client.next().await {
-                Some(Ok(Message::Close(f))) => break f,
-                Some(Ok(_)) => {}
-                other => panic!("{other:?}"),
-            }
-        };
-        assert_eq!(close.map(|f| f.code), Some(CloseCode::Normal));
-        assert!(ws_client.next().await.is_none_or(|r| r.is_err()));
-        let stats = tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((stats.from_ws, stats.to_ws), (3_000_000, 4));
     }
 }

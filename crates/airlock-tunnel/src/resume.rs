@@ -5,7 +5,9 @@
 //! runner) each keep what they sent until the other acknowledges it, and
 //! after a reconnect each says how much it has received so the other
 //! resends the rest. Everything between them (the gateway) relays opaque
-//! bytes and keeps no state.
+//! bytes and keeps no state; where the agent runs in the gateway's process
+//! (`airlockd up`), its end works on the client's WebSocket directly
+//! ([`crate::ws`]), so one task stands between the client and the runner.
 //!
 //! # Wire format
 //!

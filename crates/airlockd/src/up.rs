@@ -1,7 +1,7 @@
 //! `airlockd up`: gateway and a local agent on this machine.
 
 use airlock_agent::image::{BaseImageOptions, ensure_base_image};
-use airlock_gateway::tunnels::Opening;
+use airlock_gateway::tunnels::{Attaching, ClientLink, Opening};
 use airlock_proto::agent::TunnelOrigin;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
@@ -157,16 +157,20 @@ impl airlock_gateway::tunnels::LocalAgent for LocalAgent {
         })
     }
 
-    fn resumable<'a>(
+    fn holds(&self, session_id: &str) -> Result<(), String> {
+        self.0
+            .container_of(session_id)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn attach<'a>(
         &'a self,
         session_id: &'a str,
         origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd> {
-        Box::pin(async move {
-            self.0
-                .resumable(session_id, origin)
-                .map_err(|e| e.to_string())
-        })
+        link: &'a mut ClientLink,
+    ) -> Attaching<'a> {
+        Box::pin(self.0.attach(session_id, origin, link))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use airlock_gateway::GatewayConfig;
 use airlock_gateway::store::{NewUser, Role};
-use airlock_gateway::tunnels::{LocalAgent, Opening};
+use airlock_gateway::tunnels::{Attaching, ClientLink, LocalAgent, Opening};
 use airlock_proto::agent::TunnelOrigin;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -437,12 +437,17 @@ impl LocalAgent for InProcessAgent {
         })
     }
 
-    fn resumable<'a>(
+    fn holds(&self, _session_id: &str) -> Result<(), String> {
+        Err("not in this test".to_owned())
+    }
+
+    fn attach<'a>(
         &'a self,
         _session_id: &'a str,
         _origin: Option<&'a TunnelOrigin>,
-    ) -> Opening<'a, airlock_tunnel::pipe::PipeEnd> {
-        Box::pin(async { Err("not in this test".to_owned()) })
+        _link: &'a mut ClientLink,
+    ) -> Attaching<'a> {
+        Box::pin(async {})
     }
 }
 

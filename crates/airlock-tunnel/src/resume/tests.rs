@@ -266,15 +266,15 @@ async fn cut_and_resume(seed: u64, size: usize, buffer: usize) -> usize {
         attaches += 1;
         assert!(attaches < 2000, "no progress");
         let cut = Duration::from_micros(rng.random_range(100..20_000));
-        // Over a byte stream (a remote agent) or an in-process message
-        // pipe (the embedded agent), chosen per attachment.
+        // Over a byte stream (to a remote agent) or a WebSocket (the
+        // CLI's link, and the embedded agent's), chosen per attachment.
         let over = if rng.random_bool(0.5) {
             let (la, lb) = link_pair(rng.random_range(64..256 * 1024));
             attach_both(&a, &b, la, lb, cut).await
         } else {
-            let (pa, pb) = crate::pipe::pipe();
-            let la = Link::new(pa.rx, pa.tx);
-            let lb = Link::new(pb.rx, pb.tx);
+            let (server, client) = crate::tests::ws_pair().await;
+            let la = crate::ws::ws_link(client, Default::default());
+            let lb = crate::ws::ws_link(server, Default::default());
             attach_both(&a, &b, la, lb, cut).await
         };
         if over {
