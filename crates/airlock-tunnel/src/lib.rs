@@ -42,13 +42,19 @@ pub const LINGER: Duration = Duration::from_secs(10);
 /// takes more, cheap reads — no loss measured in `bench/chain`.
 pub const READ_BUFFER: usize = 16 * 1024;
 
+/// Messages smaller than this wait in tungstenite's write buffer for the
+/// next one or the sender's flush (every `send` flushes): a resumable
+/// frame's 5-byte header goes out in one write with its payload, not in a
+/// segment of its own.
+pub const WRITE_BUFFER: usize = 16 * 1024;
+
 /// WebSocket settings for tunnels.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_MESSAGE * 2)
 }
 

@@ -996,8 +996,14 @@ impl Endpoint {
 struct Slabs {
     /// The rest of the slab being read into.
     current: BytesMut,
+    /// Whether `current` is a slab (it may have no room left: two reads of
+    /// [`MAX_DATA`] fill one exactly).
+    slab: bool,
     /// Filled slabs, oldest first (their slices may still be alive).
     spare: VecDeque<BytesMut>,
+    /// Slabs allocated so far (for tests).
+    #[cfg(test)]
+    fresh: usize,
 }
 
 /// One slab: two of the largest reads.
@@ -1021,7 +1027,7 @@ impl Slabs {
     fn room(&mut self, want: usize) -> usize {
         if self.current.capacity() < SLAB_MIN_ROOM.min(want) {
             let full = std::mem::take(&mut self.current);
-            if full.capacity() > 0 {
+            if std::mem::take(&mut self.slab) {
                 self.spare.push_back(full);
             }
             let mut next = None;
@@ -1038,9 +1044,33 @@ impl Slabs {
             while self.spare.len() > SLABS_MAX {
                 self.spare.pop_front();
             }
-            self.current = next.unwrap_or_else(|| BytesMut::with_capacity(SLAB));
+            self.current = next.unwrap_or_else(|| {
+                #[cfg(test)]
+                {
+                    self.fresh += 1;
+                }
+                BytesMut::with_capacity(SLAB)
+            });
+            self.slab = true;
         }
         want.min(self.current.capacity())
+    }
+
+    /// Takes the current slab out for a read ([`Slabs::room`] first).
+    fn take(&mut self) -> BytesMut {
+        self.slab = false;
+        std::mem::take(&mut self.current)
+    }
+
+    /// Puts the slab taken for a read back (what was read split off it).
+    fn restore(&mut self, slab: BytesMut) {
+        self.current = slab;
+        self.slab = true;
+    }
+
+    /// Whether no slab is held.
+    fn is_empty(&self) -> bool {
+        self.spare.is_empty() && !self.slab
     }
 
     /// Lets every slab go (each is freed when its last slice is).
@@ -1067,26 +1097,30 @@ async fn read_local(shared: &Shared, local: &mut LocalReader) -> std::convert::I
             }
             shared.wake_reader.wait().await;
         };
-        let mut small;
-        let (buf, limit) = if *want == MAX_DATA {
+        // A bulk read goes into the current slab, taken out for the read
+        // (a read cancelled with the attachment loses the slab, not data).
+        let bulk = *want == MAX_DATA;
+        let (mut buf, limit) = if bulk {
             let n = slabs.room((*want).min(room));
-            (&mut slabs.current, n)
+            (slabs.take(), n)
         } else {
-            small = BytesMut::with_capacity((*want).min(room));
-            (&mut small, (*want).min(room))
+            let n = (*want).min(room);
+            (BytesMut::with_capacity(n), n)
         };
         // Cancelled between polls when the attachment ends: a read that
         // has not completed took nothing.
         let mut limited = (&mut *rd).take(limit as u64);
-        let read = limited.read_buf(buf);
+        let read = limited.read_buf(&mut buf);
         tokio::pin!(read);
-        let read = if slabs.spare.is_empty() {
+        let mut idle = false;
+        let read = if slabs.is_empty() && !bulk {
             read.await
         } else {
             tokio::select! {
                 r = &mut read => r,
                 () = tokio::time::sleep(SLAB_IDLE) => {
-                    slabs.spare.clear();
+                    slabs.quiet();
+                    idle = true;
                     read.await
                 }
             }
@@ -1100,8 +1134,11 @@ async fn read_local(shared: &Shared, local: &mut LocalReader) -> std::convert::I
         };
         let data = buf.split().freeze();
         *want = next_read_size(n);
-        if *want != MAX_DATA {
-            slabs.quiet();
+        // A short read in the middle of a bulk transfer keeps the slabs
+        // (dropping them there meant fresh pages for the next slab, which
+        // the kernel faults in and clears); only a quiet stream lets them go.
+        if bulk && !idle {
+            slabs.restore(buf);
         }
         let mut st = shared.lock();
         if n == 0 {
