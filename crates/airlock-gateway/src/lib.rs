@@ -74,6 +74,10 @@ struct Inner {
     local_agents:
         std::sync::RwLock<std::collections::HashMap<String, Arc<dyn tunnels::LocalAgent>>>,
     audit_conns: audit::Conns,
+    /// Tunnel and terminal WebSockets after their upgrade (their HTTP
+    /// connection is over, so the listener's drain no longer waits for
+    /// them).
+    streams: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -101,6 +105,7 @@ impl AppState {
                 quotas: quotas::Quotas::default(),
                 local_agents: std::sync::RwLock::new(std::collections::HashMap::new()),
                 audit_conns: audit::Conns::default(),
+                streams: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -181,6 +186,14 @@ impl AppState {
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
+
+    /// Where tunnel and terminal WebSockets run after their upgrade:
+    /// [`serve`] waits for them at shutdown, so each writes its last audit
+    /// event (`tunnel.closed`, reason `gateway shutdown`) before the store
+    /// closes.
+    pub(crate) fn streams(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.streams
+    }
 }
 
 /// Errors that stop the gateway.
@@ -229,8 +242,20 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServeEr
     });
     let limits = state.config().http_limits;
     let tls = state.config().tls.clone();
+    let streams = state.streams().clone();
     let result = listener::serve(listener, app(state), limits, tls, shutdown).await;
     purge.abort();
+    // The streams saw the same token; they only record how they ended.
+    streams.close();
+    if tokio::time::timeout(STREAM_DRAIN, streams.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tunnels were still closing after the shutdown drain");
+    }
     result?;
     Ok(())
 }
+
+/// How long shutdown waits for tunnels and terminals to record their end.
+const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -138,7 +138,7 @@ pub(crate) async fn tcpproxy(
         }
         e
     };
-    tokio::spawn(async move {
+    state.streams().clone().spawn(async move {
         let _permit = permit;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,

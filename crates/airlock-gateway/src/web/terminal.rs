@@ -117,7 +117,7 @@ pub(crate) async fn socket(
         conn: ctx.as_ref().map(|c| c.conn.clone()),
         resumable: false,
     };
-    tokio::spawn(async move {
+    state.streams().clone().spawn(async move {
         let _permit = permit;
         let Ok(upgraded) = on_upgrade.await else {
             return;

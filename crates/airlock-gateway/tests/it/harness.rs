@@ -29,6 +29,7 @@ pub struct Gateway {
     /// The gateway's state (to register in-process agents).
     pub state: AppState,
     shutdown: CancellationToken,
+    served: Option<tokio::task::JoinHandle<Result<(), airlock_gateway::ServeError>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,7 +75,7 @@ impl Gateway {
             std::sync::Arc::new(storage),
             shutdown.clone(),
         );
-        tokio::spawn(airlock_gateway::serve(listener, state.clone()));
+        let served = tokio::spawn(airlock_gateway::serve(listener, state.clone()));
         Gateway {
             addr,
             admin,
@@ -82,6 +83,7 @@ impl Gateway {
             store,
             state,
             shutdown,
+            served: Some(served),
             _dir: dir,
         }
     }
@@ -110,6 +112,18 @@ impl Gateway {
 
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Shuts the gateway down and waits until `serve` has returned.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(served) = self.served.take() {
+            tokio::time::timeout(Duration::from_secs(60), served)
+                .await
+                .expect("the gateway stops within a minute")
+                .unwrap()
+                .unwrap();
+        }
     }
 
     /// The gateway's temporary data directory (folders live in `vfolders/`).

@@ -488,6 +488,43 @@ async fn a_tunnel_to_a_node_in_this_process_goes_through_its_local_agent_with_th
 }
 
 #[tokio::test]
+async fn tunnels_open_at_shutdown_record_their_end_before_the_gateway_returns() {
+    within(async {
+        let mut w = World::new().await;
+        let id = w.running(json!({"name": "near", "image": "base"})).await;
+        let local = std::sync::Arc::new(InProcessAgent::default());
+        *local.holds.lock().unwrap() = Some(id.clone());
+        w.gw.state.register_local_agent("node-a", local.clone());
+        let mut open = Vec::new();
+        for i in 0..8 {
+            let mut ws = open_tunnel(&w.gw, &w.cookie, "near").await.unwrap();
+            echo(&mut ws, &format!("tunnel {i}, open at shutdown")).await;
+            open.push(ws);
+        }
+        assert_eq!(w.gw.state.tunnels().count(), 8);
+
+        w.gw.stop().await;
+        // Every tunnel task has ended and recorded how: nothing is left for
+        // a store that closes next (`airlockd up` closes it right after).
+        assert_eq!(w.gw.state.tunnels().count(), 0);
+        let events =
+            w.gw.store
+                .events(&airlock_gateway::store::EventFilter::default())
+                .await
+                .unwrap();
+        let ends: Vec<_> = events
+            .iter()
+            .filter(|e| e.what.kind == "tunnel.closed")
+            .map(|e| e.what.detail["reason"].clone())
+            .collect();
+        assert_eq!(ends.len(), 8, "{ends:?}");
+        assert!(ends.iter().all(|r| r == "gateway shutdown"), "{ends:?}");
+        drop(open);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_file_name_that_is_not_utf8_is_listed_fetched_and_deleted_by_its_listed_name() {
     use std::os::unix::ffi::OsStrExt;
     within(async {
