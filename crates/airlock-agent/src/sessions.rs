@@ -615,7 +615,25 @@ impl Agent {
     }
 
     /// A TCP connection to the SSH server of a running session.
+    ///
+    /// "No route to host" is tried once more, with the address looked up
+    /// again: the host's neighbour (ARP) resolution of a container that has
+    /// just started, or of an address a removed container held a moment
+    /// ago, can fail once (seen once in CI: the first `ssh` to a new
+    /// session), and the next attempt resolves afresh.
     pub async fn connect(&self, session_id: &str) -> Result<tokio::net::TcpStream, AgentError> {
+        match self.connect_once(session_id).await {
+            Err(ConnectError::Unreachable(e)) => {
+                tracing::debug!(session = %session_id, error = %e, "runner unreachable; trying again");
+                self.connect_once(session_id)
+                    .await
+                    .map_err(AgentError::from)
+            }
+            other => other.map_err(AgentError::from),
+        }
+    }
+
+    async fn connect_once(&self, session_id: &str) -> Result<tokio::net::TcpStream, ConnectError> {
         let cid = self.container_of(session_id)?;
         let cached = lock(&self.addresses).get(&cid).cloned();
         let ip = match cached {
@@ -642,9 +660,15 @@ impl Agent {
         .map_err(|_| AgentError::Docker(format!("connecting to {target} timed out")))?
         .map_err(|e| {
             lock(&self.addresses).remove(&cid);
-            AgentError::Docker(format!(
+            let unreachable = e.kind() == std::io::ErrorKind::HostUnreachable;
+            let err = AgentError::Docker(format!(
                 "cannot connect to the session's SSH server at {target}: {e}"
-            ))
+            ));
+            if unreachable {
+                ConnectError::Unreachable(err)
+            } else {
+                ConnectError::Other(err)
+            }
         })?;
         let _ = tcp.set_nodelay(true);
         Ok(tcp)
@@ -846,6 +870,28 @@ fn check_mount(root: Option<&Path>, m: &Mount) -> Result<Mount, AgentError> {
         container_path: format!("{}/{name}", airlock_proto::CONTAINER_HOME),
         read_only: m.read_only,
     })
+}
+
+/// Why one attempt to reach a runner failed.
+enum ConnectError {
+    /// No route to the container (worth one more try).
+    Unreachable(AgentError),
+    /// Anything else.
+    Other(AgentError),
+}
+
+impl From<AgentError> for ConnectError {
+    fn from(e: AgentError) -> Self {
+        ConnectError::Other(e)
+    }
+}
+
+impl From<ConnectError> for AgentError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Unreachable(e) | ConnectError::Other(e) => e,
+        }
+    }
 }
 
 #[cfg(test)]
